@@ -1,0 +1,203 @@
+"""The one place that knows numpy, cupy and torch.
+
+Everything else in hdlfast asks this module for an array's kind, device, dtype, pointer and
+stream, for host (numpy) views, and for outputs allocated in the caller's kind on the caller's
+device. cupy and torch are imported only when the caller hands us one of their arrays.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+DTYPE_CODES = {"float32": 0, "float16": 1, "bfloat16": 2}
+
+
+def _torch():
+    return sys.modules.get("torch")
+
+
+def _cupy():
+    return sys.modules.get("cupy")
+
+
+@dataclass(frozen=True)
+class Info:
+    """What hdlfast needs to know about one array."""
+
+    kind: str  # "numpy" | "torch" | "cupy"
+    device: str  # "cpu" or "cuda:N"
+    dtype: str  # numpy-style name: "float32", "bfloat16", "int64", ...
+    shape: tuple
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device != "cpu"
+
+
+def kind(x) -> str:
+    t, cp = _torch(), _cupy()
+    if isinstance(x, np.ndarray):
+        return "numpy"
+    if t is not None and isinstance(x, t.Tensor):
+        return "torch"
+    if cp is not None and isinstance(x, cp.ndarray):
+        return "cupy"
+    return "other"
+
+
+def info(x, name: str) -> Info:
+    """Describe ``x``; anything that is not an array of a known kind raises TypeError."""
+    k = kind(x)
+    if k == "numpy":
+        return Info("numpy", "cpu", _np_dtype_name(x.dtype), tuple(x.shape))
+    if k == "torch":
+        dev = "cpu" if x.device.type == "cpu" else f"cuda:{x.device.index or 0}"
+        if x.device.type not in ("cpu", "cuda"):
+            raise TypeError(f"{name}: torch device {x.device} is not supported (cpu or cuda)")
+        return Info("torch", dev, str(x.dtype).replace("torch.", ""), tuple(x.shape))
+    if k == "cupy":
+        return Info("cupy", f"cuda:{x.device.id}", _np_dtype_name(x.dtype), tuple(x.shape))
+    raise TypeError(
+        f"{name} must be a numpy array, a torch tensor or a cupy array, got {type(x).__name__}"
+    )
+
+
+def _np_dtype_name(dt) -> str:
+    name = np.dtype(dt).name
+    return "bfloat16" if name == "bfloat16" else name  # ml_dtypes registers "bfloat16"
+
+
+def as_array(x, name: str):
+    """Accept array-likes (lists, memoryviews) as numpy; leave real arrays untouched."""
+    if kind(x) != "other":
+        return x
+    if isinstance(x, (str, bytes, dict, set)) or x is None:
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+    try:
+        return np.asarray(x)
+    except Exception as exc:  # noqa: BLE001 - anything numpy cannot read is the caller's error
+        raise TypeError(f"{name} could not be read as an array: {exc}") from None
+
+
+# --- host (numpy) views --------------------------------------------------------------------
+
+
+def to_host(x) -> np.ndarray:
+    """A numpy view (or copy, for GPU arrays, bf16 and fp16) of ``x``; never a view the caller
+    could see modified, since hdlfast never writes into it."""
+    k = kind(x)
+    if k == "torch":
+        x = x.detach()
+        if x.dtype in (_torch().bfloat16, _torch().float16):
+            x = x.float()
+        return x.cpu().numpy()
+    if k == "cupy":
+        return x.get()
+    return x
+
+
+def host_float32(x) -> np.ndarray:
+    """C-contiguous float32 numpy array with the values of ``x``."""
+    return np.ascontiguousarray(to_host(x), dtype=np.float32)
+
+
+# --- GPU views -----------------------------------------------------------------------------
+
+
+def gpu_contiguous(x):
+    """``x`` itself when it is row-major contiguous (never copied), else a contiguous copy;
+    torch tensors that require grad are detached."""
+    if kind(x) == "torch":
+        x = x.detach()
+        return x if x.is_contiguous() else x.contiguous()
+    return x if x.flags.c_contiguous else _cupy().ascontiguousarray(x)
+
+
+def data_ptr(x) -> int:
+    if kind(x) == "torch":
+        return x.data_ptr()
+    if kind(x) == "cupy":
+        return x.data.ptr
+    return x.ctypes.data
+
+
+def itemsize(x) -> int:
+    return x.element_size() if kind(x) == "torch" else x.itemsize
+
+
+def cuda_stream(x) -> int:
+    """The caller's current CUDA stream on x's device, as an integer handle."""
+    if kind(x) == "torch":
+        return _torch().cuda.current_stream(x.device).cuda_stream
+    return _cupy().cuda.get_current_stream().ptr
+
+
+def device_ctx(x):
+    """Context manager making x's device current (so kernels launch on it)."""
+    if kind(x) == "torch":
+        return _torch().cuda.device(x.device)
+    return _cupy().cuda.Device(x.device.id)
+
+
+# --- allocation in the caller's kind ------------------------------------------------------
+
+
+def empty(like, shape, dtype: str):
+    """Uninitialised array of ``dtype`` in the kind and on the device of ``like``."""
+    k = kind(like)
+    if k == "torch":
+        t = _torch()
+        return t.empty(shape, dtype=getattr(t, dtype), device=like.device)
+    if k == "cupy":
+        with like.device:
+            return _cupy().empty(shape, dtype=dtype)
+    return np.empty(shape, dtype=dtype)
+
+
+def full(like, shape, value, dtype: str):
+    out = empty(like, shape, dtype)
+    out.fill_(value) if kind(out) == "torch" else out.fill(value)
+    return out
+
+
+def from_host(arr: np.ndarray, like):
+    """Return the numpy result ``arr`` in the kind and on the device of ``like``."""
+    k = kind(like)
+    if k == "torch":
+        t = _torch().from_numpy(arr)
+        return t if like.device.type == "cpu" else t.to(like.device)
+    if k == "cupy":
+        with like.device:
+            return _cupy().asarray(arr)
+    return arr
+
+
+def to_numpy(x) -> np.ndarray:
+    """Small GPU or torch results (flags, counts) as numpy, synchronising as needed."""
+    return np.asarray(to_host(x))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for the allocation failures of torch and cupy (answered by smaller blocks)."""
+    t, cp = _torch(), _cupy()
+    if t is not None and isinstance(exc, getattr(t.cuda, "OutOfMemoryError", ())):
+        return True
+    if cp is not None and isinstance(exc, cp.cuda.memory.OutOfMemoryError):
+        return True
+    return isinstance(exc, MemoryError)
+
+
+def gpu_free_bytes(like) -> int:
+    """Free memory on like's device, counting what the framework's pool holds but does not use."""
+    if kind(like) == "torch":
+        t = _torch()
+        free, _ = t.cuda.mem_get_info(like.device)
+        return free + t.cuda.memory_reserved(like.device) - t.cuda.memory_allocated(like.device)
+    cp = _cupy()
+    with like.device:
+        free, _ = cp.cuda.runtime.memGetInfo()
+        pool = cp.get_default_memory_pool()
+        return free + pool.total_bytes() - pool.used_bytes()

@@ -1,0 +1,76 @@
+"""Input validation shared by every public function (SPEC "Bad input").
+
+Each check raises ValueError or TypeError naming the argument, before any work starts, and
+never modifies the caller's array.
+"""
+from __future__ import annotations
+
+import numbers
+
+from . import _arrays
+
+_INT_KINDS = ("int", "uint", "bool", "complex")
+
+
+def embeddings(x, name: str):
+    """A 2-D, non-empty float array; returns (x, Info). Finiteness and zero rows are checked
+    with the row norms, see :func:`row_norms`."""
+    x = _arrays.as_array(x, name)
+    inf = _arrays.info(x, name)
+    if inf.dtype.startswith(_INT_KINDS):
+        raise TypeError(
+            f"{name} must hold floating-point embeddings (float32, float16 or bfloat16), "
+            f"got dtype {inf.dtype}"
+        )
+    if inf.dtype not in _arrays.FLOAT_DTYPES:
+        raise TypeError(f"{name}: unsupported dtype {inf.dtype}")
+    if len(inf.shape) != 2:
+        raise ValueError(f"{name} must be 2-D (n, d), got shape {inf.shape}")
+    if inf.shape[0] == 0 or inf.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {inf.shape}")
+    return x, inf
+
+
+def same_device(a_info, b_info, a_name: str, b_name: str):
+    if a_info.device != b_info.device:
+        raise ValueError(
+            f"{a_name} is on {a_info.device} but {b_name} is on {b_info.device}: "
+            "put both on the same device"
+        )
+    if a_info.on_gpu and a_info.kind != b_info.kind:
+        raise TypeError(f"{a_name} is a {a_info.kind} array but {b_name} is {b_info.kind}")
+
+
+def same_width(a_info, b_info, a_name: str, b_name: str):
+    if a_info.shape[1] != b_info.shape[1]:
+        raise ValueError(
+            f"{a_name} has {a_info.shape[1]} columns but {b_name} has {b_info.shape[1]}"
+        )
+
+
+def positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    value = int(value)
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def k_at_most(k: int, available: int, what: str):
+    if k > available:
+        raise ValueError(f"k={k} is larger than the {available} {what}")
+
+
+def bad_rows(name: str, nonfinite_row: int | None, zero_row: int | None):
+    """Raise for the first row holding NaN/Inf or having zero norm (None: no such row)."""
+    if nonfinite_row is not None:
+        raise ValueError(f"{name} holds NaN or Inf (row {nonfinite_row})")
+    if zero_row is not None:
+        raise ValueError(f"{name} has a zero-norm row (row {zero_row}): cosine is undefined")
+
+
+def choice(value, name: str, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {sorted(allowed)}, got {value!r}")
+    return value

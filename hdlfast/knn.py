@@ -1,0 +1,86 @@
+"""Exact cosine k-nearest-neighbour graphs (SPEC section 1)."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _arrays, _backend, _checks
+
+
+def knn(queries, k, *, database=None, exclude_self=None, backend=None, memory_budget=None,
+        allow_tf32=False):
+    """Exact cosine top-k: for each query row, the ``k`` most similar database rows.
+
+    Parameters
+    ----------
+    queries : (Nq, d) float array (numpy, torch or cupy; float32, float16, bfloat16, or
+        float64 which is computed in float32).
+    k : number of neighbours, 1 <= k <= database size (minus one with ``exclude_self``).
+    database : (Nd, d) array, or None for the graph of ``queries`` against itself.
+    exclude_self : drop the point itself, by index (duplicates of it stay neighbours).
+        Default True for the self-graph, False with a database; with a database it drops
+        database row i for query row i (queries must then have as many rows as the database).
+    backend : "cuda", "native" or "numba"; default from where the data lives.
+    memory_budget : bytes of scratch memory for one similarity tile (CPU, default 256 MiB) or
+        the workspace (GPU, default half the free memory). Never N x N.
+    allow_tf32 : let float32 inputs use TF32 tensor cores on the GPU (faster, ~1e-3 error).
+
+    Returns
+    -------
+    sims : (Nq, k) float32, rows sorted by decreasing similarity.
+    idx : (Nq, k) int64 database indices; among equal similarities the smaller index first.
+    Both in the kind and on the device of ``queries``.
+    """
+    queries, q_info = _checks.embeddings(queries, "queries")
+    k = _checks.positive_int(k, "k")
+    if database is None:
+        exclude_self = True if exclude_self is None else bool(exclude_self)
+        db_info = q_info
+    else:
+        database, db_info = _checks.embeddings(database, "database")
+        _checks.same_device(q_info, db_info, "queries", "database")
+        _checks.same_width(q_info, db_info, "queries", "database")
+        exclude_self = False if exclude_self is None else bool(exclude_self)
+        if exclude_self and q_info.shape[0] != db_info.shape[0]:
+            raise ValueError(
+                f"exclude_self=True with a database needs as many queries as database rows "
+                f"(query i is database row i), got {q_info.shape[0]} and {db_info.shape[0]}"
+            )
+    nd = db_info.shape[0]
+    if exclude_self:
+        _checks.k_at_most(k, nd - 1, "database rows other than the point itself")
+    else:
+        _checks.k_at_most(k, nd, "database rows")
+    if memory_budget is not None:
+        memory_budget = _checks.positive_int(memory_budget, "memory_budget")
+    impl = _backend.select(backend, q_info.on_gpu)
+    return impl.knn(queries, database, k, exclude_self=exclude_self, allow_tf32=allow_tf32,
+                    memory_budget=memory_budget, q_name="queries", db_name="database")
+
+
+def reverse_graph(idx, n=None):
+    """Who lists whom: CSR ``(indptr, indices)`` with ``indices[indptr[j]:indptr[j+1]]`` the
+    rows i that have j among their neighbours, in increasing i (numpy arrays, int64).
+
+    ``idx`` is an (N, k) neighbour-index array (any kind); ``n`` the number of database points
+    (default: max index + 1, or N for a self-graph-shaped input).
+    """
+    idx = _arrays.as_array(idx, "idx")
+    inf = _arrays.info(idx, "idx")
+    if not inf.dtype.startswith(("int", "uint")):
+        raise TypeError(f"idx must hold integer indices, got dtype {inf.dtype}")
+    if len(inf.shape) != 2:
+        raise ValueError(f"idx must be 2-D (N, k), got shape {inf.shape}")
+    host = np.ascontiguousarray(_arrays.to_host(idx), dtype=np.int64)
+    rows, k = host.shape
+    if n is None:
+        n = max(rows, int(host.max()) + 1 if host.size else 0)
+    else:
+        n = _checks.positive_int(n, "n")
+    if host.size and (host.min() < 0 or host.max() >= n):
+        raise ValueError(f"idx holds indices outside [0, {n}): min {host.min()}, max {host.max()}")
+    flat = host.ravel()
+    order = np.argsort(flat, kind="stable")  # stable: sources stay in increasing row order
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(flat, minlength=n), out=indptr[1:])
+    indices = (order // max(k, 1)).astype(np.int64)
+    return indptr, indices
