@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+
+import hdlfast
+from hdlfast import _backend
+
+CPU_BACKENDS = [b for b in ("native", "numba") if _backend.usable(b)]
+
+
+def _gpu_kinds():
+    kinds = []
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            kinds.append("torch-cuda")
+    except ImportError:
+        pass
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            kinds.append("cupy")
+    except Exception:  # noqa: BLE001 - no cupy, or no driver
+        pass
+    return kinds
+
+
+GPU_KINDS = _gpu_kinds()
+HAS_CUDA_BACKEND = _backend.usable("cuda")
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_CUDA_BACKEND and GPU_KINDS:
+        return
+    skip = pytest.mark.skip(reason="no CUDA GPU with cupy or torch visible")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+def to_kind(x: np.ndarray, kind: str, dtype: str = "float32"):
+    """x (numpy) as an array of the given kind and dtype."""
+    if kind == "numpy":
+        if dtype == "bfloat16":
+            import ml_dtypes
+
+            return x.astype(ml_dtypes.bfloat16)
+        return x.astype(dtype)
+    if kind in ("torch", "torch-cuda"):
+        import torch
+
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(getattr(torch, dtype))
+        return t.cuda() if kind == "torch-cuda" else t
+    if kind == "cupy":
+        import cupy
+
+        return cupy.asarray(x.astype(dtype))
+    raise ValueError(kind)
+
+
+def to_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+        if str(x.dtype) in ("torch.bfloat16", "torch.float16"):
+            x = x.float()
+        return x.numpy()
+    if hasattr(x, "get"):
+        return x.get()
+    return np.asarray(x)
+
+
+def reference_knn(q, db, k, exclude_self):
+    """float64 NumPy reference: (sims, idx) with the SPEC tie rule (sim desc, index asc)."""
+    q = np.asarray(q, np.float64)
+    db = np.asarray(db, np.float64)
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    dn = db / np.linalg.norm(db, axis=1, keepdims=True)
+    s = qn @ dn.T
+    if exclude_self:
+        s[np.arange(len(q)), np.arange(len(q))] = -np.inf
+    order = np.lexsort((np.broadcast_to(np.arange(s.shape[1]), s.shape), -s), axis=1)[:, :k]
+    return np.take_along_axis(s, order, 1), order, s
+
+
+def assert_knn(sims, idx, q, db, k, exclude_self, atol=1e-5):
+    """Check a kNN result against the float64 reference, tolerating only near-ties."""
+    sims, idx = to_numpy(sims), to_numpy(idx)
+    assert sims.dtype == np.float32 and idx.dtype == np.int64
+    assert sims.shape == idx.shape == (len(q), k)
+    ref_s, ref_i, full = reference_knn(q, db, k, exclude_self)
+    rows = np.arange(len(q))[:, None]
+    # every returned index is real, its similarity is the one reported, and the k best
+    assert idx.min() >= 0 and idx.max() < len(db)
+    np.testing.assert_allclose(sims, full[rows, idx], atol=atol)
+    np.testing.assert_allclose(sims, ref_s, atol=atol)
+    for r in range(len(q)):
+        assert len(set(idx[r].tolist())) == k, "duplicate neighbour"
+    if exclude_self:
+        assert not (idx == np.arange(len(q))[:, None]).any(), "self not excluded"
+    # order: similarity descending; equal similarity -> smaller index first
+    assert (np.diff(sims, axis=1) <= 0).all()
+    eq = np.diff(sims, axis=1) == 0
+    assert (np.diff(idx, axis=1)[eq] > 0).all()
+    # indices equal the reference wherever the reference has no near-tie around them
+    gap = np.full(full.shape[0], np.inf)
+    srt = -np.sort(-full, axis=1)
+    for r in range(len(q)):
+        top = srt[r, : min(k + 1, srt.shape[1])]
+        if len(top) > 1:
+            gap[r] = np.min(np.abs(np.diff(top)))
+    clear = gap > 4 * atol
+    np.testing.assert_array_equal(idx[clear], ref_i[clear])

@@ -1,0 +1,265 @@
+"""hdlfast.knn and reverse_graph against a float64 NumPy reference, on every backend."""
+import os
+
+import numpy as np
+import pytest
+
+import hdlfast
+from conftest import CPU_BACKENDS, GPU_KINDS, assert_knn, reference_knn, to_kind, to_numpy
+
+
+def clustered(n, d, seed, n_centres=8, spread=0.3):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_centres, d))
+    x = centres[rng.integers(0, n_centres, n)] + spread * rng.standard_normal((n, d))
+    return x.astype(np.float32)
+
+
+SHAPES = [(2, 1, 1), (3, 5, 2), (17, 3, 16), (100, 8, 7), (257, 64, 20), (700, 33, 699),
+          (1500, 128, 64), (3000, 16, 10), (600, 1024, 50)]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("n,d,k", SHAPES)
+def test_self_graph_matches_reference(backend, n, d, k):
+    x = clustered(n, d, seed=n * 31 + d)
+    sims, idx = hdlfast.knn(x, k, backend=backend)
+    assert_knn(sims, idx, x, x, k, exclude_self=True)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("nq,nd,d,k", [(1, 1, 4, 1), (1, 50, 7, 50), (40, 3, 9, 3),
+                                        (513, 1100, 32, 33), (2000, 300, 96, 5)])
+def test_queries_against_database(backend, nq, nd, d, k):
+    q = clustered(nq, d, seed=1)
+    db = clustered(nd, d, seed=2)
+    sims, idx = hdlfast.knn(q, k, database=db, backend=backend)
+    assert_knn(sims, idx, q, db, k, exclude_self=False)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_self_graph_without_exclusion_returns_self_first(backend):
+    x = clustered(300, 16, seed=3)
+    sims, idx = hdlfast.knn(x, 5, exclude_self=False, backend=backend)
+    assert_knn(sims, idx, x, x, 5, exclude_self=False)
+    np.testing.assert_array_equal(idx[:, 0], np.arange(300))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_exclude_self_with_database_drops_matching_row(backend):
+    x = clustered(200, 8, seed=4)
+    sims, idx = hdlfast.knn(x, 6, database=x.copy(), exclude_self=True, backend=backend)
+    assert_knn(sims, idx, x, x, 6, exclude_self=True)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_exact_ties_follow_the_index_rule(backend):
+    # d = 1: every similarity is exactly +1 or -1, so the tie rule decides everything.
+    rng = np.random.default_rng(5)
+    x = rng.choice([-3.0, -1.0, 0.5, 2.0], size=(60, 1)).astype(np.float32)
+    for k in (1, 10, 59):
+        sims, idx = hdlfast.knn(x, k, backend=backend)
+        ref_s, ref_i, _ = reference_knn(x, x, k, True)
+        np.testing.assert_array_equal(idx, ref_i)
+        np.testing.assert_array_equal(sims, ref_s.astype(np.float32))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_duplicates_stay_neighbours(backend):
+    base = clustered(50, 12, seed=6)
+    x = np.concatenate([base, base[:10], base[:10]])  # rows 50..69 duplicate rows 0..9
+    sims, idx = hdlfast.knn(x, 3, backend=backend)
+    assert_knn(sims, idx, x, x, 3, exclude_self=True)
+    for i in range(10):
+        # the two copies of point i are its top-2, at similarity 1, smaller index first
+        assert sorted(idx[i, :2].tolist()) == [50 + i, 60 + i]
+        assert idx[i, 0] == 50 + i
+        np.testing.assert_allclose(sims[i, :2], 1.0, atol=1e-6)
+        assert idx[50 + i, :2].tolist() == [i, 60 + i]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("budget", [64, 4096, 1 << 16])
+def test_memory_budget_only_changes_tiling(backend, budget):
+    x = clustered(500, 24, seed=7)
+    ref = hdlfast.knn(x, 9, backend=backend)
+    small = hdlfast.knn(x, 9, backend=backend, memory_budget=budget)
+    np.testing.assert_array_equal(ref[1], small[1])
+    np.testing.assert_allclose(ref[0], small[0], atol=1e-6)
+    q = clustered(70, 24, seed=8)
+    ref = hdlfast.knn(q, 9, database=x, backend=backend)
+    small = hdlfast.knn(q, 9, database=x, backend=backend, memory_budget=budget)
+    np.testing.assert_array_equal(ref[1], small[1])
+
+
+@pytest.mark.skipif(len(CPU_BACKENDS) < 2, reason="needs both native and numba")
+@pytest.mark.parametrize("n,d,k", [(1000, 32, 15), (2500, 8, 100), (300, 3, 299)])
+def test_native_and_numba_identical(n, d, k):
+    x = clustered(n, d, seed=9)
+    a = hdlfast.knn(x, k, backend="native", memory_budget=1 << 18)
+    b = hdlfast.knn(x, k, backend="numba", memory_budget=1 << 18)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
+def test_numpy_low_and_high_precision_inputs(dtype):
+    x = clustered(400, 32, seed=10)
+    xd = to_kind(x, "numpy", dtype)
+    sims, idx = hdlfast.knn(xd, 8)
+    # the reference is computed on the values the caller actually holds
+    assert_knn(sims, idx, np.asarray(xd, np.float64), np.asarray(xd, np.float64), 8, True)
+
+
+def test_array_like_inputs_are_accepted():
+    x = clustered(30, 4, seed=11)
+    sims, idx = hdlfast.knn(x.tolist(), 3)
+    assert_knn(sims, idx, x, x, 3, True)
+
+
+def test_caller_arrays_unchanged_and_not_aliased():
+    x = clustered(200, 16, seed=12)
+    q = clustered(20, 16, seed=13)
+    x0, q0 = x.copy(), q.copy()
+    hdlfast.knn(x, 5)
+    hdlfast.knn(q, 5, database=x)
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(q, q0)
+
+
+def test_default_backend_is_native_when_built():
+    expected = "native" if "native" in CPU_BACKENDS else "numba"
+    assert hdlfast.info()["default_cpu"] == expected
+
+
+def test_expected_modules_were_built():
+    # CI sets HDLFAST_EXPECT_BUILT=native,cuda so that a broken C++ or CUDA build fails loudly
+    # instead of silently falling back to numba.
+    expected = [b for b in os.environ.get("HDLFAST_EXPECT_BUILT", "").split(",") if b]
+    for name in expected:
+        assert hdlfast.info()[name]["built"], f"hdlfast.{name} module was not built"
+
+
+def test_environment_variable_overrides_backend(monkeypatch):
+    x = clustered(50, 4, seed=14)
+    monkeypatch.setenv("HDLFAST_BACKEND", "nonsense")
+    with pytest.raises(ValueError, match="backend"):
+        hdlfast.knn(x, 3)
+    monkeypatch.setenv("HDLFAST_BACKEND", CPU_BACKENDS[-1])
+    assert_knn(*hdlfast.knn(x, 3), x, x, 3, True)
+
+
+def test_cuda_backend_with_cpu_data_is_refused():
+    x = clustered(20, 4, seed=15)
+    if hdlfast.info()["cuda"]["usable"]:
+        with pytest.raises(ValueError, match="CUDA device"):
+            hdlfast.knn(x, 3, backend="cuda")
+    else:
+        with pytest.raises(RuntimeError, match="cuda"):
+            hdlfast.knn(x, 3, backend="cuda")
+
+
+# --- torch on the CPU --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_torch_cpu_in_torch_out(dtype):
+    torch = pytest.importorskip("torch")
+    x = clustered(300, 40, seed=16)
+    xt = to_kind(x, "torch", dtype).requires_grad_(dtype == "float32")
+    before = xt.detach().clone()
+    sims, idx = hdlfast.knn(xt, 7)
+    assert isinstance(sims, torch.Tensor) and isinstance(idx, torch.Tensor)
+    assert sims.dtype == torch.float32 and idx.dtype == torch.int64
+    assert sims.device.type == idx.device.type == "cpu"
+    held = to_numpy(xt).astype(np.float64)
+    assert_knn(sims, idx, held, held, 7, True)
+    assert torch.equal(xt.detach(), before)
+
+
+def test_torch_non_contiguous_input():
+    pytest.importorskip("torch")
+    x = clustered(120, 10, seed=17)
+    xt = to_kind(np.ascontiguousarray(x.T), "torch").T  # a transposed view
+    assert not xt.is_contiguous()
+    sims, idx = hdlfast.knn(xt, 4)
+    assert_knn(sims, idx, x, x, 4, True)
+
+
+# --- reverse graph ------------------------------------------------------------------------
+
+
+def test_reverse_graph_lists_who_lists_whom():
+    x = clustered(150, 6, seed=18)
+    _, idx = hdlfast.knn(x, 5)
+    indptr, indices = hdlfast.reverse_graph(idx, 150)
+    assert indptr.shape == (151,) and indptr[-1] == idx.size
+    for j in range(150):
+        sources = indices[indptr[j]:indptr[j + 1]]
+        expected = np.nonzero((idx == j).any(axis=1))[0]
+        np.testing.assert_array_equal(sources, expected)
+
+
+def test_reverse_graph_of_query_database_graph_and_bad_index():
+    idx = np.array([[3, 1], [1, 0]])
+    indptr, indices = hdlfast.reverse_graph(idx, n=5)
+    np.testing.assert_array_equal(indptr, [0, 1, 3, 3, 4, 4])
+    np.testing.assert_array_equal(indices, [1, 0, 1, 0])
+    with pytest.raises(ValueError, match="idx"):
+        hdlfast.reverse_graph(idx, n=3)
+    with pytest.raises(TypeError, match="idx"):
+        hdlfast.reverse_graph(idx.astype(np.float32))
+
+
+# --- CUDA ---------------------------------------------------------------------------------
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kind", GPU_KINDS or ["torch-cuda"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("n,d,k", [(2, 1, 1), (100, 8, 7), (1000, 64, 32), (777, 100, 129),
+                                   (2000, 256, 1024), (600, 33, 599)])
+def test_cuda_matches_reference(kind, dtype, n, d, k):
+    if kind == "cupy" and dtype == "bfloat16":
+        pytest.skip("cupy has no bfloat16")
+    x = clustered(n, d, seed=n + d)
+    xg = to_kind(x, kind, dtype)
+    sims, idx = hdlfast.knn(xg, k)
+    assert type(sims) is type(xg) and type(idx) is type(xg)
+    held = to_numpy(xg).astype(np.float64)
+    atol = 1e-5 if dtype == "float32" else 2e-3  # fp16/bf16 products, fp32 accumulation
+    assert_knn(sims, idx, held, held, k, True, atol=atol)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kind", GPU_KINDS or ["torch-cuda"])
+def test_cuda_queries_database_and_cpu_agree(kind):
+    q = clustered(300, 48, seed=19)
+    db = clustered(5000, 48, seed=20)
+    for k in (1, 20, 200, 3000):
+        sims, idx = hdlfast.knn(to_kind(q, kind), k, database=to_kind(db, kind))
+        assert_knn(sims, idx, q, db, k, False)
+        c_sims, c_idx = hdlfast.knn(q, k, database=db, backend="native")
+        np.testing.assert_allclose(to_numpy(sims), c_sims, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kind", GPU_KINDS or ["torch-cuda"])
+def test_cuda_ties_duplicates_and_input_untouched(kind):
+    rng = np.random.default_rng(21)
+    x = rng.choice([-3.0, -1.0, 0.5, 2.0], size=(300, 1)).astype(np.float32)
+    xg = to_kind(x, kind)
+    for k in (1, 17, 299):
+        sims, idx = hdlfast.knn(xg, k)
+        ref_s, ref_i, _ = reference_knn(x, x, k, True)
+        np.testing.assert_array_equal(to_numpy(idx), ref_i)
+    np.testing.assert_array_equal(to_numpy(xg), x)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kind", GPU_KINDS or ["torch-cuda"])
+def test_cuda_small_workspace_budget_gives_same_graph(kind):
+    x = clustered(3000, 32, seed=22)
+    a = hdlfast.knn(to_kind(x, kind), 300)
+    b = hdlfast.knn(to_kind(x, kind), 300, memory_budget=1 << 20)
+    np.testing.assert_array_equal(to_numpy(a[1]), to_numpy(b[1]))
