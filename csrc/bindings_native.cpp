@@ -1,5 +1,5 @@
 // hdlfast._native: CPU kernels. Plain integers cross the boundary (pointers, shapes); the GIL
-// is released around every kernel so tile products and merges can overlap with Python work.
+// is released around every kernel so several Python worker threads can run them at once.
 #include <pybind11/pybind11.h>
 
 #include <cstdint>

@@ -115,9 +115,7 @@ def select(backend: str | None, on_gpu: bool):
 def info() -> dict:
     """Which backends are built and usable, and the default for CPU data."""
     out = {name: {"built": built(name), "usable": usable(name)} for name in NAMES}
-    native = _module("native")
-    if native is not None:
-        out["native"]["threads"] = native.num_threads()
+    out["cpu_threads"] = _cpu.num_workers()
     if out["cuda"]["usable"]:
         out["cuda"]["devices"] = _module("cuda").device_count()
     out["default_cpu"] = "native" if out["native"]["built"] else "numba"

@@ -1,19 +1,40 @@
 """Blocked exact top-k on the CPU, shared by the native and numba backends.
 
-Tiles of the similarity matrix are BLAS products (numpy matmul, which releases the GIL and
-uses every core); the backend's merge kernel folds each tile into per-row running top-k heaps.
+Tiles of the similarity matrix are BLAS products (numpy matmul); the backend's merge kernel
+folds each tile into per-row running top-k heaps. One worker thread per core runs
+"multiply a tile, merge it" with single-threaded BLAS, so every core merges the tile it just
+wrote while it is still in its cache, and no idle BLAS or OpenMP threads spin against the merges.
+Workers only ever run tiles whose heaps are disjoint, so no heap is shared.
+
 For a self-graph only tiles on and above the block diagonal are multiplied: each off-diagonal
 tile is merged once by rows and once by columns, halving the matrix-product work.
-Peak extra memory: one tile (``memory_budget`` bytes) plus the normalised copy of the data.
+Peak extra memory: one tile per worker (``memory_budget`` bytes in all) plus the normalised
+float32 copy of the data. The tiling does not depend on the number of threads, so results are
+identical for any thread count.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import _checks
 
 DEFAULT_BUDGET = 256 << 20
+_MAX_WORKERS_BUDGETED = 64  # tiles are sized as if this many workers could be live
 _INDEX_SENTINEL = np.iinfo(np.int64).max
+
+
+def num_workers() -> int:
+    """HDLFAST_NUM_THREADS, else the cores this process may run on."""
+    env = os.environ.get("HDLFAST_NUM_THREADS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def normalize(x: np.ndarray, name: str) -> np.ndarray:
@@ -29,14 +50,35 @@ def normalize(x: np.ndarray, name: str) -> np.ndarray:
 
 
 def block_sizes(nq: int, nd: int, budget: int, symmetric: bool) -> tuple[int, int]:
-    """Query and database block sizes whose float32 tile fits in ``budget`` bytes."""
-    elems = max(budget // 4, 1)
+    """Query and database block sizes such that the tiles of all workers fit in ``budget``."""
+    elems = max(budget // (4 * _MAX_WORKERS_BUDGETED), 1)
     if symmetric:
         b = int(min(nq, 1024, max(int(np.sqrt(elems)), 1)))
         return b, b
-    bq = int(min(nq, 4096, max(elems // min(nd, 1024), 1)))
-    bd = int(min(nd, max(elems // bq, 1)))
+    bd = int(min(nd, 1024, elems))
+    bq = int(min(nq, 1024, max(elems // bd, 1)))
     return bq, bd
+
+
+def symmetric_rounds(nb: int) -> list[list[tuple[int, int]]]:
+    """Every block pair (i <= j) once, in rounds where no block appears twice (the circle
+    method of round-robin tournaments; diagonal tiles fill the bye)."""
+    m = nb + nb % 2
+    ids = list(range(m))
+    rounds = []
+    for _ in range(m - 1):
+        pairs = []
+        for t in range(m // 2):
+            a, b = ids[t], ids[m - 1 - t]
+            if a >= nb or b >= nb:  # the bye: this block gets its diagonal tile
+                pairs.append((min(a, b), min(a, b)))
+            else:
+                pairs.append((min(a, b), max(a, b)))
+        rounds.append(pairs)
+        ids = [ids[0], ids[-1]] + ids[1:-1]
+    if nb % 2 == 0:
+        rounds.append([(i, i) for i in range(nb)])
+    return rounds
 
 
 def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bool,
@@ -51,15 +93,28 @@ def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bo
     bq, bd = block_sizes(nq, nd, budget, symmetric)
     heap_s = np.full((nq, k), -np.inf, dtype=np.float32)
     heap_i = np.full((nq, k), _INDEX_SENTINEL, dtype=np.int64)
-    buf = np.empty(bq * bd, dtype=np.float32)
-    for q0 in range(0, nq, bq):
-        q1 = min(q0 + bq, nq)
-        for d0 in range(q0 if symmetric else 0, nd, bd):
-            d1 = min(d0 + bd, nd)
-            tile = buf[: (q1 - q0) * (d1 - d0)].reshape(q1 - q0, d1 - d0)
-            np.matmul(q[q0:q1], db[d0:d1].T, out=tile)
-            kernels.merge_rows(tile, q0, d0, heap_s, heap_i, exclude_self)
-            if symmetric and d0 != q0:
-                kernels.merge_cols(tile, q0, d0, heap_s, heap_i)
+    workers = num_workers()
+
+    def product(q0, d0):
+        a, b = q[q0:q0 + bq], db[d0:d0 + bd]
+        return np.matmul(a, b.T)
+
+    def symmetric_tile(pair):
+        i, j = pair
+        tile = product(i * bq, j * bd)
+        kernels.merge_rows(tile, i * bq, j * bd, heap_s, heap_i, exclude_self)
+        if i != j:
+            kernels.merge_cols(tile, i * bq, j * bd, heap_s, heap_i)
+
+    def query_block(q0):
+        for d0 in range(0, nd, bd):
+            kernels.merge_rows(product(q0, d0), q0, d0, heap_s, heap_i, exclude_self)
+
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        if symmetric:
+            for pairs in symmetric_rounds(-(-nq // bq)):
+                list(pool.map(symmetric_tile, pairs))  # a round's tiles touch disjoint heaps
+        else:
+            list(pool.map(query_block, range(0, nq, bq)))
     kernels.finalize(heap_s, heap_i)
     return heap_s, heap_i

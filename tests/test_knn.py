@@ -263,3 +263,34 @@ def test_cuda_small_workspace_budget_gives_same_graph(kind):
     a = hdlfast.knn(to_kind(x, kind), 300)
     b = hdlfast.knn(to_kind(x, kind), 300, memory_budget=1 << 20)
     np.testing.assert_array_equal(to_numpy(a[1]), to_numpy(b[1]))
+
+
+# --- tiling schedule and thread counts ----------------------------------------------------
+
+
+@pytest.mark.parametrize("nb", [1, 2, 3, 4, 7, 10])
+def test_symmetric_rounds_cover_each_pair_once_with_disjoint_blocks(nb):
+    from hdlfast._cpu import symmetric_rounds
+
+    seen = []
+    for pairs in symmetric_rounds(nb):
+        blocks = [b for p in pairs for b in set(p)]
+        assert len(blocks) == len(set(blocks)), "a block appears twice in one round"
+        seen += pairs
+    expected = [(i, j) for i in range(nb) for j in range(i, nb)]
+    assert sorted(seen) == expected
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_results_do_not_depend_on_thread_count(backend, monkeypatch):
+    x = clustered(1200, 16, seed=23)
+    q = clustered(900, 16, seed=24)
+    runs = []
+    for threads in (1, 2, 3):
+        monkeypatch.setenv("HDLFAST_NUM_THREADS", str(threads))
+        runs.append((hdlfast.knn(x, 12, backend=backend, memory_budget=1 << 20),
+                     hdlfast.knn(q, 12, database=x, backend=backend, memory_budget=1 << 20)))
+    for (a, b), (c, d) in zip(runs, runs[1:]):
+        for r1, r2 in ((a, c), (b, d)):
+            np.testing.assert_array_equal(r1[0], r2[0])
+            np.testing.assert_array_equal(r1[1], r2[1])

@@ -2,8 +2,8 @@
 //
 // Plain std::thread with a blocking join, not OpenMP: hdlfast alternates its kernels with BLAS
 // calls (numpy matmul), and OpenMP worker threads that spin-wait after a parallel region steal
-// the cores BLAS needs (measured: tile products 105 -> 160 GFLOP/s on 2 cores without them).
-// Threads that block cost one thread start per call, negligible next to a tile.
+// the cores BLAS needs (measured on 2 cores: tile products 105 -> 160 GFLOP/s without them).
+// Threads that block cost one thread start per call, negligible next to the work.
 #pragma once
 #include <algorithm>
 #include <cstdint>

@@ -1,6 +1,7 @@
 // CPU top-k merge kernels: a vectorisable threshold test rejects almost every tile value; the
-// few survivors replace the root of the row's heap. Rows (or columns) are split over worker
-// threads (parallel.h), so no two threads ever touch the same heap.
+// few survivors replace the root of the row's heap. The merges are serial: the Python driver
+// (hdlfast/_cpu.py) runs one tile product + merge per core on tiles whose heaps are disjoint,
+// so each core merges the tile it just multiplied while it is still in its cache.
 #include "cpu/topk.h"
 
 #include <algorithm>
@@ -100,21 +101,16 @@ void merge_col_range(const float* tile, int64_t rows, int64_t ld, int64_t row0, 
 
 void merge_rows(const float* tile, int64_t rows, int64_t cols, int64_t ld, int64_t row0,
                 int64_t col0, float* heap_s, int64_t* heap_i, int64_t k, bool exclude_self) {
-  parallel_for(rows, 1, [&](int64_t b, int64_t e, int) {
-    for (int64_t r = b; r < e; ++r) {
-      const int64_t row = row0 + r;
-      const int64_t skip = exclude_self ? row : -1;
-      merge_row(tile + r * ld, cols, col0, skip, heap_s + row * k, heap_i + row * k, k);
-    }
-  });
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t row = row0 + r;
+    const int64_t skip = exclude_self ? row : -1;
+    merge_row(tile + r * ld, cols, col0, skip, heap_s + row * k, heap_i + row * k, k);
+  }
 }
 
 void merge_cols(const float* tile, int64_t rows, int64_t cols, int64_t ld, int64_t row0,
                 int64_t col0, float* heap_s, int64_t* heap_i, int64_t k) {
-  // Contiguous column strips, multiples of kChunk so the vector test stays aligned.
-  parallel_for(cols, kChunk, [&](int64_t b, int64_t e, int) {
-    merge_col_range(tile, rows, ld, row0, col0, b, e, heap_s, heap_i, k);
-  });
+  merge_col_range(tile, rows, ld, row0, col0, 0, cols, heap_s, heap_i, k);
 }
 
 void finalize(float* heap_s, int64_t* heap_i, int64_t n, int64_t k) {

@@ -6,6 +6,9 @@
 namespace hdlfast {
 namespace cpu {
 
+// merge_rows and merge_cols are serial (the caller runs one per core on disjoint heaps);
+// finalize is parallel over rows.
+
 // Merge tile[r, c] (rows x cols, row stride ld) into the heaps of rows row0 + r, as candidate
 // database index col0 + c. With exclude_self, the pair with col0 + c == row0 + r is skipped.
 void merge_rows(const float* tile, int64_t rows, int64_t cols, int64_t ld, int64_t row0,

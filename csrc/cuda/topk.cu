@@ -1,0 +1,886 @@
+// Exact cosine kNN on CUDA.
+//
+// Small k (k <= kSmallKMax): one fused kernel. A CTA owns BQ query rows and streams over the
+// database in tiles of kBD rows. Each tile of dot products is computed on chip (tensor cores via
+// WMMA for fp16/bf16 and for fp32 with TF32 allowed; plain fp32 FMA otherwise), scaled by the
+// inverse norms, and merged into a sorted top-k list per query row kept in shared memory.
+//
+// Large k: (a) the nq x nd similarity block is written to the workspace with the same tile code
+// (so both paths produce bit-identical similarities), (b) an exact per-row radix select finds
+// the k-th largest key, (c) the row is compacted in index order, (d) rows are sorted with CUB's
+// segmented radix sort on a 64-bit composite key (similarity key, inverted index).
+//
+// Order everywhere: similarity descending, then database index ascending. Similarities are
+// canonicalised first (NaN -> -inf, -0 -> +0), so comparing floats and comparing the
+// order-preserving uint32 keys give the same total order.
+#include "cuda/topk.cuh"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <mma.h>
+
+#include <cub/block/block_scan.cuh>
+#include <cub/device/device_segmented_radix_sort.cuh>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace hdlfast {
+namespace cuda {
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Error handling
+// ---------------------------------------------------------------------------------------------
+
+void check_cuda(cudaError_t err, const char* what, const char* file, int line) {
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear a non-sticky error so later calls start clean
+    throw std::runtime_error(std::string("hdlfast CUDA error: ") + cudaGetErrorString(err) +
+                             " (" + what + ", " + file + ":" + std::to_string(line) + ")");
+  }
+}
+
+#define HDLFAST_CUDA_CHECK(expr) check_cuda((expr), #expr, __FILE__, __LINE__)
+#define HDLFAST_CUDA_CHECK_LAUNCH(name) check_cuda(cudaGetLastError(), "launch " name, __FILE__, __LINE__)
+
+void require(bool ok, const std::string& msg) {
+  if (!ok) throw std::runtime_error("hdlfast._cuda: " + msg);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Constants and shared-memory layout (shared by host and device code)
+// ---------------------------------------------------------------------------------------------
+
+constexpr int kThreads = 256;               // every kernel: 8 warps
+constexpr int kWarps = kThreads / 32;
+constexpr unsigned kFull = 0xffffffffu;
+constexpr int kBD = 64;                     // database rows per tile
+constexpr int kLDS = kBD + 4;               // row stride (floats) of the similarity tile
+constexpr int kBQLarge = 64;                // query rows per tile in the large-k path
+constexpr int kSmallKMax = 256;
+constexpr int64_t kMaxRows = int64_t(INT_MAX) - 65536;  // int32 indices with headroom
+
+// Dot-product modes.
+constexpr int kSimt = 0;   // fp32 FMA
+constexpr int kTf32 = 1;   // fp32 inputs, TF32 tensor cores (WMMA m16n16k8)
+constexpr int kMma16 = 2;  // fp16 / bf16 inputs, tensor cores (WMMA m16n16k16)
+
+__host__ __device__ constexpr size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+__host__ __device__ constexpr size_t cmax(size_t a, size_t b) { return a > b ? a : b; }
+// Depth (elements of d) of one shared-memory chunk.
+__host__ __device__ constexpr int tile_bk(int elem) { return elem == 2 ? 64 : 32; }
+// Row stride (elements) of the staged q / db chunks. WMMA needs a multiple of 16 bytes; the
+// SIMT path uses an odd stride to avoid bank conflicts.
+__host__ __device__ constexpr int tile_lda(int elem, int mode) {
+  return mode == kSimt ? tile_bk(elem) + 1 : tile_bk(elem) + 16 / elem;
+}
+__host__ __device__ constexpr size_t a_bytes(int elem, int mode, int rows) {
+  return round_up(size_t(rows) * tile_lda(elem, mode) * elem, 128);
+}
+__host__ __device__ constexpr size_t s_bytes(int bq) {
+  return round_up(size_t(bq) * kLDS * sizeof(float), 128);
+}
+// Region 0 holds the q / db chunks during the dot products and then (aliased) the fp32 tile.
+__host__ __device__ constexpr size_t region0_bytes(int elem, int mode, int bq) {
+  return cmax(a_bytes(elem, mode, bq) + a_bytes(elem, mode, kBD), s_bytes(bq));
+}
+__host__ __device__ constexpr size_t list_bytes(int bq, int k) {
+  return round_up(size_t(bq) * k * 4, 128);
+}
+// Dynamic shared memory of the small-k kernel: region 0 + sims list + index list.
+__host__ __device__ constexpr size_t small_smem_bytes(int elem, int mode, int bq, int k) {
+  return region0_bytes(elem, mode, bq) + 2 * list_bytes(bq, k);
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// ---------------------------------------------------------------------------------------------
+// Small device helpers
+// ---------------------------------------------------------------------------------------------
+
+template <typename T>
+__device__ __forceinline__ float to_float(T v);
+template <>
+__device__ __forceinline__ float to_float<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
+template <>
+__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+
+template <typename T>
+__device__ __forceinline__ T zero_value();
+template <>
+__device__ __forceinline__ float zero_value<float>() { return 0.0f; }
+template <>
+__device__ __forceinline__ __half zero_value<__half>() { return __ushort_as_half(0); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 zero_value<__nv_bfloat16>() {
+  return __ushort_as_bfloat16(0);
+}
+
+// sim = dot * q_inv * db_inv, canonicalised: NaN -> -inf (ranks last), -0 -> +0.
+__device__ __forceinline__ float scale_sim(float dot, float qs, float ds) {
+  const float s = __fmul_rn(__fmul_rn(dot, qs), ds);
+  if (isnan(s)) return -INFINITY;
+  return s == 0.0f ? 0.0f : s;
+}
+
+// Total order of (sim, index) pairs: larger sim first, then smaller index.
+__device__ __forceinline__ bool better(float s1, int i1, float s2, int i2) {
+  return s1 > s2 || (s1 == s2 && i1 < i2);
+}
+
+// Order-preserving map float -> uint32 (larger float <=> larger key).
+__device__ __forceinline__ uint32_t float_to_key(float f) {
+  const uint32_t b = __float_as_uint(f);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+__device__ __forceinline__ float key_to_float(uint32_t key) {
+  return __uint_as_float((key & 0x80000000u) ? (key & 0x7fffffffu) : ~key);
+}
+// Marker for an excluded (self) entry in the large-k similarity block: key 0, below every real
+// similarity (the smallest real key is that of -inf, 0x007fffff).
+__device__ __forceinline__ float excluded_marker() { return __uint_as_float(0xffffffffu); }
+
+// ---------------------------------------------------------------------------------------------
+// Dot-product tile: S[r][c] = dot(q[q0 + r], db[d0 + c]) for r < BQ, c < kBD (fp32).
+// ---------------------------------------------------------------------------------------------
+
+// Stage rows [row0, row0 + ROWS) x columns [k0, k0 + BK) of src (nrows x d) into dst (stride
+// LDA), zero padded outside the matrix. vec_ok: d is a multiple of 16 / sizeof(T) and src is
+// 16-byte aligned, so 16-byte loads never straddle the end of a row.
+template <typename T, int BK, int LDA, int ROWS>
+__device__ __forceinline__ void load_rows(T* __restrict__ dst, const T* __restrict__ src,
+                                          int64_t row0, int64_t nrows, int d, int k0,
+                                          bool vec_ok) {
+  if (vec_ok) {
+    constexpr int VEC = 16 / sizeof(T);
+    constexpr int VPR = BK / VEC;        // 16-byte vectors per staged row
+    constexpr int RPI = kThreads / VPR;  // rows per iteration
+    static_assert(BK % VEC == 0 && kThreads % VPR == 0, "bad staging split");
+    const int c = (threadIdx.x % VPR) * VEC;
+    const bool col_ok = k0 + c < d;  // whole vector in or out, as d % VEC == 0
+#pragma unroll
+    for (int r = threadIdx.x / VPR; r < ROWS; r += RPI) {
+      const int64_t gr = row0 + r;
+      uint4 val = make_uint4(0u, 0u, 0u, 0u);
+      if (col_ok && gr < nrows) val = __ldg(reinterpret_cast<const uint4*>(src + gr * d + k0 + c));
+      if constexpr ((LDA * sizeof(T)) % 16 == 0) {
+        *reinterpret_cast<uint4*>(dst + r * LDA + c) = val;  // 16-byte aligned row slot
+      } else {
+        uint32_t* w = reinterpret_cast<uint32_t*>(dst + r * LDA + c);  // 4-byte T (SIMT)
+        w[0] = val.x;
+        w[1] = val.y;
+        w[2] = val.z;
+        w[3] = val.w;
+      }
+    }
+  } else {
+    constexpr int RPI = kThreads / BK;  // rows per iteration
+    static_assert(kThreads % BK == 0, "bad staging split");
+    const int c = threadIdx.x % BK;
+    const bool col_ok = k0 + c < d;
+#pragma unroll 4
+    for (int r = threadIdx.x / BK; r < ROWS; r += RPI) {
+      const int64_t gr = row0 + r;
+      T val = zero_value<T>();
+      if (col_ok && gr < nrows) val = src[gr * d + k0 + c];
+      dst[r * LDA + c] = val;
+    }
+  }
+}
+
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+template <typename T>
+struct WmmaElem;
+template <>
+struct WmmaElem<float> {
+  using type = nvcuda::wmma::precision::tf32;
+  static constexpr int kK = 8;
+};
+template <>
+struct WmmaElem<__half> {
+  using type = __half;
+  static constexpr int kK = 16;
+};
+template <>
+struct WmmaElem<__nv_bfloat16> {
+  using type = __nv_bfloat16;
+  static constexpr int kK = 16;
+};
+#endif
+
+// Computes the BQ x kBD dot-product tile into S (at smem), which aliases the staging buffers.
+// Starts with __syncthreads() (so the caller may still be reading the previous S when it calls)
+// and ends with __syncthreads() (S is complete and visible to all threads on return).
+// Must be called by all threads of the CTA.
+template <typename T, int MODE, int BQ>
+__device__ __forceinline__ void dot_tile(const T* __restrict__ q, int64_t q0, int64_t nq,
+                                         const T* __restrict__ db, int64_t d0, int64_t nd,
+                                         int d, bool vec_ok, unsigned char* smem) {
+  constexpr int kElem = sizeof(T);
+  constexpr int BK = tile_bk(kElem);
+  constexpr int LDA = tile_lda(kElem, MODE);
+  T* As = reinterpret_cast<T*>(smem);
+  T* Bs = reinterpret_cast<T*>(smem + a_bytes(kElem, MODE, BQ));
+  float* S = reinterpret_cast<float*>(smem);
+  static_assert(BQ % 16 == 0 && BQ <= 64, "BQ must be 16, 32 or 64");
+
+  if constexpr (MODE == kSimt) {
+    static_assert(sizeof(T) == 4, "SIMT mode is for fp32 inputs");
+    // Thread (ty, tx) computes rows ty + 16 i and columns tx + 16 j.
+    constexpr int RM = BQ / 16;
+    const int tx = threadIdx.x & 15;
+    const int ty = threadIdx.x >> 4;
+    float acc[RM][4];
+#pragma unroll
+    for (int i = 0; i < RM; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < d; k0 += BK) {
+      __syncthreads();  // previous chunk (or previous S tile) fully consumed
+      load_rows<T, BK, LDA, BQ>(As, q, q0, nq, d, k0, vec_ok);
+      load_rows<T, BK, LDA, kBD>(Bs, db, d0, nd, d, k0, vec_ok);
+      __syncthreads();
+#pragma unroll 8
+      for (int kk = 0; kk < BK; ++kk) {
+        float a[RM], b[4];
+#pragma unroll
+        for (int i = 0; i < RM; ++i) a[i] = to_float(As[(ty + 16 * i) * LDA + kk]);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) b[j] = to_float(Bs[(tx + 16 * j) * LDA + kk]);
+#pragma unroll
+        for (int i = 0; i < RM; ++i)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+      }
+    }
+    __syncthreads();  // all reads of As / Bs done before S (aliased) is written
+#pragma unroll
+    for (int i = 0; i < RM; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) S[(ty + 16 * i) * kLDS + tx + 16 * j] = acc[i][j];
+    __syncthreads();
+  } else {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    using namespace nvcuda;
+    using FT = typename WmmaElem<T>::type;
+    constexpr int WK = WmmaElem<T>::kK;
+    constexpr bool kIsTf32 = sizeof(T) == 4;
+    static_assert(MODE == kTf32 || !kIsTf32, "fp32 tensor-core mode is TF32");
+    // 16x16 output fragments: (BQ / 16) x (kBD / 16). Warp w owns FW consecutive fragments of
+    // one fragment row (FW = 2 for BQ = 64, else 1; warps 4..7 idle for BQ = 16).
+    constexpr int kColFrags = kBD / 16;
+    constexpr int kFrags = (BQ / 16) * kColFrags;
+    constexpr int FW = kFrags >= 2 * kWarps ? kFrags / kWarps : 1;
+    static_assert(kColFrags % FW == 0 && FW * kWarps >= kFrags, "bad fragment split");
+    const int warp = threadIdx.x >> 5;
+    const bool active = warp * FW < kFrags;
+    const int rb = (warp * FW) / kColFrags;
+    const int cb0 = (warp * FW) % kColFrags;
+
+    wmma::fragment<wmma::accumulator, 16, 16, WK, float> acc[FW];
+#pragma unroll
+    for (int f = 0; f < FW; ++f) wmma::fill_fragment(acc[f], 0.0f);
+
+    for (int k0 = 0; k0 < d; k0 += BK) {
+      __syncthreads();  // previous chunk (or previous S tile) fully consumed
+      load_rows<T, BK, LDA, BQ>(As, q, q0, nq, d, k0, vec_ok);
+      load_rows<T, BK, LDA, kBD>(Bs, db, d0, nd, d, k0, vec_ok);
+      __syncthreads();
+      if (active) {
+#pragma unroll
+        for (int kk = 0; kk < BK; kk += WK) {
+          wmma::fragment<wmma::matrix_a, 16, 16, WK, FT, wmma::row_major> a;
+          wmma::load_matrix_sync(a, As + rb * 16 * LDA + kk, LDA);
+          if constexpr (kIsTf32) {
+#pragma unroll
+            for (int t = 0; t < a.num_elements; ++t) a.x[t] = wmma::__float_to_tf32(a.x[t]);
+          }
+#pragma unroll
+          for (int f = 0; f < FW; ++f) {
+            // db chunk is [kBD][BK] row-major = B (BK x kBD) column-major.
+            wmma::fragment<wmma::matrix_b, 16, 16, WK, FT, wmma::col_major> b;
+            wmma::load_matrix_sync(b, Bs + (cb0 + f) * 16 * LDA + kk, LDA);
+            if constexpr (kIsTf32) {
+#pragma unroll
+              for (int t = 0; t < b.num_elements; ++t) b.x[t] = wmma::__float_to_tf32(b.x[t]);
+            }
+            wmma::mma_sync(acc[f], a, b, acc[f]);
+          }
+        }
+      }
+    }
+    __syncthreads();  // all reads of As / Bs done before S (aliased) is written
+    if (active) {
+#pragma unroll
+      for (int f = 0; f < FW; ++f)
+        wmma::store_matrix_sync(S + rb * 16 * kLDS + (cb0 + f) * 16, acc[f], kLDS,
+                                wmma::mem_row_major);
+    }
+    __syncthreads();
+#else
+    __trap();  // tensor-core paths need sm_80+
+#endif
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small-k fused kernel
+// ---------------------------------------------------------------------------------------------
+
+// Insert candidate (cs, ci) into the sorted list (ls, li) of length k. Called by a whole warp
+// with warp-uniform arguments; the list is only ever touched by this warp.
+__device__ __forceinline__ void warp_insert(float* ls, int* li, int k, float cs, int ci,
+                                            int lane) {
+  // The k-th entry may have improved since the candidate was filtered.
+  if (!better(cs, ci, ls[k - 1], li[k - 1])) return;  // uniform: same smem words for all lanes
+  // Position = number of entries better than the candidate (they form a prefix of the list).
+  int pos = 0;
+  for (int base = 0; base < k; base += 32) {
+    const int e = base + lane;
+    const unsigned m = __ballot_sync(kFull, e < k && better(ls[e], li[e], cs, ci));
+    pos += __popc(m);
+    if (m != kFull) break;
+  }
+  // pos < k here. Shift [pos, k - 2] to [pos + 1, k - 1], highest 32-entry chunk first: chunk
+  // c writes entry (c + 1) * 32, which chunk c + 1 has already read.
+  for (int base = ((k - 2) / 32) * 32; base >= (pos / 32) * 32; base -= 32) {
+    const int e = base + lane;
+    const bool mv = e >= pos && e <= k - 2;
+    float vs = 0.0f;
+    int vi = 0;
+    if (mv) {
+      vs = ls[e];
+      vi = li[e];
+    }
+    __syncwarp();
+    if (mv) {
+      ls[e + 1] = vs;
+      li[e + 1] = vi;
+    }
+    __syncwarp();
+  }
+  if (lane == 0) {
+    ls[pos] = cs;
+    li[pos] = ci;
+  }
+  __syncwarp();
+}
+
+template <typename T, int MODE, int BQ>
+__global__ void __launch_bounds__(kThreads)
+    knn_small_kernel(const T* __restrict__ q, int64_t nq, const T* __restrict__ db, int64_t nd,
+                     int d, const float* __restrict__ q_inv, const float* __restrict__ db_inv,
+                     int k, int64_t q_offset, bool exclude_self, bool vec_ok,
+                     float* __restrict__ out_sims, int64_t* __restrict__ out_idx) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  constexpr size_t kRegion0 = region0_bytes(sizeof(T), MODE, BQ);
+  const float* S = reinterpret_cast<const float*>(smem);
+  float* list_s = reinterpret_cast<float*>(smem + kRegion0);
+  int* list_i = reinterpret_cast<int*>(smem + kRegion0 + list_bytes(BQ, k));
+
+  const int warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31;
+  const int64_t q0 = int64_t(blockIdx.x) * BQ;
+
+  // Sentinels: worse than any real candidate (real: sim >= -inf, index < INT_MAX).
+  for (int e = threadIdx.x; e < BQ * k; e += kThreads) {
+    list_s[e] = -INFINITY;
+    list_i[e] = INT_MAX;
+  }
+  __syncthreads();
+
+  for (int64_t d0 = 0; d0 < nd; d0 += kBD) {
+    dot_tile<T, MODE, BQ>(q, q0, nq, db, d0, nd, d, vec_ok, smem);
+
+    // Row r of the tile is merged by warp r % kWarps (the same warp for every tile).
+    for (int r = warp; r < BQ; r += kWarps) {
+      const int64_t qi = q0 + r;
+      if (qi >= nq) break;  // warp-uniform
+      float* ls = list_s + r * k;
+      int* li = list_i + r * k;
+      const float qs = q_inv[qi];
+      const int64_t self = exclude_self ? q_offset + qi : int64_t(-1);
+#pragma unroll
+      for (int h = 0; h < kBD / 32; ++h) {
+        const int c = h * 32 + lane;
+        const int64_t j = d0 + c;
+        const bool valid = j < nd && j != self;
+        const float s = valid ? scale_sim(S[r * kLDS + c], qs, db_inv[j]) : 0.0f;
+        const int ji = static_cast<int>(j);
+        unsigned cand = __ballot_sync(kFull, valid && better(s, ji, ls[k - 1], li[k - 1]));
+        // Insert the survivors one at a time, in column order.
+        while (cand) {
+          const int src = __ffs(cand) - 1;
+          cand &= cand - 1;
+          const float cs = __shfl_sync(kFull, s, src);
+          const int ci = __shfl_sync(kFull, ji, src);
+          warp_insert(ls, li, k, cs, ci, lane);
+        }
+      }
+    }
+    // No barrier needed here: the next dot_tile starts with __syncthreads() before it
+    // overwrites S, and the lists are only touched by their owning warp.
+  }
+
+  for (int r = warp; r < BQ; r += kWarps) {
+    const int64_t qi = q0 + r;
+    if (qi >= nq) break;
+    const float* ls = list_s + r * k;
+    const int* li = list_i + r * k;
+    for (int e = lane; e < k; e += 32) {
+      out_sims[qi * k + e] = ls[e];
+      const int id = li[e];
+      out_idx[qi * k + e] = id == INT_MAX ? int64_t(-1) : int64_t(id);  // -1: not enough rows
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Large-k path
+// ---------------------------------------------------------------------------------------------
+
+// (a) out[i * nd + j] = sim(i, j) for one 64 x 64 tile per CTA (1-D grid, db tiles fastest).
+template <typename T, int MODE>
+__global__ void __launch_bounds__(kThreads)
+    sim_block_kernel(const T* __restrict__ q, int64_t nq, const T* __restrict__ db, int64_t nd,
+                     int d, const float* __restrict__ q_inv, const float* __restrict__ db_inv,
+                     int64_t q_offset, bool exclude_self, bool vec_ok, int64_t n_dtiles,
+                     float* __restrict__ out) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int64_t tq = int64_t(blockIdx.x) / n_dtiles;
+  const int64_t td = int64_t(blockIdx.x) % n_dtiles;
+  const int64_t q0 = tq * kBQLarge;
+  const int64_t d0 = td * kBD;
+  dot_tile<T, MODE, kBQLarge>(q, q0, nq, db, d0, nd, d, vec_ok, smem);
+  const float* S = reinterpret_cast<const float*>(smem);
+  for (int e = threadIdx.x; e < kBQLarge * kBD; e += kThreads) {
+    const int r = e / kBD;
+    const int c = e % kBD;
+    const int64_t qi = q0 + r;
+    const int64_t j = d0 + c;
+    if (qi < nq && j < nd) {
+      const bool excl = exclude_self && j == q_offset + qi;
+      out[qi * nd + j] = excl ? excluded_marker() : scale_sim(S[r * kLDS + c], q_inv[qi], db_inv[j]);
+    }
+  }
+}
+
+// (b) + (c) One CTA per row: exact radix select of the k-th largest key K (4 passes of 8 bits),
+// then compaction in index order of every key > K and of the first (k - G) keys == K, where G
+// is the number of keys > K. Writes k composite keys (key << idx_bits | (mask - index)) per row.
+__global__ void __launch_bounds__(kThreads)
+    select_rows_kernel(const float* __restrict__ sims, int nd, int k, int idx_bits,
+                       uint64_t* __restrict__ comp) {
+  using Scan = cub::BlockScan<int, kThreads>;
+  __shared__ typename Scan::TempStorage scan_tmp;
+  __shared__ int hist[256];
+  __shared__ int s_digit;
+  __shared__ int s_kk;
+  static_assert(kThreads == 256, "one histogram bin per thread");
+
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const float* row = sims + size_t(blockIdx.x) * size_t(nd);
+
+  // Invariant: the wanted key is the kk-th largest among keys whose bits under pmask equal
+  // prefix; 1 <= kk <= (number of such keys).
+  uint32_t prefix = 0, pmask = 0;
+  int kk = k;
+  for (int pass = 0; pass < 4; ++pass) {
+    const int shift = 24 - 8 * pass;
+    hist[tid] = 0;
+    __syncthreads();
+    for (int base = 0; base < nd; base += kThreads) {  // uniform trip count
+      const int e = base + tid;
+      int bin = -1;
+      if (e < nd) {
+        const uint32_t key = float_to_key(row[e]);
+        if ((key & pmask) == prefix) bin = int((key >> shift) & 0xffu);
+      }
+      // Warp-aggregated histogram update (one atomic per distinct bin per warp).
+      const unsigned peers = __match_any_sync(kFull, bin);
+      if (bin >= 0 && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], __popc(peers));
+    }
+    __syncthreads();
+    // Thread t looks at digit 255 - t; inclusive sum = number of keys with digit >= 255 - t.
+    const int cnt = hist[255 - tid];
+    int incl;
+    Scan(scan_tmp).InclusiveSum(cnt, incl);
+    const int above = incl - cnt;  // keys with a larger digit
+    if (above < kk && incl >= kk) {  // exactly one thread
+      s_digit = 255 - tid;
+      s_kk = kk - above;
+    }
+    __syncthreads();
+    prefix |= uint32_t(s_digit) << shift;
+    pmask |= 0xffu << shift;
+    kk = s_kk;
+    __syncthreads();  // s_digit / s_kk / hist / scan_tmp are reused by the next pass
+  }
+  const uint32_t K = prefix;
+  const int G = k - kk;  // keys > K; kk keys == K are taken, the ones with smallest index
+  const uint64_t idx_mask = (uint64_t(1) << idx_bits) - 1;
+  uint64_t* out = comp + size_t(blockIdx.x) * size_t(k);
+
+  int gt_before = 0, eq_before = 0;  // counts over the chunks already processed
+  for (int base = 0; base < nd; base += kThreads) {
+    const int e = base + tid;
+    uint32_t key = 0;
+    bool gt = false, eq = false;
+    if (e < nd) {
+      key = float_to_key(row[e]);
+      gt = key > K;
+      eq = key == K;
+    }
+    // Two counters packed in one int (each <= 256 per chunk).
+    const int flag = (gt ? 1 : 0) | (eq ? (1 << 16) : 0);
+    int excl, agg;
+    Scan(scan_tmp).ExclusiveSum(flag, excl, agg);
+    const int my_eq = eq_before + (excl >> 16);  // keys == K before e
+    if (gt || (eq && my_eq < kk)) {
+      const int pos = gt_before + (excl & 0xffff) + min(my_eq, kk);
+      out[pos] = (uint64_t(key) << idx_bits) | (idx_mask - uint64_t(e));
+    }
+    gt_before += agg & 0xffff;
+    eq_before += agg >> 16;
+    if (gt_before == G && eq_before >= kk) break;  // uniform: all k entries written
+    __syncthreads();                                // scan_tmp reuse
+  }
+}
+
+__global__ void fill_offsets_kernel(int* __restrict__ offs, int64_t n, int k) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) offs[i] = int(i * k);
+}
+
+__global__ void decode_kernel(const uint64_t* __restrict__ comp, int64_t n, int idx_bits,
+                              float* __restrict__ out_sims, int64_t* __restrict__ out_idx) {
+  const uint64_t idx_mask = (uint64_t(1) << idx_bits) - 1;
+  for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < n;
+       t += int64_t(gridDim.x) * blockDim.x) {
+    const uint64_t c = comp[t];
+    out_sims[t] = key_to_float(uint32_t(c >> idx_bits));
+    out_idx[t] = int64_t(idx_mask - (c & idx_mask));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// row_inv_norms
+// ---------------------------------------------------------------------------------------------
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    row_inv_norms_kernel(const T* __restrict__ x, int64_t n, int d, float* __restrict__ out_inv,
+                         int* __restrict__ out_bad) {
+  const int lane = threadIdx.x & 31;
+  const int64_t row = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  if (row >= n) return;  // warp-uniform
+  const T* xr = x + row * d;
+  float ss = 0.0f;
+  bool bad = false;
+  for (int j = lane; j < d; j += 32) {
+    const float v = to_float(xr[j]);
+    bad |= !isfinite(v);
+    ss = fmaf(v, v, ss);
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(kFull, ss, o);
+  bad = __any_sync(kFull, bad);
+  if (lane == 0) {
+    if (bad) atomicMin(out_bad, int(row));
+    if (ss == 0.0f) {
+      out_inv[row] = 0.0f;
+      atomicMin(out_bad + 1, int(row));
+    } else {
+      out_inv[row] = 1.0f / sqrtf(ss);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host helpers
+// ---------------------------------------------------------------------------------------------
+
+int device_attr(cudaDeviceAttr attr) {
+  int dev = 0, v = 0;
+  HDLFAST_CUDA_CHECK(cudaGetDevice(&dev));
+  HDLFAST_CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, dev));
+  return v;
+}
+
+int elem_size(int dtype) {
+  switch (dtype) {
+    case kFloat32: return 4;
+    case kFloat16: return 2;
+    case kBFloat16: return 2;
+    default: throw std::runtime_error("hdlfast._cuda: dtype code must be 0 (float32), 1 (float16) or 2 (bfloat16), got " + std::to_string(dtype));
+  }
+}
+
+struct KnnArgs {
+  const void* q;
+  int64_t nq;
+  const void* db;
+  int64_t nd;
+  int d;
+  const float* q_inv;
+  const float* db_inv;
+  int k;
+  int64_t q_offset;
+  bool exclude_self;
+  bool vec_ok;
+  float* out_sims;
+  int64_t* out_idx;
+};
+
+template <typename T, int MODE, int BQ>
+void launch_small_bq(const KnnArgs& a, cudaStream_t stream) {
+  const size_t smem = small_smem_bytes(sizeof(T), MODE, BQ, a.k);
+  auto kernel = knn_small_kernel<T, MODE, BQ>;
+  HDLFAST_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  const int64_t grid = ceil_div(a.nq, BQ);
+  require(grid <= INT_MAX, "too many query rows for one call");
+  kernel<<<unsigned(grid), kThreads, smem, stream>>>(
+      static_cast<const T*>(a.q), a.nq, static_cast<const T*>(a.db), a.nd, a.d, a.q_inv,
+      a.db_inv, a.k, a.q_offset, a.exclude_self, a.vec_ok, a.out_sims, a.out_idx);
+  HDLFAST_CUDA_CHECK_LAUNCH("knn_small_kernel");
+}
+
+template <typename T, int MODE>
+void launch_small(const KnnArgs& a, cudaStream_t stream) {
+  const int max_smem = device_attr(cudaDevAttrMaxSharedMemoryPerBlockOptin);
+  const int sms = device_attr(cudaDevAttrMultiProcessorCount);
+  int bq = 0;
+  for (int cand : {64, 32, 16}) {
+    if (small_smem_bytes(sizeof(T), MODE, cand, a.k) <= size_t(max_smem)) {
+      bq = cand;
+      break;
+    }
+  }
+  require(bq != 0, "k = " + std::to_string(a.k) + " does not fit in shared memory");
+  // Few query rows: smaller CTAs (less shared memory, so they fit too) to fill the GPU.
+  while (bq > 16 && ceil_div(a.nq, bq) < sms) bq /= 2;
+  switch (bq) {
+    case 64: launch_small_bq<T, MODE, 64>(a, stream); break;
+    case 32: launch_small_bq<T, MODE, 32>(a, stream); break;
+    default: launch_small_bq<T, MODE, 16>(a, stream); break;
+  }
+}
+
+// Workspace layout of the large-k path (offsets in bytes from the workspace start).
+struct LargeLayout {
+  size_t off_sims = 0;    // float[nq * nd]; reused as the sort's second buffer (uint64[nq * k])
+  size_t off_comp = 0;    // uint64[nq * k]
+  size_t off_offs = 0;    // int[rows_chunk + 1] segment offsets
+  size_t off_temp = 0;    // CUB temp storage
+  size_t temp_bytes = 0;
+  size_t total = 0;
+  int64_t rows_chunk = 0;  // rows per CUB call (rows_chunk * k <= INT_MAX)
+  int idx_bits = 1;        // bits of the inverted index in the composite key
+  int end_bit = 33;
+};
+
+size_t sort_temp_bytes(int64_t rows, int64_t k, int end_bit) {
+  size_t bytes = 0;
+  cub::DoubleBuffer<uint64_t> buf(nullptr, nullptr);
+  HDLFAST_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortKeysDescending(
+      nullptr, bytes, buf, int(rows * k), int(rows), static_cast<int*>(nullptr),
+      static_cast<int*>(nullptr), 0, end_bit, cudaStream_t(0)));
+  return bytes;
+}
+
+LargeLayout large_layout(int64_t nq, int64_t nd, int64_t k) {
+  constexpr size_t kAlign = 256;
+  LargeLayout L;
+  while ((int64_t(1) << L.idx_bits) < nd) ++L.idx_bits;  // every index < nd fits
+  L.end_bit = 32 + L.idx_bits;
+  L.rows_chunk = std::min<int64_t>(nq, INT_MAX / k);
+  const size_t sims = size_t(nq) * size_t(nd) * sizeof(float);
+  const size_t comp = size_t(nq) * size_t(k) * sizeof(uint64_t);
+  L.off_sims = 0;
+  L.off_comp = round_up(std::max(sims, comp), kAlign);
+  L.off_offs = L.off_comp + round_up(comp, kAlign);
+  L.off_temp = L.off_offs + round_up(size_t(L.rows_chunk + 1) * sizeof(int), kAlign);
+  L.temp_bytes = sort_temp_bytes(L.rows_chunk, k, L.end_bit);
+  const int64_t rem = nq % L.rows_chunk;
+  if (rem != 0) L.temp_bytes = std::max(L.temp_bytes, sort_temp_bytes(rem, k, L.end_bit));
+  L.temp_bytes = std::max<size_t>(L.temp_bytes, 16);
+  L.total = L.off_temp + round_up(L.temp_bytes, kAlign);
+  return L;
+}
+
+template <typename T, int MODE>
+void launch_large(const KnnArgs& a, void* workspace, size_t workspace_bytes,
+                  cudaStream_t stream) {
+  const LargeLayout L = large_layout(a.nq, a.nd, a.k);
+  require(workspace != nullptr && workspace_bytes >= L.total,
+          "workspace too small for k = " + std::to_string(a.k) + ": need " +
+              std::to_string(L.total) + " bytes, got " + std::to_string(workspace_bytes));
+  require(reinterpret_cast<uintptr_t>(workspace) % 16 == 0, "workspace must be 16-byte aligned");
+  char* ws = static_cast<char*>(workspace);
+  float* sims = reinterpret_cast<float*>(ws + L.off_sims);
+  uint64_t* comp_b = reinterpret_cast<uint64_t*>(ws + L.off_sims);  // after (b, c) only
+  uint64_t* comp_a = reinterpret_cast<uint64_t*>(ws + L.off_comp);
+  int* offs = reinterpret_cast<int*>(ws + L.off_offs);
+  void* temp = ws + L.off_temp;
+
+  // (a) similarity block
+  const int64_t n_qtiles = ceil_div(a.nq, kBQLarge);
+  const int64_t n_dtiles = ceil_div(a.nd, kBD);
+  require(n_qtiles * n_dtiles <= INT_MAX, "similarity block too large for one call");
+  const size_t smem = region0_bytes(sizeof(T), MODE, kBQLarge);
+  auto sim_kernel = sim_block_kernel<T, MODE>;
+  HDLFAST_CUDA_CHECK(
+      cudaFuncSetAttribute(sim_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  sim_kernel<<<unsigned(n_qtiles * n_dtiles), kThreads, smem, stream>>>(
+      static_cast<const T*>(a.q), a.nq, static_cast<const T*>(a.db), a.nd, a.d, a.q_inv,
+      a.db_inv, a.q_offset, a.exclude_self, a.vec_ok, n_dtiles, sims);
+  HDLFAST_CUDA_CHECK_LAUNCH("sim_block_kernel");
+
+  // (b, c) per-row select + compaction
+  require(a.nq <= INT_MAX, "too many query rows for one call");
+  select_rows_kernel<<<unsigned(a.nq), kThreads, 0, stream>>>(sims, int(a.nd), a.k, L.idx_bits,
+                                                              comp_a);
+  HDLFAST_CUDA_CHECK_LAUNCH("select_rows_kernel");
+
+  // (d) segmented sort, in chunks of rows_chunk rows (CUB takes int sizes)
+  const int64_t n_offs = L.rows_chunk + 1;
+  fill_offsets_kernel<<<unsigned(ceil_div(n_offs, kThreads)), kThreads, 0, stream>>>(offs, n_offs,
+                                                                                    a.k);
+  HDLFAST_CUDA_CHECK_LAUNCH("fill_offsets_kernel");
+  for (int64_t r0 = 0; r0 < a.nq; r0 += L.rows_chunk) {
+    const int64_t rows = std::min(L.rows_chunk, a.nq - r0);
+    const int64_t items = rows * a.k;
+    cub::DoubleBuffer<uint64_t> buf(comp_a + r0 * a.k, comp_b + r0 * a.k);
+    size_t temp_bytes = L.temp_bytes;
+    HDLFAST_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortKeysDescending(
+        temp, temp_bytes, buf, int(items), int(rows), offs, offs + 1, 0, L.end_bit, stream));
+    const int64_t blocks = std::min<int64_t>(ceil_div(items, kThreads), 65536);
+    decode_kernel<<<unsigned(blocks), kThreads, 0, stream>>>(
+        buf.Current(), items, L.idx_bits, a.out_sims + r0 * a.k, a.out_idx + r0 * a.k);
+    HDLFAST_CUDA_CHECK_LAUNCH("decode_kernel");
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Public launchers
+// ---------------------------------------------------------------------------------------------
+
+int device_count() noexcept {
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+int knn_small_k_max() noexcept { return kSmallKMax; }
+
+void row_inv_norms(const void* x, int64_t n, int64_t d, int dtype, float* out_inv,
+                   int32_t* out_bad, cudaStream_t stream) {
+  elem_size(dtype);  // validates dtype
+  require(n >= 0 && n <= INT_MAX, "row_inv_norms: n must be in [0, 2^31)");
+  require(d >= 1 && d <= INT_MAX, "row_inv_norms: d must be in [1, 2^31)");
+  if (n == 0) return;
+  require(x != nullptr && out_inv != nullptr && out_bad != nullptr, "row_inv_norms: null pointer");
+  const unsigned grid = unsigned(ceil_div(n, kWarps));
+  switch (dtype) {
+    case kFloat32:
+      row_inv_norms_kernel<float><<<grid, kThreads, 0, stream>>>(
+          static_cast<const float*>(x), n, int(d), out_inv, out_bad);
+      break;
+    case kFloat16:
+      row_inv_norms_kernel<__half><<<grid, kThreads, 0, stream>>>(
+          static_cast<const __half*>(x), n, int(d), out_inv, out_bad);
+      break;
+    default:
+      row_inv_norms_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(
+          static_cast<const __nv_bfloat16*>(x), n, int(d), out_inv, out_bad);
+      break;
+  }
+  HDLFAST_CUDA_CHECK_LAUNCH("row_inv_norms_kernel");
+}
+
+size_t knn_workspace_bytes(int64_t nq, int64_t nd, int64_t d, int64_t k, int dtype) {
+  elem_size(dtype);
+  require(nq >= 1 && nd >= 1 && d >= 1 && k >= 1 && k <= nd,
+          "knn_workspace_bytes: need nq, nd, d >= 1 and 1 <= k <= nd");
+  require(nd <= kMaxRows, "knn_workspace_bytes: nd too large");
+  if (k <= kSmallKMax) return 0;
+  return large_layout(nq, nd, k).total;
+}
+
+void knn(const void* q, int64_t nq, const void* db, int64_t nd, int64_t d, int dtype,
+         const float* q_inv, const float* db_inv, int64_t k, int64_t q_offset, bool exclude_self,
+         bool allow_tf32, float* out_sims, int64_t* out_idx, void* workspace,
+         size_t workspace_bytes, cudaStream_t stream) {
+  const int elem = elem_size(dtype);
+  require(nq >= 1, "knn: nq must be >= 1");
+  require(nd >= 1 && nd <= kMaxRows, "knn: nd must be in [1, 2^31 - 2^16]");
+  require(d >= 1 && d <= INT_MAX, "knn: d must be in [1, 2^31)");
+  require(k >= 1 && k <= nd, "knn: k must be in [1, nd]");
+  // Rows whose own index lies in [0, nd) have only nd - 1 candidates.
+  const bool self_in_range = exclude_self && q_offset < nd && q_offset + nq > 0;
+  require(!self_in_range || k <= nd - 1, "knn: k must be <= nd - 1 when excluding self");
+  require(q && db && q_inv && db_inv && out_sims && out_idx, "knn: null pointer");
+
+  KnnArgs a;
+  a.q = q;
+  a.nq = nq;
+  a.db = db;
+  a.nd = nd;
+  a.d = int(d);
+  a.q_inv = q_inv;
+  a.db_inv = db_inv;
+  a.k = int(k);
+  a.q_offset = q_offset;
+  a.exclude_self = exclude_self;
+  const int vec = 16 / elem;
+  a.vec_ok = d % vec == 0 && reinterpret_cast<uintptr_t>(q) % 16 == 0 &&
+             reinterpret_cast<uintptr_t>(db) % 16 == 0;
+  a.out_sims = out_sims;
+  a.out_idx = out_idx;
+
+  if (k <= kSmallKMax) {
+    switch (dtype) {
+      case kFloat32:
+        if (allow_tf32)
+          launch_small<float, kTf32>(a, stream);
+        else
+          launch_small<float, kSimt>(a, stream);
+        break;
+      case kFloat16: launch_small<__half, kMma16>(a, stream); break;
+      default: launch_small<__nv_bfloat16, kMma16>(a, stream); break;
+    }
+  } else {
+    switch (dtype) {
+      case kFloat32:
+        if (allow_tf32)
+          launch_large<float, kTf32>(a, workspace, workspace_bytes, stream);
+        else
+          launch_large<float, kSimt>(a, workspace, workspace_bytes, stream);
+        break;
+      case kFloat16: launch_large<__half, kMma16>(a, workspace, workspace_bytes, stream); break;
+      default: launch_large<__nv_bfloat16, kMma16>(a, workspace, workspace_bytes, stream); break;
+    }
+  }
+}
+
+}  // namespace cuda
+}  // namespace hdlfast
