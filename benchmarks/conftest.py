@@ -13,7 +13,7 @@ import pytest
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     import hdlfast
 
-    med = {b["name"].split("[")[0].replace("test_", ""): b["stats"]["median"]
+    med = {b["name"].replace("test_", "").replace("[", "_").rstrip("]"): b["stats"]["median"]
            for b in output_json["benchmarks"]}
     summary = {"median_s": med}
     if "faiss_flat_ip" in med:

@@ -64,6 +64,9 @@ constexpr int kBD = 64;                     // database rows per tile
 constexpr int kLDS = kBD + 4;               // row stride (floats) of the similarity tile
 constexpr int kBQLarge = 64;                // query rows per tile in the large-k path
 constexpr int kSmallKMax = 256;
+// Min CTAs per SM for the tile kernels: caps registers at 85 (no spills on sm_80 / sm_90; a
+// bare __launch_bounds__(256) made ptxas spill a few bytes in the bf16 variants).
+constexpr int kMinBlocks = 3;
 constexpr int64_t kMaxRows = int64_t(INT_MAX) - 65536;  // int32 indices with headroom
 
 // Dot-product modes.
@@ -378,7 +381,7 @@ __device__ __forceinline__ void warp_insert(float* ls, int* li, int k, float cs,
 }
 
 template <typename T, int MODE, int BQ>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
     knn_small_kernel(const T* __restrict__ q, int64_t nq, const T* __restrict__ db, int64_t nd,
                      int d, const float* __restrict__ q_inv, const float* __restrict__ db_inv,
                      int k, int64_t q_offset, bool exclude_self, bool vec_ok,
@@ -452,7 +455,7 @@ __global__ void __launch_bounds__(kThreads)
 
 // (a) out[i * nd + j] = sim(i, j) for one 64 x 64 tile per CTA (1-D grid, db tiles fastest).
 template <typename T, int MODE>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
     sim_block_kernel(const T* __restrict__ q, int64_t nq, const T* __restrict__ db, int64_t nd,
                      int d, const float* __restrict__ q_inv, const float* __restrict__ db_inv,
                      int64_t q_offset, bool exclude_self, bool vec_ok, int64_t n_dtiles,
