@@ -65,3 +65,13 @@ def test_symmetric_tile_products_floor(benchmark, embeddings_50k):
                 np.matmul(p, q.T, out=out[: len(p) * len(q)].reshape(len(p), len(q)))
 
     _run(benchmark, run)
+
+
+@pytest.mark.parametrize("backend", [b for b in ("native", "numba") if _backend.usable(b)])
+def test_hdlfast_query_database(benchmark, embeddings_50k, backend):
+    """The same graph asked as queries against a database: no symmetric halving, every tile
+    multiplied (compare with tile_products_floor and faiss_flat_ip, which keeps self)."""
+    x = embeddings_50k
+    db = x.copy()
+    hdlfast.knn(x[:2000], K, database=db[:3000], backend=backend)
+    _run(benchmark, lambda: hdlfast.knn(x, K + 1, database=db, backend=backend))
