@@ -14,17 +14,24 @@ identical for any thread count.
 """
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from . import _checks
 
 DEFAULT_BUDGET = 256 << 20
 _MAX_WORKERS_BUDGETED = 64  # tiles are sized as if this many workers could be live
 _INDEX_SENTINEL = np.iinfo(np.int64).max
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_controller() -> ThreadpoolController:
+    """Built once: inspecting the loaded BLAS libraries costs about half a millisecond."""
+    return ThreadpoolController()
 
 
 def num_workers() -> int:
@@ -110,11 +117,17 @@ def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bo
         for d0 in range(0, nd, bd):
             kernels.merge_rows(product(q0, d0), q0, d0, heap_s, heap_i, exclude_self)
 
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        if symmetric:
-            for pairs in symmetric_rounds(-(-nq // bq)):
-                list(pool.map(symmetric_tile, pairs))  # a round's tiles touch disjoint heaps
-        else:
-            list(pool.map(query_block, range(0, nq, bq)))
+    if nq <= bq and symmetric:  # a single tile: multi-threaded BLAS, no pool
+        symmetric_tile((0, 0))
+    elif nq <= bq and nd <= bd:
+        query_block(0)
+    else:
+        with _blas_controller().limit(limits=1, user_api="blas"), \
+                ThreadPoolExecutor(workers) as pool:
+            if symmetric:
+                for pairs in symmetric_rounds(-(-nq // bq)):
+                    list(pool.map(symmetric_tile, pairs))  # a round's tiles: disjoint heaps
+            else:
+                list(pool.map(query_block, range(0, nq, bq)))
     kernels.finalize(heap_s, heap_i)
     return heap_s, heap_i
