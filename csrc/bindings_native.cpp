@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "cpu/hdl.h"
 #include "cpu/parallel.h"
 #include "cpu/topk.h"
 
@@ -45,5 +46,57 @@ PYBIND11_MODULE(_native, m) {
         finalize(ptr<float>(heap_s), ptr<int64_t>(heap_i), n, k);
       },
       "Sort every heap: similarity descending, index ascending.");
+  namespace c = hdlfast::cpu;
+  m.def(
+      "reverse_indptr",
+      [](uintptr_t idx, int64_t rows, int64_t k, int64_t n, uintptr_t indptr) {
+        py::gil_scoped_release nogil;
+        c::reverse_indptr(ptr<const int64_t>(idx), rows, k, n, ptr<int64_t>(indptr));
+      },
+      "In-edge counts as CSR offsets (n + 1).");
+  m.def(
+      "reverse_fill",
+      [](uintptr_t idx, int64_t rows, int64_t k, int64_t n, uintptr_t indptr, uintptr_t src,
+         uintptr_t pos) {
+        py::gil_scoped_release nogil;
+        c::reverse_fill(ptr<const int64_t>(idx), rows, k, n, ptr<const int64_t>(indptr),
+                        ptr<int64_t>(src), ptr<int32_t>(pos));
+      },
+      "In-edges (source, column) per target, sources ascending.");
+  m.def(
+      "vote_rows",
+      [](uintptr_t nbr_idx, uintptr_t nbr_sims, int64_t rows, int64_t k, uintptr_t db_labels,
+         bool uniform, uintptr_t out_lab, uintptr_t out_conf) {
+        py::gil_scoped_release nogil;
+        c::vote_rows(ptr<const int64_t>(nbr_idx), ptr<const float>(nbr_sims), rows, k,
+                     ptr<const int64_t>(db_labels), uniform, ptr<int64_t>(out_lab),
+                     ptr<double>(out_conf));
+      },
+      "kNN-DV votes of neighbour lists.");
+  m.def(
+      "propagate_levels",
+      [](uintptr_t idx, uintptr_t sims, int64_t n, int64_t k, uintptr_t indptr, uintptr_t src,
+         uintptr_t labels, uintptr_t conf, uintptr_t level, uintptr_t prov, bool uniform) {
+        py::gil_scoped_release nogil;
+        return c::propagate_levels(ptr<const int64_t>(idx), ptr<const float>(sims), n, k,
+                                   ptr<const int64_t>(indptr), ptr<const int64_t>(src),
+                                   ptr<int64_t>(labels), ptr<double>(conf), ptr<int32_t>(level),
+                                   ptr<int8_t>(prov), uniform);
+      },
+      "HDL phase A (levels schedule), in place; returns the number of levels.");
+  m.def(
+      "search",
+      [](uintptr_t idx, uintptr_t sims, int64_t n, int64_t k, uintptr_t indptr, uintptr_t src,
+         uintptr_t pos, uintptr_t labels, uintptr_t targets, int64_t n_targets,
+         int64_t max_visits, bool uniform, uintptr_t out_lab, uintptr_t out_conf,
+         uintptr_t out_steps, uintptr_t out_cycles) {
+        py::gil_scoped_release nogil;
+        c::search(ptr<const int64_t>(idx), ptr<const float>(sims), n, k,
+                  ptr<const int64_t>(indptr), ptr<const int64_t>(src), ptr<const int32_t>(pos),
+                  ptr<const int64_t>(labels), ptr<const int64_t>(targets), n_targets, max_visits,
+                  uniform, ptr<int64_t>(out_lab), ptr<double>(out_conf), ptr<int64_t>(out_steps),
+                  ptr<int64_t>(out_cycles));
+      },
+      "HDL phase B: bounded depth-first label search from each target.");
   m.def("num_threads", &hdlfast::cpu::num_threads, "Worker threads the kernels use.");
 }

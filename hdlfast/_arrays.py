@@ -104,6 +104,16 @@ def host_float32(x) -> np.ndarray:
     return np.ascontiguousarray(to_host(x), dtype=np.float32)
 
 
+def take_rows(x, rows: np.ndarray):
+    """x[rows] in x's own kind and device (a copy)."""
+    if kind(x) == "torch":
+        return x[_torch().from_numpy(np.asarray(rows, np.int64)).to(x.device)]
+    if kind(x) == "cupy":
+        with x.device:
+            return x[_cupy().asarray(rows)]
+    return x[rows]
+
+
 # --- GPU views -----------------------------------------------------------------------------
 
 

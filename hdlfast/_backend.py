@@ -11,6 +11,8 @@ import functools
 import importlib
 import os
 
+import numpy as np
+
 from . import _arrays, _checks, _cpu
 
 NAMES = ("cuda", "native", "numba")
@@ -58,14 +60,61 @@ class _NativeKernels:
         self._m.finalize(heap_s.ctypes.data, heap_i.ctypes.data, *heap_s.shape)
 
 
+class _NativeLabeling:
+    """Adapts the pointer-taking native labeling kernels to numba_kernels.labeling."""
+
+    def __init__(self, mod):
+        self._m = mod
+
+    def reverse_csr(self, idx, k, n):
+        indptr = np.empty(n + 1, np.int64)
+        self._m.reverse_indptr(_p(idx), idx.shape[0], k, n, _p(indptr))
+        src = np.empty(indptr[-1], np.int64)
+        pos = np.empty(indptr[-1], np.int32)
+        self._m.reverse_fill(_p(idx), idx.shape[0], k, n, _p(indptr), _p(src), _p(pos))
+        return indptr, src, pos
+
+    def propagate_levels(self, idx, sims, k, indptr, src, labels, conf, level, prov, uniform):
+        return self._m.propagate_levels(_p(idx), _p(sims), idx.shape[0], k, _p(indptr), _p(src),
+                                        _p(labels), _p(conf), _p(level), _p(prov), uniform)
+
+    def propagate_sequential(self, *args):
+        from .numba_kernels import labeling
+
+        return labeling.propagate_sequential(*args)
+
+    def search(self, idx, sims, k, indptr, src, pos, labels, targets, max_visits, uniform,
+               out_lab, out_conf, out_steps, out_cycles):
+        self._m.search(_p(idx), _p(sims), idx.shape[0], k, _p(indptr), _p(src), _p(pos),
+                       _p(labels), _p(targets), targets.shape[0], max_visits, uniform,
+                       _p(out_lab), _p(out_conf), _p(out_steps), _p(out_cycles))
+
+    def vote_rows(self, nbr_idx, nbr_sims, db_labels, uniform, out_lab, out_conf):
+        self._m.vote_rows(_p(nbr_idx), _p(nbr_sims), nbr_idx.shape[0], nbr_idx.shape[1],
+                          _p(db_labels), uniform, _p(out_lab), _p(out_conf))
+
+
+def _p(a: np.ndarray) -> int:
+    """Pointer of a C-contiguous numpy array handed to a native kernel."""
+    assert a.flags.c_contiguous
+    return a.ctypes.data
+
+
+def _numba_labeling():
+    from .numba_kernels import labeling
+
+    return labeling
+
+
 class CPUBackend:
     """Blocked BLAS tiles + a merge kernel (native or numba); works on host copies."""
 
     on_gpu = False
 
-    def __init__(self, name: str, kernels):
+    def __init__(self, name: str, kernels, labeling):
         self.name = name
         self.kernels = kernels
+        self.labeling = labeling
 
     def knn(self, q, db, k, *, exclude_self, allow_tf32, memory_budget, q_name, db_name):
         del allow_tf32  # fp32 BLAS on the CPU
@@ -81,8 +130,10 @@ class CUDABackend:
     name = "cuda"
     on_gpu = True
 
-    def __init__(self, mod):
+    def __init__(self, mod, labeling):
         self.mod = mod
+        # Labeling runs on the host graph until the CUDA labeling kernels exist.
+        self.labeling = labeling
 
     def knn(self, q, db, k, *, exclude_self, allow_tf32, memory_budget, q_name, db_name):
         from . import _gpu
@@ -106,10 +157,12 @@ def select(backend: str | None, on_gpu: bool):
     if name == "cuda":
         if not on_gpu:
             raise ValueError("backend='cuda' needs arrays on a CUDA device (cupy or torch)")
-        return CUDABackend(_module("cuda"))
+        labeling = _NativeLabeling(_module("native")) if built("native") else _numba_labeling()
+        return CUDABackend(_module("cuda"), labeling)
     if name == "native":
-        return CPUBackend("native", _NativeKernels(_module("native")))
-    return CPUBackend("numba", _module("numba"))
+        mod = _module("native")
+        return CPUBackend("native", _NativeKernels(mod), _NativeLabeling(mod))
+    return CPUBackend("numba", _module("numba"), _numba_labeling())
 
 
 def info() -> dict:

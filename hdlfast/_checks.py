@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 from . import _arrays
 
 _INT_KINDS = ("int", "uint", "bool", "complex")
@@ -68,6 +70,54 @@ def bad_rows(name: str, nonfinite_row: int | None, zero_row: int | None):
         raise ValueError(f"{name} holds NaN or Inf (row {nonfinite_row})")
     if zero_row is not None:
         raise ValueError(f"{name} has a zero-norm row (row {zero_row}): cosine is undefined")
+
+
+def labels(y, n: int | None):
+    """(N,) integer labels, -1 for unlabeled, at least one labeled; returned as int64 numpy."""
+    y = _arrays.as_array(y, "labels")
+    inf = _arrays.info(y, "labels")
+    if not inf.dtype.startswith(("int", "uint")):
+        raise TypeError(f"labels must be integers (-1 for unlabeled), got dtype {inf.dtype}")
+    if len(inf.shape) != 1:
+        raise ValueError(f"labels must be 1-D, got shape {inf.shape}")
+    if n is not None and inf.shape[0] != n:
+        raise ValueError(f"labels has {inf.shape[0]} entries but there are {n} points")
+    if inf.shape[0] == 0:
+        raise ValueError("labels is empty")
+    host = _arrays.to_numpy(y).astype(np.int64)
+    if host.min() < -1:
+        raise ValueError(f"labels must be >= -1 (-1 = unlabeled), got {host.min()}")
+    if host.max() < 0:
+        raise ValueError("labels has no labeled point (every entry is -1)")
+    return host
+
+
+def graph(g, n: int, k: int):
+    """A precomputed kNN graph ``(idx, sims)`` of n points with at least k columns; returns
+    host copies of the first k columns (int64, float32)."""
+    if not isinstance(g, (tuple, list)) or len(g) != 2:
+        raise TypeError("graph must be a pair (idx, sims) as returned by hdlfast.knn")
+    idx, sims = (_arrays.as_array(a, "graph") for a in g)
+    i_inf, s_inf = _arrays.info(idx, "graph idx"), _arrays.info(sims, "graph sims")
+    if not i_inf.dtype.startswith(("int", "uint")):
+        raise TypeError(f"graph idx must hold integer indices, got dtype {i_inf.dtype}")
+    if s_inf.dtype.startswith(_INT_KINDS):
+        raise TypeError(f"graph sims must hold similarities (floats), got dtype {s_inf.dtype}")
+    if len(i_inf.shape) != 2 or i_inf.shape != s_inf.shape:
+        raise ValueError(f"graph idx and sims must both be (N, k), got {i_inf.shape} and "
+                         f"{s_inf.shape}")
+    if i_inf.shape[0] != n:
+        raise ValueError(f"graph has {i_inf.shape[0]} rows but labels has {n} entries")
+    if k > i_inf.shape[1]:
+        raise ValueError(f"k={k} is larger than the graph's {i_inf.shape[1]} columns")
+    idx = np.ascontiguousarray(_arrays.to_numpy(idx)[:, :k], dtype=np.int64)
+    sims = np.ascontiguousarray(_arrays.to_numpy(sims)[:, :k], dtype=np.float32)
+    if idx.min() < 0 or idx.max() >= n:
+        raise ValueError(f"graph idx holds indices outside [0, {n}): min {idx.min()}, "
+                         f"max {idx.max()}")
+    if not np.isfinite(sims).all():
+        raise ValueError("graph sims holds NaN or Inf")
+    return idx, sims
 
 
 def choice(value, name: str, allowed):

@@ -1,0 +1,238 @@
+// Labeling kernels; the numba twin is hdlfast/numba_kernels/labeling.py and both must agree bit
+// for bit: votes accumulate float64 per class in voter order, winner = largest vote, then
+// largest raw similarity sum, then smallest class id.
+#include "cpu/hdl.h"
+
+#include <algorithm>
+#include <numeric>
+#include <utility>
+#include <vector>
+
+#include "cpu/parallel.h"
+
+namespace hdlfast {
+namespace cpu {
+namespace {
+
+struct Vote {
+  int64_t label;
+  double conf;
+};
+
+// Vote of n voters (cls, sim); weight max(sim, 0), or 1 when uniform. (-1, 0) for no voter.
+Vote vote(const int64_t* cls, const float* sim, int64_t n, bool uniform) {
+  int64_t best_c = -1;
+  double best_v = -1.0, best_r = 0.0, total = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    total += uniform ? 1.0 : std::max(static_cast<double>(sim[i]), 0.0);
+    const int64_t c = cls[i];
+    bool seen = false;
+    for (int64_t j = 0; j < i && !seen; ++j) seen = cls[j] == c;
+    if (seen) continue;
+    double v = 0.0, r = 0.0;
+    for (int64_t j = i; j < n; ++j) {
+      if (cls[j] != c) continue;
+      v += uniform ? 1.0 : std::max(static_cast<double>(sim[j]), 0.0);
+      r += static_cast<double>(sim[j]);
+    }
+    if (best_c < 0 || v > best_v || (v == best_v && (r > best_r || (r == best_r && c < best_c)))) {
+      best_c = c;
+      best_v = v;
+      best_r = r;
+    }
+  }
+  return {best_c, total > 0 ? best_v / total : 0.0};
+}
+
+// Out-neighbours of c in column order, then in-neighbours not already listed, by edge
+// similarity descending (ties: smaller source).
+void candidates(int64_t c, const int64_t* idx, const float* sims, int64_t k,
+                const int64_t* indptr, const int64_t* src, const int32_t* pos,
+                std::vector<int64_t>& cand, std::vector<float>& cand_s,
+                std::vector<std::pair<float, int64_t>>& ins) {
+  cand.assign(idx + c * k, idx + (c + 1) * k);
+  cand_s.assign(sims + c * k, sims + (c + 1) * k);
+  ins.clear();
+  for (int64_t t = indptr[c]; t < indptr[c + 1]; ++t) {
+    const int64_t v = src[t];
+    if (std::find(idx + c * k, idx + (c + 1) * k, v) != idx + (c + 1) * k) continue;
+    ins.emplace_back(sims[v * k + pos[t]], v);
+  }
+  // sources arrive ascending: a stable sort by similarity keeps them so among ties
+  std::stable_sort(ins.begin(), ins.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (const auto& e : ins) {
+    cand.push_back(e.second);
+    cand_s.push_back(e.first);
+  }
+}
+
+struct SearchResult {
+  int64_t label, steps, cycles;
+  double conf;
+};
+
+SearchResult search_one(int64_t u, const int64_t* idx, const float* sims, int64_t k,
+                        const int64_t* indptr, const int64_t* src, const int32_t* pos,
+                        const int64_t* labels, int64_t max_visits, bool uniform) {
+  std::vector<int64_t> visited{u}, path{u}, scan{0}, cand, vcls;
+  std::vector<float> cand_s, vsim;
+  std::vector<std::pair<float, int64_t>> ins;
+  int64_t cycles = 0;
+  bool arrived = true;
+  while (!path.empty()) {
+    const int64_t c = path.back();
+    candidates(c, idx, sims, k, indptr, src, pos, cand, cand_s, ins);
+    const int64_t n = static_cast<int64_t>(cand.size());
+    if (arrived) {
+      vcls.clear();
+      vsim.clear();
+      for (int64_t t = 0; t < n; ++t) {
+        if (labels[cand[t]] >= 0) {
+          vcls.push_back(labels[cand[t]]);
+          vsim.push_back(cand_s[t]);
+        }
+      }
+      if (!vcls.empty()) {
+        const Vote v = vote(vcls.data(), vsim.data(), static_cast<int64_t>(vcls.size()), uniform);
+        return {v.label, static_cast<int64_t>(visited.size()) - 1, cycles, v.conf};
+      }
+    }
+    arrived = false;
+    int64_t t = scan.back();
+    bool moved = false;
+    while (t < n) {
+      const int64_t v = cand[t++];
+      if (std::find(visited.begin(), visited.end(), v) != visited.end()) {
+        ++cycles;
+        continue;
+      }
+      scan.back() = t;
+      if (static_cast<int64_t>(visited.size()) == max_visits) {
+        return {-1, max_visits, cycles, 0.0};
+      }
+      visited.push_back(v);
+      path.push_back(v);
+      scan.push_back(0);
+      moved = arrived = true;
+      break;
+    }
+    if (!moved) {
+      path.pop_back();
+      scan.pop_back();
+    }
+  }
+  return {-1, static_cast<int64_t>(visited.size()), cycles, 0.0};
+}
+
+}  // namespace
+
+void reverse_indptr(const int64_t* idx, int64_t rows, int64_t k, int64_t n, int64_t* indptr) {
+  std::fill(indptr, indptr + n + 1, int64_t{0});
+  for (int64_t e = 0; e < rows * k; ++e) ++indptr[idx[e] + 1];
+  for (int64_t t = 0; t < n; ++t) indptr[t + 1] += indptr[t];
+}
+
+void reverse_fill(const int64_t* idx, int64_t rows, int64_t k, int64_t n, const int64_t* indptr,
+                  int64_t* src, int32_t* pos) {
+  std::vector<int64_t> fill(indptr, indptr + n);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < k; ++c) {
+      const int64_t at = fill[idx[r * k + c]]++;
+      src[at] = r;
+      pos[at] = static_cast<int32_t>(c);
+    }
+  }
+}
+
+void vote_rows(const int64_t* nbr_idx, const float* nbr_sims, int64_t rows, int64_t k,
+               const int64_t* db_labels, bool uniform, int64_t* out_lab, double* out_conf) {
+  parallel_for(rows, 256, [&](int64_t b, int64_t e, int) {
+    std::vector<int64_t> cls(static_cast<size_t>(k));
+    for (int64_t r = b; r < e; ++r) {
+      for (int64_t c = 0; c < k; ++c) cls[c] = db_labels[nbr_idx[r * k + c]];
+      const Vote v = vote(cls.data(), nbr_sims + r * k, k, uniform);
+      out_lab[r] = v.label;
+      out_conf[r] = v.conf;
+    }
+  });
+}
+
+int64_t propagate_levels(const int64_t* idx, const float* sims, int64_t n, int64_t k,
+                         const int64_t* indptr, const int64_t* src, int64_t* labels, double* conf,
+                         int32_t* level, int8_t* prov, bool uniform) {
+  std::vector<int64_t> support(static_cast<size_t>(n), 0), frontier, next;
+  for (int64_t u = 0; u < n; ++u) {
+    if (labels[u] >= 0) continue;
+    for (int64_t c = 0; c < k; ++c) support[u] += labels[idx[u * k + c]] >= 0;
+    if (support[u] > 0) frontier.push_back(u);
+  }
+  std::vector<std::vector<int64_t>> by_support(static_cast<size_t>(k) + 1);
+  std::vector<Vote> votes;
+  int64_t h = 0;
+  while (!frontier.empty()) {
+    ++h;
+    for (auto& g : by_support) g.clear();
+    for (int64_t u : frontier) by_support[support[u]].push_back(u);  // frontier is ascending
+    for (int64_t s = k; s >= 1; --s) {  // sub-levels, most supported first
+      const auto& members = by_support[s];
+      const int64_t m = static_cast<int64_t>(members.size());
+      if (m == 0) continue;
+      votes.resize(static_cast<size_t>(m));
+      parallel_for(m, 1024, [&](int64_t b, int64_t e, int) {
+        std::vector<int64_t> cls(static_cast<size_t>(k));
+        std::vector<float> sim(static_cast<size_t>(k));
+        for (int64_t i = b; i < e; ++i) {
+          const int64_t u = members[i];
+          int64_t cnt = 0;
+          for (int64_t c = 0; c < k; ++c) {
+            const int64_t lab = labels[idx[u * k + c]];
+            if (lab >= 0) {
+              cls[cnt] = lab;
+              sim[cnt++] = sims[u * k + c];
+            }
+          }
+          votes[i] = vote(cls.data(), sim.data(), cnt, uniform);
+        }
+      });
+      for (int64_t i = 0; i < m; ++i) {  // the sub-level is labeled together
+        const int64_t u = members[i];
+        labels[u] = votes[i].label;
+        conf[u] = votes[i].conf;
+        level[u] = static_cast<int32_t>(h);
+        prov[u] = 1;
+      }
+    }
+    next.clear();
+    for (int64_t w : frontier) {  // support through the reverse graph: O(N k) over all levels
+      for (int64_t e = indptr[w]; e < indptr[w + 1]; ++e) {
+        const int64_t u = src[e];
+        if (labels[u] >= 0) continue;
+        if (support[u]++ == 0) next.push_back(u);
+      }
+    }
+    std::sort(next.begin(), next.end());
+    frontier.swap(next);
+  }
+  return h;
+}
+
+void search(const int64_t* idx, const float* sims, int64_t n, int64_t k, const int64_t* indptr,
+            const int64_t* src, const int32_t* pos, const int64_t* labels, const int64_t* targets,
+            int64_t n_targets, int64_t max_visits, bool uniform, int64_t* out_lab,
+            double* out_conf, int64_t* out_steps, int64_t* out_cycles) {
+  (void)n;
+  parallel_for(n_targets, 16, [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i) {
+      const SearchResult r =
+          search_one(targets[i], idx, sims, k, indptr, src, pos, labels, max_visits, uniform);
+      out_lab[i] = r.label;
+      out_conf[i] = r.conf;
+      out_steps[i] = r.steps;
+      out_cycles[i] = r.cycles;
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace hdlfast

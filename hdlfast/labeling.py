@@ -1,0 +1,162 @@
+"""Labels for every point from a few: kNN voting (SPEC 2) and HDL (SPEC 3).
+
+HDL runs on the kNN graph of all points (labeled and unlabeled, self excluded):
+phase A propagates labels one hop per level, best-supported points first; phase B searches,
+with cycle detection, from points in closed unlabeled regions until a labeled point is in
+view; phase C falls back to kNN voting in embedding space. Heavy loops are kernels
+(``_backend`` picks native or numba); this module validates, dispatches and assembles.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _arrays, _backend, _checks
+from .knn import knn
+
+PROVENANCE = ("given", "propagated", "searched", "fallback")
+GIVEN, PROPAGATED, SEARCHED, FALLBACK = range(4)
+_METHODS = ("hdl", "tree")
+_SCHEDULES = ("levels", "sequential")
+_WEIGHTINGS = ("similarity", "uniform")
+_FALLBACKS = ("auto", "knn-dv", None)
+
+
+@dataclass
+class HDLResult:
+    """Per point: ``labels`` (-1 never labeled), ``confidence`` in [0, 1], ``level`` (0 given,
+    then the phase-A level, the search steps for searched points, last level + 1 for fallback,
+    -1 never labeled), ``provenance`` (index into PROVENANCE, -1 never labeled), ``cycles``
+    (cycles met by the phase-B search). ``n_levels``: phase-A levels that labeled a point."""
+
+    labels: object
+    confidence: object
+    level: object
+    provenance: object
+    cycles: object
+    n_levels: int
+    k: int
+
+    def counts(self) -> dict:
+        """Number of points per provenance (and never labeled)."""
+        prov = _arrays.to_numpy(self.provenance)
+        out = {name: int((prov == i).sum()) for i, name in enumerate(PROVENANCE)}
+        out["unlabeled"] = int((prov < 0).sum())
+        return out
+
+
+def knn_vote(X, labels, k=20, *, weighting="similarity", backend=None):
+    """kNN-DV: each unlabeled point takes the vote of its k nearest labeled points.
+
+    Weights are the cosine similarities clipped at 0 (``weighting="uniform"``: 1 each); the
+    winner has the largest vote, then the largest similarity sum, then the smallest class id.
+    Returns ``(labels, confidence)``; labeled points keep their label with confidence 1.
+    """
+    X, x_info = _checks.embeddings(X, "X")
+    y = _checks.labels(labels, x_info.shape[0])
+    k = _checks.positive_int(k, "k")
+    _checks.choice(weighting, "weighting", _WEIGHTINGS)
+    kern = _backend.select(backend, x_info.on_gpu).labeling
+    out_lab, out_conf = y.copy(), np.where(y >= 0, 1.0, 0.0)
+    todo = np.nonzero(y < 0)[0]
+    if todo.size:
+        out_lab[todo], out_conf[todo] = _vote_in_embedding(kern, X, y, todo, np.nonzero(y >= 0)[0],
+                                                           k, weighting, backend)
+    return (_arrays.from_host(out_lab, X),
+            _arrays.from_host(out_conf.astype(np.float32), X))
+
+
+def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels",
+        max_visits=64, fallback="auto", weighting="similarity", backend=None) -> HDLResult:
+    """Hierarchical dynamic labeling (SPEC 3) of every point.
+
+    Give embeddings ``X`` (the graph is built with :func:`hdlfast.knn`) or a precomputed
+    ``graph=(idx, sims)`` of all N points, self excluded, rows by decreasing similarity (only
+    the first k columns are used). ``labels``: (N,) ints, -1 for unlabeled.
+    ``method="tree"`` skips propagation: phase-B search from every unlabeled point using the
+    given labels only. ``schedule="sequential"`` labels one point at a time, most supported
+    first (CPU, for comparison; it floods regions at large k). ``fallback``: "knn-dv" (kNN
+    voting in embedding space for points the search could not label; needs X), None (leave
+    them -1), or "auto" (knn-dv when X is given). Votes as in :func:`knn_vote`.
+    """
+    _checks.choice(method, "method", _METHODS)
+    _checks.choice(schedule, "schedule", _SCHEDULES)
+    _checks.choice(fallback, "fallback", _FALLBACKS)
+    _checks.choice(weighting, "weighting", _WEIGHTINGS)
+    k = _checks.positive_int(k, "k")
+    max_visits = _checks.positive_int(max_visits, "max_visits")
+    like, on_gpu, n = None, False, None
+    if X is not None:
+        X, x_info = _checks.embeddings(X, "X")
+        like, on_gpu, n = X, x_info.on_gpu, x_info.shape[0]
+    if graph is None:
+        if X is None:
+            raise ValueError("hdl needs embeddings X or a precomputed graph=(idx, sims)")
+        _checks.k_at_most(k, n - 1, "other points")
+    y = _checks.labels(labels, n)
+    n = y.shape[0]
+    if like is None:
+        like = _arrays.as_array(labels, "labels")
+    if fallback == "auto":
+        fallback = "knn-dv" if X is not None else None
+    if fallback == "knn-dv" and X is None:
+        raise ValueError("fallback='knn-dv' needs the embeddings X; pass X or fallback=None")
+    if graph is None:
+        sims, idx = (_arrays.to_numpy(a) for a in knn(X, k, backend=backend))
+    else:
+        idx, sims = _checks.graph(graph, n, k)
+    impl = _backend.select(backend, on_gpu)
+    if schedule == "sequential" and impl.on_gpu:
+        raise ValueError("schedule='sequential' runs on the CPU only; pass backend='native'")
+    kern = impl.labeling
+    uniform = weighting == "uniform"
+
+    lab = y.copy()
+    conf = np.where(y >= 0, 1.0, 0.0)
+    level = np.where(y >= 0, 0, -1).astype(np.int32)
+    prov = np.where(y >= 0, GIVEN, -1).astype(np.int8)
+    cycles = np.zeros(n, np.int32)
+    indptr, src, pos = kern.reverse_csr(idx, k, n)
+    n_levels = 0
+    if method == "hdl":
+        propagate = kern.propagate_levels if schedule == "levels" else kern.propagate_sequential
+        n_levels = int(propagate(idx, sims, k, indptr, src, lab, conf, level, prov, uniform))
+
+    todo = np.nonzero(lab < 0)[0]
+    if todo.size:
+        s_lab = np.empty(todo.size, np.int64)
+        s_conf = np.empty(todo.size, np.float64)
+        s_steps = np.empty(todo.size, np.int64)
+        s_cyc = np.empty(todo.size, np.int64)
+        kern.search(idx, sims, k, indptr, src, pos, lab, todo, max_visits, uniform,
+                    s_lab, s_conf, s_steps, s_cyc)
+        cycles[todo] = s_cyc
+        found = s_lab >= 0
+        hit = todo[found]
+        lab[hit], conf[hit], level[hit], prov[hit] = s_lab[found], s_conf[found], \
+            s_steps[found], SEARCHED
+
+    todo = np.nonzero(lab < 0)[0]
+    if todo.size and fallback == "knn-dv":
+        known = np.nonzero(lab >= 0)[0]
+        lab[todo], conf[todo] = _vote_in_embedding(kern, X, lab, todo, known, k, weighting,
+                                                   backend)
+        level[todo], prov[todo] = n_levels + 1, FALLBACK
+
+    return HDLResult(*(_arrays.from_host(a, like) for a in
+                       (lab, conf.astype(np.float32), level, prov, cycles)),
+                     n_levels=n_levels, k=k)
+
+
+def _vote_in_embedding(kern, X, y, todo, known, k, weighting, backend):
+    """(labels, confidence) of points ``todo`` by the vote of their nearest ``known`` points."""
+    kk = min(k, known.size)
+    q = _arrays.take_rows(X, todo)
+    db = _arrays.take_rows(X, known)
+    sims, nbr = (_arrays.to_numpy(a) for a in knn(q, kk, database=db, backend=backend))
+    out_lab = np.empty(todo.size, np.int64)
+    out_conf = np.empty(todo.size, np.float64)
+    kern.vote_rows(np.ascontiguousarray(nbr), np.ascontiguousarray(sims),
+                   np.ascontiguousarray(y[known]), weighting == "uniform", out_lab, out_conf)
+    return out_lab, out_conf
