@@ -1,8 +1,9 @@
 """hdlfast: exact cosine kNN graphs and kNN labeling for numpy, cupy and torch arrays."""
 from ._backend import info
+from .clusterability import KSelection, label_clusterability, select_k
 from .knn import knn, reverse_graph
 from .labeling import PROVENANCE, HDLResult, hdl, knn_vote
 
 __version__ = "0.1.0"
-__all__ = ["knn", "reverse_graph", "knn_vote", "hdl", "HDLResult", "PROVENANCE", "info",
-           "__version__"]
+__all__ = ["knn", "reverse_graph", "knn_vote", "hdl", "HDLResult", "PROVENANCE",
+           "label_clusterability", "select_k", "KSelection", "info", "__version__"]

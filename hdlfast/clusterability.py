@@ -1,0 +1,100 @@
+"""Label clusterability and the choice of k for HDL from the labeled data alone (SPEC 4)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _arrays, _checks
+from .knn import knn
+
+DEFAULT_CANDIDATES = (5, 10, 15, 20, 30, 50)
+
+
+def label_clusterability(X, labels, ks=(1, 5, 10, 20, 50), *, backend=None) -> dict:
+    """For each k: ``mu`` = fraction of labeled points whose k nearest labeled points (self
+    excluded) all carry its label, and ``agreement`` = mean fraction of those k that do.
+
+    With full ground truth this measures how clusterable an encoder's embedding space is.
+    k values above (labeled points - 1) are dropped. Returns {"k": [...], "mu": [...],
+    "agreement": [...]} (plain lists, ready for JSON or a plot).
+    """
+    X, x_info = _checks.embeddings(X, "X")
+    y = _checks.labels(labels, x_info.shape[0])
+    ks = sorted({_checks.positive_int(k, "ks") for k in np.atleast_1d(ks).tolist()})
+    known = np.nonzero(y >= 0)[0]
+    usable = [k for k in ks if k <= known.size - 1]
+    out = {"k": usable, "mu": [], "agreement": []}
+    if not usable:
+        return out
+    _, nbr = knn(_arrays.take_rows(X, known), max(usable), backend=backend)
+    same = y[known][_arrays.to_numpy(nbr)] == y[known][:, None]
+    for k in usable:
+        out["mu"].append(float(same[:, :k].all(axis=1).mean()))
+        out["agreement"].append(float(same[:, :k].mean()))
+    return out
+
+
+@dataclass
+class KSelection:
+    """The chosen ``k``, the ``rule`` that chose it ("holdout" or "clusterability"), the
+    hold-out accuracy per candidate (``scores``, empty for the clusterability rule) and the
+    clusterability curve."""
+
+    k: int
+    rule: str
+    scores: dict = field(default_factory=dict)
+    clusterability: dict = field(default_factory=dict)
+
+
+def select_k(X, labels, candidates=DEFAULT_CANDIDATES, *, n_folds=5, threshold=0.9, seed=0,
+             method="hdl", backend=None) -> KSelection:
+    """Pick k for HDL from the labeled data alone.
+
+    With >= 2 labels in every class: stratified hold-out (hide one fold of the labels, run
+    HDL, score accuracy on the hidden labels, average over folds; the best k wins, ties to the
+    smaller k). Otherwise: the largest candidate whose mu_k (see
+    :func:`label_clusterability`) is >= ``threshold`` (the smallest candidate if none is).
+    """
+    from .labeling import hdl
+
+    X, x_info = _checks.embeddings(X, "X")
+    n = x_info.shape[0]
+    y = _checks.labels(labels, n)
+    cands = sorted({_checks.positive_int(k, "candidates") for k in np.atleast_1d(candidates)})
+    cands = [k for k in cands if k <= n - 1]
+    if not cands:
+        raise ValueError(f"candidates must hold a k <= {n - 1} (number of points - 1)")
+    n_folds = _checks.positive_int(n_folds, "n_folds")
+    curve = label_clusterability(X, y, cands, backend=backend)
+    counts = np.bincount(y[y >= 0])
+    counts = counts[counts > 0]
+    if counts.min() < 2 or n_folds < 2:
+        ok = [k for k, mu in zip(curve["k"], curve["mu"]) if mu >= threshold]
+        return KSelection(max(ok) if ok else cands[0], "clusterability", {}, curve)
+
+    folds = _stratified_folds(y, min(n_folds, int(counts.min())), seed)
+    sims, idx = (_arrays.to_numpy(a) for a in knn(X, max(cands), backend=backend))
+    scores = {}
+    for k in cands:
+        acc = []
+        for f in range(folds.max() + 1):
+            hidden = np.nonzero(folds == f)[0]
+            train = y.copy()
+            train[hidden] = -1
+            res = hdl(X, train, k, graph=(idx, sims), method=method, backend=backend)
+            acc.append(float((_arrays.to_numpy(res.labels)[hidden] == y[hidden]).mean()))
+        scores[k] = float(np.mean(acc))
+    best = max(cands, key=lambda k: (scores[k], -k))
+    return KSelection(best, "holdout", scores, curve)
+
+
+def _stratified_folds(y, n_folds, seed):
+    """Fold id per labeled point (-1 for unlabeled): each class dealt round-robin after a
+    seeded shuffle, so every fold holds about 1/n_folds of every class."""
+    rng = np.random.default_rng(seed)
+    folds = np.full(y.shape[0], -1)
+    for c in np.unique(y[y >= 0]):
+        members = rng.permutation(np.nonzero(y == c)[0])
+        folds[members] = np.arange(members.size) % n_folds
+    return folds
