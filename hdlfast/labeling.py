@@ -149,14 +149,31 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
                      n_levels=n_levels, k=k)
 
 
-def _vote_in_embedding(kern, X, y, todo, known, k, weighting, backend):
-    """(labels, confidence) of points ``todo`` by the vote of their nearest ``known`` points."""
+def vote_against(X, reference, ref_labels, k=20, *, weighting="similarity", backend=None):
+    """(labels, confidence) of new points ``X`` by the vote of their k nearest points of
+    ``reference`` whose ``ref_labels`` are not -1 (kNN-DV against a labeled set)."""
+    X, x_info = _checks.embeddings(X, "X")
+    reference, r_info = _checks.embeddings(reference, "reference")
+    _checks.same_width(x_info, r_info, "X", "reference")
+    y = _checks.labels(ref_labels, r_info.shape[0])
+    k = _checks.positive_int(k, "k")
+    _checks.choice(weighting, "weighting", _WEIGHTINGS)
+    kern = _backend.select(backend, x_info.on_gpu).labeling
+    known = np.nonzero(y >= 0)[0]
+    lab, conf = _vote_in_embedding(kern, X, y, None, known, k, weighting, backend,
+                                   database=reference)
+    return _arrays.from_host(lab, X), _arrays.from_host(conf.astype(np.float32), X)
+
+
+def _vote_in_embedding(kern, X, y, todo, known, k, weighting, backend, database=None):
+    """(labels, confidence) of points ``todo`` of X (all when None) by the vote of their
+    nearest ``known`` points of ``database`` (X itself when None)."""
     kk = min(k, known.size)
-    q = _arrays.take_rows(X, todo)
-    db = _arrays.take_rows(X, known)
+    q = X if todo is None else _arrays.take_rows(X, todo)
+    db = _arrays.take_rows(X if database is None else database, known)
     sims, nbr = (_arrays.to_numpy(a) for a in knn(q, kk, database=db, backend=backend))
-    out_lab = np.empty(todo.size, np.int64)
-    out_conf = np.empty(todo.size, np.float64)
+    out_lab = np.empty(nbr.shape[0], np.int64)
+    out_conf = np.empty(nbr.shape[0], np.float64)
     kern.vote_rows(np.ascontiguousarray(nbr), np.ascontiguousarray(sims),
                    np.ascontiguousarray(y[known]), weighting == "uniform", out_lab, out_conf)
     return out_lab, out_conf
