@@ -48,13 +48,14 @@ class KSelection:
 
 
 def select_k(X, labels, candidates=DEFAULT_CANDIDATES, *, n_folds=5, threshold=0.9, seed=0,
-             method="hdl", backend=None) -> KSelection:
+             method="hdl", graph=None, backend=None) -> KSelection:
     """Pick k for HDL from the labeled data alone.
 
     With >= 2 labels in every class: stratified hold-out (hide one fold of the labels, run
     HDL, score accuracy on the hidden labels, average over folds; the best k wins, ties to the
     smaller k). Otherwise: the largest candidate whose mu_k (see
     :func:`label_clusterability`) is >= ``threshold`` (the smallest candidate if none is).
+    ``graph=(idx, sims)``: a precomputed kNN graph of X with at least max(candidates) columns.
     """
     from .labeling import hdl
 
@@ -74,7 +75,10 @@ def select_k(X, labels, candidates=DEFAULT_CANDIDATES, *, n_folds=5, threshold=0
         return KSelection(max(ok) if ok else cands[0], "clusterability", {}, curve)
 
     folds = _stratified_folds(y, min(n_folds, int(counts.min())), seed)
-    sims, idx = (_arrays.to_numpy(a) for a in knn(X, max(cands), backend=backend))
+    if graph is None:
+        sims, idx = (_arrays.to_numpy(a) for a in knn(X, max(cands), backend=backend))
+    else:
+        idx, sims = _checks.graph(graph, n, max(cands))
     scores = {}
     for k in cands:
         acc = []
