@@ -56,13 +56,12 @@ PYBIND11_MODULE(_native, m) {
       "In-edge counts as CSR offsets (n + 1).");
   m.def(
       "reverse_fill",
-      [](uintptr_t idx, int64_t rows, int64_t k, int64_t n, uintptr_t indptr, uintptr_t src,
-         uintptr_t pos) {
+      [](uintptr_t idx, int64_t rows, int64_t k, int64_t n, uintptr_t indptr, uintptr_t src) {
         py::gil_scoped_release nogil;
         c::reverse_fill(ptr<const int64_t>(idx), rows, k, n, ptr<const int64_t>(indptr),
-                        ptr<int64_t>(src), ptr<int32_t>(pos));
+                        ptr<int64_t>(src));
       },
-      "In-edges (source, column) per target, sources ascending.");
+      "In-edge sources per target, ascending.");
   m.def(
       "vote_rows",
       [](uintptr_t nbr_idx, uintptr_t nbr_sims, int64_t rows, int64_t k, uintptr_t db_labels,
@@ -87,13 +86,12 @@ PYBIND11_MODULE(_native, m) {
   m.def(
       "search",
       [](uintptr_t idx, uintptr_t sims, int64_t n, int64_t k, uintptr_t indptr, uintptr_t src,
-         uintptr_t pos, uintptr_t labels, uintptr_t targets, int64_t n_targets,
+         uintptr_t labels, uintptr_t targets, int64_t n_targets,
          int64_t max_visits, bool uniform, uintptr_t out_lab, uintptr_t out_conf,
          uintptr_t out_steps, uintptr_t out_cycles) {
         py::gil_scoped_release nogil;
         c::search(ptr<const int64_t>(idx), ptr<const float>(sims), n, k,
-                  ptr<const int64_t>(indptr), ptr<const int64_t>(src), ptr<const int32_t>(pos),
-                  ptr<const int64_t>(labels), ptr<const int64_t>(targets), n_targets, max_visits,
+                  ptr<const int64_t>(indptr), ptr<const int64_t>(src), ptr<const int64_t>(labels), ptr<const int64_t>(targets), n_targets, max_visits,
                   uniform, ptr<int64_t>(out_lab), ptr<double>(out_conf), ptr<int64_t>(out_steps),
                   ptr<int64_t>(out_cycles));
       },

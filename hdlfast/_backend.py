@@ -70,9 +70,8 @@ class _NativeLabeling:
         indptr = np.empty(n + 1, np.int64)
         self._m.reverse_indptr(_p(idx), idx.shape[0], k, n, _p(indptr))
         src = np.empty(indptr[-1], np.int64)
-        pos = np.empty(indptr[-1], np.int32)
-        self._m.reverse_fill(_p(idx), idx.shape[0], k, n, _p(indptr), _p(src), _p(pos))
-        return indptr, src, pos
+        self._m.reverse_fill(_p(idx), idx.shape[0], k, n, _p(indptr), _p(src))
+        return indptr, src
 
     def propagate_levels(self, idx, sims, k, indptr, src, labels, conf, level, prov, uniform):
         return self._m.propagate_levels(_p(idx), _p(sims), idx.shape[0], k, _p(indptr), _p(src),
@@ -83,9 +82,9 @@ class _NativeLabeling:
 
         return labeling.propagate_sequential(*args)
 
-    def search(self, idx, sims, k, indptr, src, pos, labels, targets, max_visits, uniform,
+    def search(self, idx, sims, k, indptr, src, labels, targets, max_visits, uniform,
                out_lab, out_conf, out_steps, out_cycles):
-        self._m.search(_p(idx), _p(sims), idx.shape[0], k, _p(indptr), _p(src), _p(pos),
+        self._m.search(_p(idx), _p(sims), idx.shape[0], k, _p(indptr), _p(src),
                        _p(labels), _p(targets), targets.shape[0], max_visits, uniform,
                        _p(out_lab), _p(out_conf), _p(out_steps), _p(out_cycles))
 

@@ -78,8 +78,8 @@ def topk(cuda, q, db, k: int, exclude_self: bool, allow_tf32: bool,
 
 
 def _first_block(cuda, nq, nd, d, k, dtype, budget) -> int:
-    """Largest query block (a power of two times 256, at most nq) whose workspace fits."""
+    """Largest block nq // 2**i whose workspace fits the budget (1 if none does)."""
     block = nq
-    while block > 256 and cuda.knn_workspace_bytes(block, nd, d, k, dtype) > budget:
+    while block > 1 and cuda.knn_workspace_bytes(block, nd, d, k, dtype) > budget:
         block //= 2
     return max(block, 1)

@@ -117,7 +117,7 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
     level = np.where(y >= 0, 0, -1).astype(np.int32)
     prov = np.where(y >= 0, GIVEN, -1).astype(np.int8)
     cycles = np.zeros(n, np.int32)
-    indptr, src, pos = kern.reverse_csr(idx, k, n)
+    indptr, src = kern.reverse_csr(idx, k, n)
     n_levels = 0
     if method == "hdl":
         propagate = kern.propagate_levels if schedule == "levels" else kern.propagate_sequential
@@ -129,7 +129,7 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
         s_conf = np.empty(todo.size, np.float64)
         s_steps = np.empty(todo.size, np.int64)
         s_cyc = np.empty(todo.size, np.int64)
-        kern.search(idx, sims, k, indptr, src, pos, lab, todo, max_visits, uniform,
+        kern.search(idx, sims, k, indptr, src, lab, todo, max_visits, uniform,
                     s_lab, s_conf, s_steps, s_cyc)
         cycles[todo] = s_cyc
         found = s_lab >= 0

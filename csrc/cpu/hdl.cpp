@@ -47,16 +47,16 @@ Vote vote(const int64_t* cls, const float* sim, int64_t n, bool uniform) {
 // Out-neighbours of c in column order, then in-neighbours not already listed, by edge
 // similarity descending (ties: smaller source).
 void candidates(int64_t c, const int64_t* idx, const float* sims, int64_t k,
-                const int64_t* indptr, const int64_t* src, const int32_t* pos,
-                std::vector<int64_t>& cand, std::vector<float>& cand_s,
-                std::vector<std::pair<float, int64_t>>& ins) {
+                const int64_t* indptr, const int64_t* src, std::vector<int64_t>& cand,
+                std::vector<float>& cand_s, std::vector<std::pair<float, int64_t>>& ins) {
   cand.assign(idx + c * k, idx + (c + 1) * k);
   cand_s.assign(sims + c * k, sims + (c + 1) * k);
   ins.clear();
   for (int64_t t = indptr[c]; t < indptr[c + 1]; ++t) {
     const int64_t v = src[t];
     if (std::find(idx + c * k, idx + (c + 1) * k, v) != idx + (c + 1) * k) continue;
-    ins.emplace_back(sims[v * k + pos[t]], v);
+    const int64_t col = std::find(idx + v * k, idx + (v + 1) * k, c) - (idx + v * k);
+    ins.emplace_back(sims[v * k + col], v);
   }
   // sources arrive ascending: a stable sort by similarity keeps them so among ties
   std::stable_sort(ins.begin(), ins.end(),
@@ -73,8 +73,8 @@ struct SearchResult {
 };
 
 SearchResult search_one(int64_t u, const int64_t* idx, const float* sims, int64_t k,
-                        const int64_t* indptr, const int64_t* src, const int32_t* pos,
-                        const int64_t* labels, int64_t max_visits, bool uniform) {
+                        const int64_t* indptr, const int64_t* src, const int64_t* labels,
+                        int64_t max_visits, bool uniform) {
   std::vector<int64_t> visited{u}, path{u}, scan{0}, cand, vcls;
   std::vector<float> cand_s, vsim;
   std::vector<std::pair<float, int64_t>> ins;
@@ -82,7 +82,7 @@ SearchResult search_one(int64_t u, const int64_t* idx, const float* sims, int64_
   bool arrived = true;
   while (!path.empty()) {
     const int64_t c = path.back();
-    candidates(c, idx, sims, k, indptr, src, pos, cand, cand_s, ins);
+    candidates(c, idx, sims, k, indptr, src, cand, cand_s, ins);
     const int64_t n = static_cast<int64_t>(cand.size());
     if (arrived) {
       vcls.clear();
@@ -127,22 +127,28 @@ SearchResult search_one(int64_t u, const int64_t* idx, const float* sims, int64_
 
 }  // namespace
 
+// Each worker scans every edge (a cheap sequential read) and handles only the targets in its
+// own range, so the random writes are split without atomics and sources stay ascending.
 void reverse_indptr(const int64_t* idx, int64_t rows, int64_t k, int64_t n, int64_t* indptr) {
   std::fill(indptr, indptr + n + 1, int64_t{0});
-  for (int64_t e = 0; e < rows * k; ++e) ++indptr[idx[e] + 1];
+  parallel_for(n, 1 << 16, [&](int64_t b, int64_t e, int) {
+    for (int64_t i = 0; i < rows * k; ++i) {
+      const int64_t t = idx[i];
+      if (t >= b && t < e) ++indptr[t + 1];
+    }
+  });
   for (int64_t t = 0; t < n; ++t) indptr[t + 1] += indptr[t];
 }
 
 void reverse_fill(const int64_t* idx, int64_t rows, int64_t k, int64_t n, const int64_t* indptr,
-                  int64_t* src, int32_t* pos) {
+                  int64_t* src) {
   std::vector<int64_t> fill(indptr, indptr + n);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < k; ++c) {
-      const int64_t at = fill[idx[r * k + c]]++;
-      src[at] = r;
-      pos[at] = static_cast<int32_t>(c);
+  parallel_for(n, 1 << 16, [&](int64_t b, int64_t e, int) {
+    for (int64_t i = 0; i < rows * k; ++i) {
+      const int64_t t = idx[i];
+      if (t >= b && t < e) src[fill[t]++] = i / k;
     }
-  }
+  });
 }
 
 void vote_rows(const int64_t* nbr_idx, const float* nbr_sims, int64_t rows, int64_t k,
@@ -218,14 +224,13 @@ int64_t propagate_levels(const int64_t* idx, const float* sims, int64_t n, int64
 }
 
 void search(const int64_t* idx, const float* sims, int64_t n, int64_t k, const int64_t* indptr,
-            const int64_t* src, const int32_t* pos, const int64_t* labels, const int64_t* targets,
-            int64_t n_targets, int64_t max_visits, bool uniform, int64_t* out_lab,
+            const int64_t* src, const int64_t* labels, const int64_t* targets, int64_t n_targets, int64_t max_visits, bool uniform, int64_t* out_lab,
             double* out_conf, int64_t* out_steps, int64_t* out_cycles) {
   (void)n;
   parallel_for(n_targets, 16, [&](int64_t b, int64_t e, int) {
     for (int64_t i = b; i < e; ++i) {
       const SearchResult r =
-          search_one(targets[i], idx, sims, k, indptr, src, pos, labels, max_visits, uniform);
+          search_one(targets[i], idx, sims, k, indptr, src, labels, max_visits, uniform);
       out_lab[i] = r.label;
       out_conf[i] = r.conf;
       out_steps[i] = r.steps;

@@ -68,6 +68,8 @@ constexpr int kSmallKMax = 256;
 // bare __launch_bounds__(256) made ptxas spill a few bytes in the bf16 variants).
 constexpr int kMinBlocks = 3;
 constexpr int64_t kMaxRows = int64_t(INT_MAX) - 65536;  // int32 indices with headroom
+// Largest d: the int column loops (k0 + BK, j + 32) must not overflow past d.
+constexpr int64_t kMaxDim = int64_t(INT_MAX) - 127;  // 2^31 - 128
 
 // Dot-product modes.
 constexpr int kSimt = 0;   // fp32 FMA
@@ -739,6 +741,7 @@ void launch_large(const KnnArgs& a, void* workspace, size_t workspace_bytes,
   int* offs = reinterpret_cast<int*>(ws + L.off_offs);
   void* temp = ws + L.off_temp;
 
+  require(a.nq <= INT_MAX, "too many query rows for one call");  // select grid; before any launch
   // (a) similarity block
   const int64_t n_qtiles = ceil_div(a.nq, kBQLarge);
   const int64_t n_dtiles = ceil_div(a.nd, kBD);
@@ -753,7 +756,6 @@ void launch_large(const KnnArgs& a, void* workspace, size_t workspace_bytes,
   HDLFAST_CUDA_CHECK_LAUNCH("sim_block_kernel");
 
   // (b, c) per-row select + compaction
-  require(a.nq <= INT_MAX, "too many query rows for one call");
   select_rows_kernel<<<unsigned(a.nq), kThreads, 0, stream>>>(sims, int(a.nd), a.k, L.idx_bits,
                                                               comp_a);
   HDLFAST_CUDA_CHECK_LAUNCH("select_rows_kernel");
@@ -799,7 +801,7 @@ void row_inv_norms(const void* x, int64_t n, int64_t d, int dtype, float* out_in
                    int32_t* out_bad, cudaStream_t stream) {
   elem_size(dtype);  // validates dtype
   require(n >= 0 && n <= INT_MAX, "row_inv_norms: n must be in [0, 2^31)");
-  require(d >= 1 && d <= INT_MAX, "row_inv_norms: d must be in [1, 2^31)");
+  require(d >= 1 && d <= kMaxDim, "row_inv_norms: d must be in [1, 2^31 - 128]");
   if (n == 0) return;
   require(x != nullptr && out_inv != nullptr && out_bad != nullptr, "row_inv_norms: null pointer");
   const unsigned grid = unsigned(ceil_div(n, kWarps));
@@ -836,7 +838,7 @@ void knn(const void* q, int64_t nq, const void* db, int64_t nd, int64_t d, int d
   const int elem = elem_size(dtype);
   require(nq >= 1, "knn: nq must be >= 1");
   require(nd >= 1 && nd <= kMaxRows, "knn: nd must be in [1, 2^31 - 2^16]");
-  require(d >= 1 && d <= INT_MAX, "knn: d must be in [1, 2^31)");
+  require(d >= 1 && d <= kMaxDim, "knn: d must be in [1, 2^31 - 128]");
   require(k >= 1 && k <= nd, "knn: k must be in [1, nd]");
   // Rows whose own index lies in [0, nd) have only nd - 1 candidates.
   const bool self_in_range = exclude_self && q_offset < nd && q_offset + nq > 0;

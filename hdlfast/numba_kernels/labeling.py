@@ -37,8 +37,8 @@ def vote(cls, sim, n, uniform):
 
 @nb.njit(cache=True)
 def reverse_csr(idx, k, n):
-    """In-edges: for target t, entries indptr[t]:indptr[t+1] of (src, pos) with idx[src, pos]
-    == t, sources in increasing order (counting sort, O(N k))."""
+    """In-edges: for target t, entries indptr[t]:indptr[t+1] of the sources listing t, in
+    increasing order (counting sort, O(N k))."""
     indptr = np.zeros(n + 1, np.int64)
     rows = idx.shape[0]
     for r in range(rows):
@@ -48,14 +48,12 @@ def reverse_csr(idx, k, n):
         indptr[t + 1] += indptr[t]
     fill = indptr[:-1].copy()
     src = np.empty(indptr[n], np.int64)
-    pos = np.empty(indptr[n], np.int32)
     for r in range(rows):
         for c in range(k):
             t = idx[r, c]
             src[fill[t]] = r
-            pos[fill[t]] = c
             fill[t] += 1
-    return indptr, src, pos
+    return indptr, src
 
 
 @nb.njit(parallel=True, cache=True)
@@ -138,7 +136,7 @@ def propagate_levels(idx, sims, k, indptr, src, labels, conf, level, prov, unifo
 
 
 @nb.njit(cache=True, nogil=True)
-def _candidates(c, idx, sims, k, indptr, src, pos, cand, cand_s):
+def _candidates(c, idx, sims, k, indptr, src, cand, cand_s):
     """Out-neighbours of c in column order, then in-neighbours not already listed, by edge
     similarity descending (ties: smaller source). Returns the count written to cand/cand_s."""
     n = 0
@@ -159,8 +157,11 @@ def _candidates(c, idx, sims, k, indptr, src, pos, cand, cand_s):
                 dup = True
                 break
         if not dup:
+            col = 0
+            while idx[v, col] != c:
+                col += 1
             ins[cnt] = v
-            ins_s[cnt] = sims[v, pos[t]]
+            ins_s[cnt] = sims[v, col]
             cnt += 1
     # stable sort by similarity descending keeps sources ascending among ties
     order = np.argsort(-ins_s[:cnt], kind="mergesort")
@@ -172,7 +173,7 @@ def _candidates(c, idx, sims, k, indptr, src, pos, cand, cand_s):
 
 
 @nb.njit(cache=True, nogil=True)
-def _search_one(u, idx, sims, k, indptr, src, pos, labels, max_visits, uniform, max_deg):
+def _search_one(u, idx, sims, k, indptr, src, labels, max_visits, uniform, max_deg):
     """Phase B from u: (label, confidence, steps, cycles); label -1 when the search fails."""
     cap = k + max_deg
     visited = np.empty(max_visits + 1, np.int64)
@@ -189,7 +190,7 @@ def _search_one(u, idx, sims, k, indptr, src, pos, labels, max_visits, uniform, 
     arrived = True
     while depth > 0:
         c = path[depth - 1]
-        n = _candidates(c, idx, sims, k, indptr, src, pos, cand, cand_s)
+        n = _candidates(c, idx, sims, k, indptr, src, cand, cand_s)
         if arrived:
             nv = 0
             for t in range(n):
@@ -232,15 +233,15 @@ def _search_one(u, idx, sims, k, indptr, src, pos, labels, max_visits, uniform, 
 
 
 @nb.njit(parallel=True, cache=True)
-def search(idx, sims, k, indptr, src, pos, labels, targets, max_visits, uniform, out_lab,
+def search(idx, sims, k, indptr, src, labels, targets, max_visits, uniform, out_lab,
            out_conf, out_steps, out_cycles):
     """Phase B for every target, independently (labels found here are not used by others)."""
     max_deg = 0
     for t in range(indptr.shape[0] - 1):
         max_deg = max(max_deg, indptr[t + 1] - indptr[t])
     for i in nb.prange(targets.shape[0]):
-        lab, conf, steps, cycles = _search_one(targets[i], idx, sims, k, indptr, src, pos,
-                                               labels, max_visits, uniform, max_deg)
+        lab, conf, steps, cycles = _search_one(targets[i], idx, sims, k, indptr, src, labels,
+                                               max_visits, uniform, max_deg)
         out_lab[i] = lab
         out_conf[i] = conf
         out_steps[i] = steps
