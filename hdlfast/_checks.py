@@ -72,8 +72,9 @@ def bad_rows(name: str, nonfinite_row: int | None, zero_row: int | None):
         raise ValueError(f"{name} has a zero-norm row (row {zero_row}): cosine is undefined")
 
 
-def labels(y, n: int | None):
-    """(N,) integer labels, -1 for unlabeled, at least one labeled; returned as int64 numpy."""
+def labels(y, n: int | None, n_classes: int | None = None):
+    """(N,) integer labels, -1 for unlabeled, at least one labeled, each < n_classes when
+    given; returned as int64 numpy."""
     y = _arrays.as_array(y, "labels")
     inf = _arrays.info(y, "labels")
     if not inf.dtype.startswith(("int", "uint")):
@@ -89,6 +90,10 @@ def labels(y, n: int | None):
         raise ValueError(f"labels must be >= -1 (-1 = unlabeled), got {host.min()}")
     if host.max() < 0:
         raise ValueError("labels has no labeled point (every entry is -1)")
+    if n_classes is not None:
+        n_classes = positive_int(n_classes, "n_classes")
+        if host.max() >= n_classes:
+            raise ValueError(f"labels must be < n_classes={n_classes}, got {host.max()}")
     return host
 
 
@@ -122,5 +127,5 @@ def graph(g, n: int, k: int):
 
 def choice(value, name: str, allowed):
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {sorted(allowed)}, got {value!r}")
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
     return value

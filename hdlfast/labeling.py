@@ -46,15 +46,16 @@ class HDLResult:
         return out
 
 
-def knn_vote(X, labels, k=20, *, weighting="similarity", backend=None):
+def knn_vote(X, labels, k=20, *, weighting="similarity", n_classes=None, backend=None):
     """kNN-DV: each unlabeled point takes the vote of its k nearest labeled points.
 
     Weights are the cosine similarities clipped at 0 (``weighting="uniform"``: 1 each); the
     winner has the largest vote, then the largest similarity sum, then the smallest class id.
     Returns ``(labels, confidence)``; labeled points keep their label with confidence 1.
+    ``n_classes`` (default max label + 1) only checks that labels are below it.
     """
     X, x_info = _checks.embeddings(X, "X")
-    y = _checks.labels(labels, x_info.shape[0])
+    y = _checks.labels(labels, x_info.shape[0], n_classes)
     k = _checks.positive_int(k, "k")
     _checks.choice(weighting, "weighting", _WEIGHTINGS)
     kern = _backend.select(backend, x_info.on_gpu).labeling
@@ -68,7 +69,8 @@ def knn_vote(X, labels, k=20, *, weighting="similarity", backend=None):
 
 
 def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels",
-        max_visits=64, fallback="auto", weighting="similarity", backend=None) -> HDLResult:
+        max_visits=64, fallback="auto", weighting="similarity", n_classes=None,
+        backend=None) -> HDLResult:
     """Hierarchical dynamic labeling (SPEC 3) of every point.
 
     Give embeddings ``X`` (the graph is built with :func:`hdlfast.knn`) or a precomputed
@@ -79,6 +81,7 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
     first (CPU, for comparison; it floods regions at large k). ``fallback``: "knn-dv" (kNN
     voting in embedding space for points the search could not label; needs X), None (leave
     them -1), or "auto" (knn-dv when X is given). Votes as in :func:`knn_vote`.
+    ``n_classes`` (default max label + 1) only checks that labels are below it.
     """
     _checks.choice(method, "method", _METHODS)
     _checks.choice(schedule, "schedule", _SCHEDULES)
@@ -94,7 +97,7 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
         if X is None:
             raise ValueError("hdl needs embeddings X or a precomputed graph=(idx, sims)")
         _checks.k_at_most(k, n - 1, "other points")
-    y = _checks.labels(labels, n)
+    y = _checks.labels(labels, n, n_classes)
     n = y.shape[0]
     if like is None:
         like = _arrays.as_array(labels, "labels")
