@@ -59,7 +59,7 @@ PYBIND11_MODULE(_native, m) {
       [](uintptr_t idx, int64_t rows, int64_t k, int64_t n, uintptr_t indptr, uintptr_t src) {
         py::gil_scoped_release nogil;
         c::reverse_fill(ptr<const int64_t>(idx), rows, k, n, ptr<const int64_t>(indptr),
-                        ptr<int64_t>(src));
+                        ptr<int32_t>(src));
       },
       "In-edge sources per target, ascending.");
   m.def(
@@ -78,7 +78,7 @@ PYBIND11_MODULE(_native, m) {
          uintptr_t labels, uintptr_t conf, uintptr_t level, uintptr_t prov, bool uniform) {
         py::gil_scoped_release nogil;
         return c::propagate_levels(ptr<const int64_t>(idx), ptr<const float>(sims), n, k,
-                                   ptr<const int64_t>(indptr), ptr<const int64_t>(src),
+                                   ptr<const int64_t>(indptr), ptr<const int32_t>(src),
                                    ptr<int64_t>(labels), ptr<double>(conf), ptr<int32_t>(level),
                                    ptr<int8_t>(prov), uniform);
       },
@@ -91,7 +91,7 @@ PYBIND11_MODULE(_native, m) {
          uintptr_t out_steps, uintptr_t out_cycles) {
         py::gil_scoped_release nogil;
         c::search(ptr<const int64_t>(idx), ptr<const float>(sims), n, k,
-                  ptr<const int64_t>(indptr), ptr<const int64_t>(src), ptr<const int64_t>(labels), ptr<const int64_t>(targets), n_targets, max_visits,
+                  ptr<const int64_t>(indptr), ptr<const int32_t>(src), ptr<const int64_t>(labels), ptr<const int64_t>(targets), n_targets, max_visits,
                   uniform, ptr<int64_t>(out_lab), ptr<double>(out_conf), ptr<int64_t>(out_steps),
                   ptr<int64_t>(out_cycles));
       },

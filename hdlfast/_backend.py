@@ -69,7 +69,7 @@ class _NativeLabeling:
     def reverse_csr(self, idx, k, n):
         indptr = np.empty(n + 1, np.int64)
         self._m.reverse_indptr(_p(idx), idx.shape[0], k, n, _p(indptr))
-        src = np.empty(indptr[-1], np.int64)
+        src = np.empty(indptr[-1], np.int32)
         self._m.reverse_fill(_p(idx), idx.shape[0], k, n, _p(indptr), _p(src))
         return indptr, src
 

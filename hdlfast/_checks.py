@@ -85,11 +85,15 @@ def labels(y, n: int | None, n_classes: int | None = None):
         raise ValueError(f"labels has {inf.shape[0]} entries but there are {n} points")
     if inf.shape[0] == 0:
         raise ValueError("labels is empty")
+    if inf.shape[0] >= 2**31:
+        raise ValueError(f"labels: {inf.shape[0]} points; at most 2**31 - 1 on one machine")
     host = _arrays.to_numpy(y).astype(np.int64)
     if host.min() < -1:
         raise ValueError(f"labels must be >= -1 (-1 = unlabeled), got {host.min()}")
     if host.max() < 0:
         raise ValueError("labels has no labeled point (every entry is -1)")
+    if host.max() >= 2**31 - 1:
+        raise ValueError(f"labels must be < 2**31 - 1, got {host.max()}")
     if n_classes is not None:
         n_classes = positive_int(n_classes, "n_classes")
         if host.max() >= n_classes:

@@ -47,7 +47,7 @@ Vote vote(const int64_t* cls, const float* sim, int64_t n, bool uniform) {
 // Out-neighbours of c in column order, then in-neighbours not already listed, by edge
 // similarity descending (ties: smaller source).
 void candidates(int64_t c, const int64_t* idx, const float* sims, int64_t k,
-                const int64_t* indptr, const int64_t* src, std::vector<int64_t>& cand,
+                const int64_t* indptr, const int32_t* src, std::vector<int64_t>& cand,
                 std::vector<float>& cand_s, std::vector<std::pair<float, int64_t>>& ins) {
   cand.assign(idx + c * k, idx + (c + 1) * k);
   cand_s.assign(sims + c * k, sims + (c + 1) * k);
@@ -73,7 +73,7 @@ struct SearchResult {
 };
 
 SearchResult search_one(int64_t u, const int64_t* idx, const float* sims, int64_t k,
-                        const int64_t* indptr, const int64_t* src, const int64_t* labels,
+                        const int64_t* indptr, const int32_t* src, const int64_t* labels,
                         int64_t max_visits, bool uniform) {
   std::vector<int64_t> visited{u}, path{u}, scan{0}, cand, vcls;
   std::vector<float> cand_s, vsim;
@@ -141,12 +141,12 @@ void reverse_indptr(const int64_t* idx, int64_t rows, int64_t k, int64_t n, int6
 }
 
 void reverse_fill(const int64_t* idx, int64_t rows, int64_t k, int64_t n, const int64_t* indptr,
-                  int64_t* src) {
+                  int32_t* src) {
   std::vector<int64_t> fill(indptr, indptr + n);
   parallel_for(n, 1 << 16, [&](int64_t b, int64_t e, int) {
     for (int64_t i = 0; i < rows * k; ++i) {
       const int64_t t = idx[i];
-      if (t >= b && t < e) src[fill[t]++] = i / k;
+      if (t >= b && t < e) src[fill[t]++] = static_cast<int32_t>(i / k);
     }
   });
 }
@@ -165,34 +165,62 @@ void vote_rows(const int64_t* nbr_idx, const float* nbr_sims, int64_t rows, int6
 }
 
 int64_t propagate_levels(const int64_t* idx, const float* sims, int64_t n, int64_t k,
-                         const int64_t* indptr, const int64_t* src, int64_t* labels, double* conf,
+                         const int64_t* indptr, const int32_t* src, int64_t* labels, double* conf,
                          int32_t* level, int8_t* prov, bool uniform) {
-  std::vector<int64_t> support(static_cast<size_t>(n), 0), frontier, next;
+  // A point's label and support share one 8-byte slot: the random accesses of the votes and
+  // of the support updates each touch one cache line (labels are < 2^31, checked in Python).
+  struct Slot {
+    int32_t label, support;
+  };
+  std::vector<Slot> st(static_cast<size_t>(n));
+  for (int64_t u = 0; u < n; ++u) st[u] = {static_cast<int32_t>(labels[u]), 0};
+  std::vector<int64_t> frontier, next;
+  // Initial support pushed from the labeled points through their in-edges: O(labeled x deg).
+  auto push_support = [&](const std::vector<int64_t>& from, std::vector<int64_t>& rose) {
+    rose.clear();
+    for (size_t f = 0; f < from.size(); ++f) {
+      if (f + 8 < from.size()) {  // the next segments' slots, ahead of use
+        const int64_t ahead = from[f + 8];
+        for (int64_t e = indptr[ahead]; e < indptr[ahead + 1]; ++e)
+          __builtin_prefetch(&st[src[e]], 1);
+      }
+      const int64_t w = from[f];
+      for (int64_t e = indptr[w]; e < indptr[w + 1]; ++e) {
+        Slot& s = st[src[e]];
+        if (s.label < 0 && s.support++ == 0) rose.push_back(src[e]);
+      }
+    }
+    std::sort(rose.begin(), rose.end());
+  };
   for (int64_t u = 0; u < n; ++u) {
-    if (labels[u] >= 0) continue;
-    for (int64_t c = 0; c < k; ++c) support[u] += labels[idx[u * k + c]] >= 0;
-    if (support[u] > 0) frontier.push_back(u);
+    if (labels[u] >= 0) next.push_back(u);
   }
+  push_support(next, frontier);
   std::vector<std::vector<int64_t>> by_support(static_cast<size_t>(k) + 1);
   std::vector<Vote> votes;
   int64_t h = 0;
   while (!frontier.empty()) {
     ++h;
     for (auto& g : by_support) g.clear();
-    for (int64_t u : frontier) by_support[support[u]].push_back(u);  // frontier is ascending
+    for (int64_t u : frontier) by_support[st[u].support].push_back(u);  // ascending ids
     for (int64_t s = k; s >= 1; --s) {  // sub-levels, most supported first
       const auto& members = by_support[s];
       const int64_t m = static_cast<int64_t>(members.size());
       if (m == 0) continue;
       votes.resize(static_cast<size_t>(m));
-      parallel_for(m, 1024, [&](int64_t b, int64_t e, int) {
+      parallel_for(m, 4096, [&](int64_t b, int64_t e, int) {
         std::vector<int64_t> cls(static_cast<size_t>(k));
         std::vector<float> sim(static_cast<size_t>(k));
         for (int64_t i = b; i < e; ++i) {
+          if (i + 16 < e) __builtin_prefetch(idx + members[i + 16] * k);
+          if (i + 8 < e) {  // neighbour slots of a member ahead (its idx row is cached by now)
+            const int64_t* row = idx + members[i + 8] * k;
+            for (int64_t c = 0; c < k; ++c) __builtin_prefetch(&st[row[c]]);
+          }
           const int64_t u = members[i];
           int64_t cnt = 0;
           for (int64_t c = 0; c < k; ++c) {
-            const int64_t lab = labels[idx[u * k + c]];
+            const int32_t lab = st[idx[u * k + c]].label;
             if (lab >= 0) {
               cls[cnt] = lab;
               sim[cnt++] = sims[u * k + c];
@@ -203,28 +231,21 @@ int64_t propagate_levels(const int64_t* idx, const float* sims, int64_t n, int64
       });
       for (int64_t i = 0; i < m; ++i) {  // the sub-level is labeled together
         const int64_t u = members[i];
+        st[u].label = static_cast<int32_t>(votes[i].label);
         labels[u] = votes[i].label;
         conf[u] = votes[i].conf;
         level[u] = static_cast<int32_t>(h);
         prov[u] = 1;
       }
     }
-    next.clear();
-    for (int64_t w : frontier) {  // support through the reverse graph: O(N k) over all levels
-      for (int64_t e = indptr[w]; e < indptr[w + 1]; ++e) {
-        const int64_t u = src[e];
-        if (labels[u] >= 0) continue;
-        if (support[u]++ == 0) next.push_back(u);
-      }
-    }
-    std::sort(next.begin(), next.end());
+    push_support(frontier, next);  // O(N k) over all levels
     frontier.swap(next);
   }
   return h;
 }
 
 void search(const int64_t* idx, const float* sims, int64_t n, int64_t k, const int64_t* indptr,
-            const int64_t* src, const int64_t* labels, const int64_t* targets, int64_t n_targets, int64_t max_visits, bool uniform, int64_t* out_lab,
+            const int32_t* src, const int64_t* labels, const int64_t* targets, int64_t n_targets, int64_t max_visits, bool uniform, int64_t* out_lab,
             double* out_conf, int64_t* out_steps, int64_t* out_cycles) {
   (void)n;
   parallel_for(n_targets, 16, [&](int64_t b, int64_t e, int) {

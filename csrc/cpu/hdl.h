@@ -8,10 +8,11 @@ namespace hdlfast {
 namespace cpu {
 
 // Counting sort of the in-edges: indptr (n + 1) first, then src with t in idx[src, :] for the
-// entries indptr[t]..indptr[t+1], sources ascending. Workers own ranges of targets.
+// entries indptr[t]..indptr[t+1], sources ascending (int32: n < 2^31, checked in Python).
+// Workers own ranges of targets.
 void reverse_indptr(const int64_t* idx, int64_t rows, int64_t k, int64_t n, int64_t* indptr);
 void reverse_fill(const int64_t* idx, int64_t rows, int64_t k, int64_t n, const int64_t* indptr,
-                  int64_t* src);
+                  int32_t* src);
 
 // kNN-DV: row r votes over db_labels[nbr_idx[r, :]] weighted by nbr_sims[r, :].
 void vote_rows(const int64_t* nbr_idx, const float* nbr_sims, int64_t rows, int64_t k,
@@ -19,12 +20,12 @@ void vote_rows(const int64_t* nbr_idx, const float* nbr_sims, int64_t rows, int6
 
 // Phase A, schedule "levels", in place (provenance 1, level h). Returns the number of levels.
 int64_t propagate_levels(const int64_t* idx, const float* sims, int64_t n, int64_t k,
-                         const int64_t* indptr, const int64_t* src, int64_t* labels, double* conf,
+                         const int64_t* indptr, const int32_t* src, int64_t* labels, double* conf,
                          int32_t* level, int8_t* prov, bool uniform);
 
 // Phase B from every target independently; out_lab -1 where the search failed.
 void search(const int64_t* idx, const float* sims, int64_t n, int64_t k, const int64_t* indptr,
-            const int64_t* src, const int64_t* labels, const int64_t* targets,
+            const int32_t* src, const int64_t* labels, const int64_t* targets,
             int64_t n_targets, int64_t max_visits, bool uniform, int64_t* out_lab,
             double* out_conf, int64_t* out_steps, int64_t* out_cycles);
 

@@ -47,7 +47,7 @@ def reverse_csr(idx, k, n):
     for t in range(n):
         indptr[t + 1] += indptr[t]
     fill = indptr[:-1].copy()
-    src = np.empty(indptr[n], np.int64)
+    src = np.empty(indptr[n], np.int32)
     for r in range(rows):
         for c in range(k):
             t = idx[r, c]
