@@ -101,29 +101,43 @@ def labels(y, n: int | None, n_classes: int | None = None):
     return host
 
 
+def indices(idx, name: str, n: int | None):
+    """A 2-D integer index array with values in [0, n) (n None: max + 1); returns it as a
+    C-contiguous int64 host copy together with n."""
+    idx = _arrays.as_array(idx, name)
+    inf = _arrays.info(idx, name)
+    if not inf.dtype.startswith(("int", "uint")):
+        raise TypeError(f"{name} must hold integer indices, got dtype {inf.dtype}")
+    if len(inf.shape) != 2:
+        raise ValueError(f"{name} must be 2-D (N, k), got shape {inf.shape}")
+    host = np.ascontiguousarray(_arrays.to_numpy(idx), dtype=np.int64)
+    if n is None:
+        n = max(host.shape[0], int(host.max()) + 1 if host.size else 0)
+    if host.size and (host.min() < 0 or host.max() >= n):
+        raise ValueError(f"{name} holds indices outside [0, {n}): min {host.min()}, "
+                         f"max {host.max()}")
+    return host, n
+
+
 def graph(g, n: int, k: int):
     """A precomputed kNN graph ``(idx, sims)`` of n points with at least k columns; returns
     host copies of the first k columns (int64, float32)."""
     if not isinstance(g, (tuple, list)) or len(g) != 2:
         raise TypeError("graph must be a pair (idx, sims) as returned by hdlfast.knn")
     idx, sims = (_arrays.as_array(a, "graph") for a in g)
-    i_inf, s_inf = _arrays.info(idx, "graph idx"), _arrays.info(sims, "graph sims")
-    if not i_inf.dtype.startswith(("int", "uint")):
-        raise TypeError(f"graph idx must hold integer indices, got dtype {i_inf.dtype}")
+    i_shape, s_inf = _arrays.info(idx, "graph idx").shape, _arrays.info(sims, "graph sims")
     if s_inf.dtype.startswith(_INT_KINDS):
         raise TypeError(f"graph sims must hold similarities (floats), got dtype {s_inf.dtype}")
-    if len(i_inf.shape) != 2 or i_inf.shape != s_inf.shape:
-        raise ValueError(f"graph idx and sims must both be (N, k), got {i_inf.shape} and "
+    if len(i_shape) != 2 or i_shape != s_inf.shape:
+        raise ValueError(f"graph idx and sims must both be (N, k), got {i_shape} and "
                          f"{s_inf.shape}")
-    if i_inf.shape[0] != n:
-        raise ValueError(f"graph has {i_inf.shape[0]} rows but labels has {n} entries")
-    if k > i_inf.shape[1]:
-        raise ValueError(f"k={k} is larger than the graph's {i_inf.shape[1]} columns")
-    idx = np.ascontiguousarray(_arrays.to_numpy(idx)[:, :k], dtype=np.int64)
+    if i_shape[0] != n:
+        raise ValueError(f"graph has {i_shape[0]} rows but labels has {n} entries")
+    if k > i_shape[1]:
+        raise ValueError(f"k={k} is larger than the graph's {i_shape[1]} columns")
+    idx, _ = indices(idx, "graph idx", n)
+    idx = np.ascontiguousarray(idx[:, :k])
     sims = np.ascontiguousarray(_arrays.to_numpy(sims)[:, :k], dtype=np.float32)
-    if idx.min() < 0 or idx.max() >= n:
-        raise ValueError(f"graph idx holds indices outside [0, {n}): min {idx.min()}, "
-                         f"max {idx.max()}")
     if not np.isfinite(sims).all():
         raise ValueError("graph sims holds NaN or Inf")
     return idx, sims
