@@ -84,6 +84,17 @@ PYBIND11_MODULE(_native, m) {
       },
       "HDL phase A (levels schedule), in place; returns the number of levels.");
   m.def(
+      "propagate_sequential",
+      [](uintptr_t idx, uintptr_t sims, int64_t n, int64_t k, uintptr_t indptr, uintptr_t src,
+         uintptr_t labels, uintptr_t conf, uintptr_t level, uintptr_t prov, bool uniform) {
+        py::gil_scoped_release nogil;
+        return c::propagate_sequential(ptr<const int64_t>(idx), ptr<const float>(sims), n, k,
+                                       ptr<const int64_t>(indptr), ptr<const int32_t>(src),
+                                       ptr<int64_t>(labels), ptr<double>(conf),
+                                       ptr<int32_t>(level), ptr<int8_t>(prov), uniform);
+      },
+      "HDL phase A (sequential schedule), in place; returns the number of steps.");
+  m.def(
       "search",
       [](uintptr_t idx, uintptr_t sims, int64_t n, int64_t k, uintptr_t indptr, uintptr_t src,
          uintptr_t labels, uintptr_t targets, int64_t n_targets,

@@ -77,10 +77,11 @@ class _NativeLabeling:
         return self._m.propagate_levels(_p(idx), _p(sims), idx.shape[0], k, _p(indptr), _p(src),
                                         _p(labels), _p(conf), _p(level), _p(prov), uniform)
 
-    def propagate_sequential(self, *args):
-        from .numba_kernels import labeling
-
-        return labeling.propagate_sequential(*args)
+    def propagate_sequential(self, idx, sims, k, indptr, src, labels, conf, level, prov,
+                             uniform):
+        return self._m.propagate_sequential(_p(idx), _p(sims), idx.shape[0], k, _p(indptr),
+                                            _p(src), _p(labels), _p(conf), _p(level), _p(prov),
+                                            uniform)
 
     def search(self, idx, sims, k, indptr, src, labels, targets, max_visits, uniform,
                out_lab, out_conf, out_steps, out_cycles):

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <queue>
 #include <utility>
 #include <vector>
 
@@ -242,6 +243,69 @@ int64_t propagate_levels(const int64_t* idx, const float* sims, int64_t n, int64
     frontier.swap(next);
   }
   return h;
+}
+
+int64_t propagate_sequential(const int64_t* idx, const float* sims, int64_t n, int64_t k,
+                             const int64_t* indptr, const int32_t* src, int64_t* labels,
+                             double* conf, int32_t* level, int8_t* prov, bool uniform) {
+  struct Key {
+    int64_t support;
+    double purity, raw;
+    int64_t u;
+    bool operator<(const Key& o) const {  // priority_queue top = the point labeled next
+      if (support != o.support) return support < o.support;
+      if (purity != o.purity) return purity < o.purity;
+      if (raw != o.raw) return raw < o.raw;
+      return u > o.u;
+    }
+  };
+  std::vector<int64_t> cls(static_cast<size_t>(k));
+  std::vector<float> sim(static_cast<size_t>(k));
+  // Support, vote and similarity sum of u's labeled neighbours.
+  auto key_of = [&](int64_t u, Vote& v) {
+    int64_t cnt = 0;
+    double raw = 0.0;
+    for (int64_t c = 0; c < k; ++c) {
+      const int64_t lab = labels[idx[u * k + c]];
+      if (lab >= 0) {
+        cls[cnt] = lab;
+        sim[cnt++] = sims[u * k + c];
+        raw += static_cast<double>(sims[u * k + c]);
+      }
+    }
+    v = vote(cls.data(), sim.data(), cnt, uniform);
+    return Key{cnt, v.conf, raw, u};
+  };
+  std::vector<Key> current(static_cast<size_t>(n));
+  std::priority_queue<Key> heap;
+  Vote v;
+  for (int64_t u = 0; u < n; ++u) {
+    if (labels[u] >= 0) continue;
+    current[u] = key_of(u, v);
+    if (current[u].support > 0) heap.push(current[u]);
+  }
+  int64_t step = 0;
+  while (!heap.empty()) {
+    const Key top = heap.top();
+    heap.pop();
+    const Key& now = current[top.u];
+    if (labels[top.u] >= 0 || top.support != now.support || top.purity != now.purity ||
+        top.raw != now.raw) {
+      continue;  // stale entry
+    }
+    key_of(top.u, v);
+    labels[top.u] = v.label;
+    conf[top.u] = v.conf;
+    level[top.u] = static_cast<int32_t>(++step);
+    prov[top.u] = 1;
+    for (int64_t e = indptr[top.u]; e < indptr[top.u + 1]; ++e) {
+      const int64_t w = src[e];
+      if (labels[w] >= 0) continue;
+      current[w] = key_of(w, v);
+      heap.push(current[w]);
+    }
+  }
+  return step;
 }
 
 void search(const int64_t* idx, const float* sims, int64_t n, int64_t k, const int64_t* indptr,

@@ -23,6 +23,13 @@ int64_t propagate_levels(const int64_t* idx, const float* sims, int64_t n, int64
                          const int64_t* indptr, const int32_t* src, int64_t* labels, double* conf,
                          int32_t* level, int8_t* prov, bool uniform);
 
+// Phase A, schedule "sequential": one point at a time, the unlabeled point with the most labeled
+// neighbours (then vote purity, similarity sum, smaller index), updating after each; level =
+// step. Returns the number of steps.
+int64_t propagate_sequential(const int64_t* idx, const float* sims, int64_t n, int64_t k,
+                             const int64_t* indptr, const int32_t* src, int64_t* labels,
+                             double* conf, int32_t* level, int8_t* prov, bool uniform);
+
 // Phase B from every target independently; out_lab -1 where the search failed.
 void search(const int64_t* idx, const float* sims, int64_t n, int64_t k, const int64_t* indptr,
             const int32_t* src, const int64_t* labels, const int64_t* targets,
