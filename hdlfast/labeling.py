@@ -105,13 +105,13 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
         fallback = "knn-dv" if X is not None else None
     if fallback == "knn-dv" and X is None:
         raise ValueError("fallback='knn-dv' needs the embeddings X; pass X or fallback=None")
+    impl = _backend.select(backend, on_gpu)
+    if schedule == "sequential" and impl.on_gpu:
+        raise ValueError("schedule='sequential' runs on the CPU only; pass backend='native'")
     if graph is None:
         sims, idx = (_arrays.to_numpy(a) for a in knn(X, k, backend=backend))
     else:
         idx, sims = _checks.graph(graph, n, k)
-    impl = _backend.select(backend, on_gpu)
-    if schedule == "sequential" and impl.on_gpu:
-        raise ValueError("schedule='sequential' runs on the CPU only; pass backend='native'")
     kern = impl.labeling
     uniform = weighting == "uniform"
 
