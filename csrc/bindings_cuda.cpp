@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "cuda/hdl.cuh"
 #include "cuda/topk.cuh"
 
 namespace py = pybind11;
@@ -75,4 +76,98 @@ PYBIND11_MODULE(_cuda, m) {
       "float32 (nq, k) and out_idx int64 (nq, k), sim descending, ties by smaller index.\n"
       "exclude_self drops j == q_offset + i. allow_tf32 lets float32 inputs use TF32 tensor\n"
       "cores. Asynchronous on `stream`; workspace as given by knn_workspace_bytes.");
+
+  // --- labeling (csrc/cuda/hdl.cuh): identical results to the CPU kernels -----------------
+  m.def(
+      "reverse_csr_workspace_bytes",
+      [](int64_t rows, int64_t k, int64_t n) {
+        return hc::reverse_csr_workspace_bytes(rows, k, n);
+      },
+      py::arg("rows"), py::arg("k"), py::arg("n"),
+      "Device scratch bytes for reverse_csr (about 12 * rows * k + 8 * n + CUB temp storage).");
+
+  m.def(
+      "reverse_csr",
+      [](uintptr_t idx, int64_t rows, int64_t k, int64_t n, uintptr_t indptr, uintptr_t src,
+         uintptr_t workspace, size_t workspace_bytes, uintptr_t stream) {
+        py::gil_scoped_release nogil;
+        hc::reverse_csr(ptr<const int64_t>(idx), rows, k, n, ptr<int64_t>(indptr),
+                        ptr<int32_t>(src), ptr<void>(workspace), workspace_bytes,
+                        as_stream(stream));
+      },
+      py::arg("idx"), py::arg("rows"), py::arg("k"), py::arg("n"), py::arg("indptr"),
+      py::arg("src"), py::arg("workspace"), py::arg("workspace_bytes"), py::arg("stream"),
+      "Reverse graph of idx (rows, k) int64: indptr (n + 1) int64 and src (rows * k) int32,\n"
+      "sources ascending per target. Asynchronous on `stream`.");
+
+  m.def(
+      "propagate_levels_workspace_bytes",
+      [](int64_t n, int64_t k) { return hc::propagate_levels_workspace_bytes(n, k); },
+      py::arg("n"), py::arg("k"),
+      "Device scratch bytes for propagate_levels (about 40 * n + 4 * k + CUB temp storage).");
+
+  m.def(
+      "propagate_levels",
+      [](uintptr_t idx, uintptr_t sims, int64_t n, int64_t k, uintptr_t indptr, uintptr_t src,
+         uintptr_t labels, uintptr_t conf, uintptr_t level, uintptr_t prov, bool uniform,
+         uintptr_t workspace, size_t workspace_bytes, uintptr_t stream) {
+        py::gil_scoped_release nogil;
+        return hc::propagate_levels(ptr<const int64_t>(idx), ptr<const float>(sims), n, k,
+                                    ptr<const int64_t>(indptr), ptr<const int32_t>(src),
+                                    ptr<int64_t>(labels), ptr<double>(conf), ptr<int32_t>(level),
+                                    ptr<int8_t>(prov), uniform, ptr<void>(workspace),
+                                    workspace_bytes, as_stream(stream));
+      },
+      py::arg("idx"), py::arg("sims"), py::arg("n"), py::arg("k"), py::arg("indptr"),
+      py::arg("src"), py::arg("labels"), py::arg("conf"), py::arg("level"), py::arg("prov"),
+      py::arg("uniform"), py::arg("workspace"), py::arg("workspace_bytes"), py::arg("stream"),
+      "HDL phase A (levels schedule) in place on device labels (int64), conf (float64), level\n"
+      "(int32), prov (int8); returns the number of levels. Synchronises `stream` per level.");
+
+  m.def(
+      "search_workspace_bytes",
+      [](int64_t n, int64_t k, int64_t nnz, int64_t chunk, int64_t max_visits) {
+        return hc::search_workspace_bytes(n, k, nnz, chunk, max_visits);
+      },
+      py::arg("n"), py::arg("k"), py::arg("nnz"), py::arg("chunk"), py::arg("max_visits"),
+      "Device scratch bytes for search with `chunk` targets per launch (about 24 * nnz + 8 * n\n"
+      "+ CUB temp storage + 16 * chunk * min(max_visits, n)).");
+
+  m.def(
+      "search",
+      [](uintptr_t idx, uintptr_t sims, int64_t n, int64_t k, uintptr_t indptr, uintptr_t src,
+         int64_t nnz, uintptr_t labels, uintptr_t targets, int64_t n_targets, int64_t max_visits,
+         bool uniform, uintptr_t out_lab, uintptr_t out_conf, uintptr_t out_steps,
+         uintptr_t out_cycles, int64_t chunk, uintptr_t workspace, size_t workspace_bytes,
+         uintptr_t stream) {
+        py::gil_scoped_release nogil;
+        hc::search(ptr<const int64_t>(idx), ptr<const float>(sims), n, k,
+                   ptr<const int64_t>(indptr), ptr<const int32_t>(src), nnz,
+                   ptr<const int64_t>(labels), ptr<const int64_t>(targets), n_targets,
+                   max_visits, uniform, ptr<int64_t>(out_lab), ptr<double>(out_conf),
+                   ptr<int64_t>(out_steps), ptr<int64_t>(out_cycles), chunk, ptr<void>(workspace),
+                   workspace_bytes, as_stream(stream));
+      },
+      py::arg("idx"), py::arg("sims"), py::arg("n"), py::arg("k"), py::arg("indptr"),
+      py::arg("src"), py::arg("nnz"), py::arg("labels"), py::arg("targets"),
+      py::arg("n_targets"), py::arg("max_visits"), py::arg("uniform"), py::arg("out_lab"),
+      py::arg("out_conf"), py::arg("out_steps"), py::arg("out_cycles"), py::arg("chunk"),
+      py::arg("workspace"), py::arg("workspace_bytes"), py::arg("stream"),
+      "HDL phase B from every target (int64): out_lab (-1 = failed) and out_steps / out_cycles\n"
+      "int64, out_conf float64. Asynchronous on `stream`.");
+
+  m.def(
+      "vote_rows",
+      [](uintptr_t nbr_idx, uintptr_t nbr_sims, int64_t rows, int64_t k, uintptr_t db_labels,
+         bool uniform, uintptr_t out_lab, uintptr_t out_conf, uintptr_t stream) {
+        py::gil_scoped_release nogil;
+        hc::vote_rows(ptr<const int64_t>(nbr_idx), ptr<const float>(nbr_sims), rows, k,
+                      ptr<const int64_t>(db_labels), uniform, ptr<int64_t>(out_lab),
+                      ptr<double>(out_conf), as_stream(stream));
+      },
+      py::arg("nbr_idx"), py::arg("nbr_sims"), py::arg("rows"), py::arg("k"),
+      py::arg("db_labels"), py::arg("uniform"), py::arg("out_lab"), py::arg("out_conf"),
+      py::arg("stream"),
+      "kNN-DV: row r votes over db_labels[nbr_idx[r, :]] with nbr_sims[r, :]; out_lab int64,\n"
+      "out_conf float64. Asynchronous on `stream`.");
 }

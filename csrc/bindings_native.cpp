@@ -6,6 +6,7 @@
 
 #include "cpu/hdl.h"
 #include "cpu/parallel.h"
+#include "cpu/sinkhorn.h"
 #include "cpu/topk.h"
 
 
@@ -107,5 +108,35 @@ PYBIND11_MODULE(_native, m) {
                   ptr<int64_t>(out_cycles));
       },
       "HDL phase B: bounded depth-first label search from each target.");
+  m.def(
+      "sk_prepare",
+      [](uintptr_t q, int64_t n, int64_t k, double beta, uintptr_t rowmax) {
+        py::gil_scoped_release nogil;
+        c::sk_prepare(ptr<float>(q), n, k, beta, ptr<double>(rowmax));
+      },
+      "Sinkhorn kernel exp(beta (s - row max)) in place; row maxima out.");
+  m.def(
+      "sk_colsum",
+      [](uintptr_t q, int64_t n, int64_t k, uintptr_t u, uintptr_t out) {
+        py::gil_scoped_release nogil;
+        c::sk_colsum(ptr<const float>(q), n, k, ptr<const double>(u), ptr<double>(out));
+      },
+      "Column sums of diag(u) q.");
+  m.def(
+      "sk_iterate",
+      [](uintptr_t q, int64_t n, int64_t k, uintptr_t v, uintptr_t r, uintptr_t u,
+         uintptr_t out) {
+        py::gil_scoped_release nogil;
+        c::sk_iterate(ptr<const float>(q), n, k, ptr<const double>(v), ptr<const double>(r),
+                      ptr<double>(u), ptr<double>(out));
+      },
+      "One fused Sinkhorn pass: row scaling u, then the column sums with it.");
+  m.def(
+      "sk_finalize",
+      [](uintptr_t q, int64_t n, int64_t k, uintptr_t v, uintptr_t labels) {
+        py::gil_scoped_release nogil;
+        c::sk_finalize(ptr<float>(q), n, k, ptr<const double>(v), ptr<int64_t>(labels));
+      },
+      "Rows of q diag(v) normalised to 1, row argmax labels.");
   m.def("num_threads", &hdlfast::cpu::num_threads, "Worker threads the kernels use.");
 }

@@ -99,6 +99,32 @@ def to_host(x) -> np.ndarray:
     return x
 
 
+def copy_to_host(dst: np.ndarray, src, rows=None) -> None:
+    """dst[...] = src[rows] cast to dst's dtype, with no temporary of src's size for numpy and
+    torch CPU sources (bf16/fp16 are widened straight into dst)."""
+    if rows is not None:
+        src = src[rows]
+    if kind(src) == "torch":
+        _torch().from_numpy(dst).copy_(src.detach())
+    elif kind(src) == "cupy":
+        np.copyto(dst, src.get(), casting="unsafe")
+    else:
+        np.copyto(dst, src, casting="unsafe")
+
+
+def allreduce(x: np.ndarray, group, op: str) -> np.ndarray:
+    """Sum or max of a small host vector over a torch.distributed group (``group`` True: the
+    default group; None: no reduction)."""
+    if group is None or group is False:
+        return x
+    t = _torch()
+    dist = t.distributed
+    buf = t.from_numpy(np.ascontiguousarray(x, dtype=np.float64).copy())
+    dist.all_reduce(buf, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX,
+                    group=None if group is True else group)
+    return buf.numpy()
+
+
 def host_float32(x) -> np.ndarray:
     """C-contiguous float32 numpy array with the values of ``x``."""
     return np.ascontiguousarray(to_host(x), dtype=np.float32)
@@ -183,6 +209,21 @@ def from_host(arr: np.ndarray, like):
         with like.device:
             return _cupy().asarray(arr)
     return arr
+
+
+def to_device(arr: np.ndarray, like):
+    """A C-contiguous copy of the numpy array ``arr`` in the kind and on the GPU device of
+    ``like`` (a torch tensor or cupy array on a CUDA device), copied on the current stream."""
+    arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:  # torch.from_numpy warns on read-only arrays
+        arr = arr.copy()
+    k = kind(like)
+    if k == "torch" and like.device.type == "cuda":
+        return _torch().from_numpy(arr).to(like.device, copy=True)
+    if k == "cupy":
+        with like.device:
+            return _cupy().array(arr, copy=True)
+    raise TypeError(f"to_device needs a torch or cupy array on a CUDA device, got {k}")
 
 
 def to_numpy(x) -> np.ndarray:

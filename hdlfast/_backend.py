@@ -94,6 +94,26 @@ class _NativeLabeling:
                           _p(db_labels), uniform, _p(out_lab), _p(out_conf))
 
 
+class _NativeSinkhorn:
+    """Adapts the pointer-taking native Sinkhorn kernels to numba_kernels.sinkhorn."""
+
+    def __init__(self, mod):
+        self._m = mod
+
+    def prepare(self, q, beta, rowmax):
+        self._m.sk_prepare(_p(q), *q.shape, float(beta), _p(rowmax))
+
+    def colsum(self, q, u, out):
+        self._m.sk_colsum(_p(q), *q.shape, _p(u), _p(out))
+
+    def iterate(self, q, v, r, u, out_colsum):
+        self._m.sk_iterate(_p(q), *q.shape, _p(np.ascontiguousarray(v)), _p(r), _p(u),
+                           _p(out_colsum))
+
+    def finalize(self, q, v, labels):
+        self._m.sk_finalize(_p(q), *q.shape, _p(np.ascontiguousarray(v)), _p(labels))
+
+
 def _p(a: np.ndarray) -> int:
     """Pointer of a C-contiguous numpy array handed to a native kernel."""
     assert a.flags.c_contiguous
@@ -106,15 +126,22 @@ def _numba_labeling():
     return labeling
 
 
+def _numba_sinkhorn():
+    from .numba_kernels import sinkhorn
+
+    return sinkhorn
+
+
 class CPUBackend:
     """Blocked BLAS tiles + a merge kernel (native or numba); works on host copies."""
 
     on_gpu = False
 
-    def __init__(self, name: str, kernels, labeling):
+    def __init__(self, name: str, kernels, labeling, sinkhorn):
         self.name = name
         self.kernels = kernels
         self.labeling = labeling
+        self.sinkhorn = sinkhorn
 
     def knn(self, q, db, k, *, exclude_self, allow_tf32, memory_budget, q_name, db_name):
         del allow_tf32  # fp32 BLAS on the CPU
@@ -125,15 +152,18 @@ class CPUBackend:
 
 
 class CUDABackend:
-    """Fused tensor-core tiles with on-chip k-selection (hdlfast._cuda)."""
+    """hdlfast._cuda: fused tensor-core kNN tiles, HDL labeling kernels on ``like``'s device."""
 
     name = "cuda"
     on_gpu = True
 
-    def __init__(self, mod, labeling):
+    def __init__(self, mod, like, host):
+        from . import _gpu
+
         self.mod = mod
-        # Labeling runs on the host graph until the CUDA labeling kernels exist.
-        self.labeling = labeling
+        self.labeling = _gpu.CudaLabeling(mod, like) if like is not None else host.labeling
+        # Sinkhorn runs on a host copy until its CUDA kernel exists.
+        self.sinkhorn = host.sinkhorn
 
     def knn(self, q, db, k, *, exclude_self, allow_tf32, memory_budget, q_name, db_name):
         from . import _gpu
@@ -142,8 +172,9 @@ class CUDABackend:
         return _gpu.topk(self.mod, q, db, k, exclude_self, allow_tf32, memory_budget)
 
 
-def select(backend: str | None, on_gpu: bool):
-    """The backend object for data on the GPU (``on_gpu``) or the host."""
+def select(backend: str | None, on_gpu: bool, like=None):
+    """The backend object for data on the GPU (``on_gpu``) or the host; ``like`` is the
+    caller's GPU array whose device the CUDA labeling kernels use."""
     name = backend if backend is not None else os.environ.get("HDLFAST_BACKEND") or None
     if name is not None:
         _checks.choice(name, "backend", NAMES)
@@ -157,12 +188,13 @@ def select(backend: str | None, on_gpu: bool):
     if name == "cuda":
         if not on_gpu:
             raise ValueError("backend='cuda' needs arrays on a CUDA device (cupy or torch)")
-        labeling = _NativeLabeling(_module("native")) if built("native") else _numba_labeling()
-        return CUDABackend(_module("cuda"), labeling)
+        host = select("native" if built("native") else "numba", False)
+        return CUDABackend(_module("cuda"), like, host)
     if name == "native":
         mod = _module("native")
-        return CPUBackend("native", _NativeKernels(mod), _NativeLabeling(mod))
-    return CPUBackend("numba", _module("numba"), _numba_labeling())
+        return CPUBackend("native", _NativeKernels(mod), _NativeLabeling(mod),
+                          _NativeSinkhorn(mod))
+    return CPUBackend("numba", _module("numba"), _numba_labeling(), _numba_sinkhorn())
 
 
 def info() -> dict:

@@ -59,6 +59,46 @@ def positive_int(value, name: str) -> int:
     return value
 
 
+def positive_float(value, name: str, zero: bool = False) -> float:
+    """A finite real > 0 (>= 0 with ``zero``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise ValueError(f"{name} must be {'>= 0' if zero else '> 0'} and finite, got {value}")
+    return value
+
+
+def _vector(x, length: int, name: str) -> np.ndarray:
+    x = _arrays.as_array(x, name)
+    inf = _arrays.info(x, name)
+    if inf.dtype.startswith(("complex", "bool")):
+        raise TypeError(f"{name} must be real numbers, got dtype {inf.dtype}")
+    if inf.shape != (length,):
+        raise ValueError(f"{name} must have shape ({length},), got {inf.shape}")
+    host = _arrays.to_numpy(x).astype(np.float64)
+    if not np.isfinite(host).all():
+        raise ValueError(f"{name} holds NaN or Inf")
+    if (host < 0).any():
+        raise ValueError(f"{name} must be non-negative, got min {host.min()}")
+    return host
+
+
+def distribution(p, length: int, name: str) -> np.ndarray:
+    """A probability vector of ``length`` (uniform when None), float64."""
+    if p is None:
+        return np.full(length, 1.0 / length)
+    host = _vector(p, length, name)
+    if abs(host.sum() - 1.0) > 1e-6:
+        raise ValueError(f"{name} must sum to 1, got {host.sum()}")
+    return host
+
+
+def weights(w, length: int, name: str) -> np.ndarray:
+    """Non-negative weights of ``length`` (ones when None), float64."""
+    return np.ones(length) if w is None else _vector(w, length, name)
+
+
 def k_at_most(k: int, available: int, what: str):
     if k > available:
         raise ValueError(f"k={k} is larger than the {available} {what}")

@@ -58,7 +58,7 @@ def knn_vote(X, labels, k=20, *, weighting="similarity", n_classes=None, backend
     y = _checks.labels(labels, x_info.shape[0], n_classes)
     k = _checks.positive_int(k, "k")
     _checks.choice(weighting, "weighting", _WEIGHTINGS)
-    kern = _backend.select(backend, x_info.on_gpu).labeling
+    kern = _backend.select(backend, x_info.on_gpu, like=X).labeling
     out_lab, out_conf = y.copy(), np.where(y >= 0, 1.0, 0.0)
     todo = np.nonzero(y < 0)[0]
     if todo.size:
@@ -99,13 +99,15 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
         _checks.k_at_most(k, n - 1, "other points")
     y = _checks.labels(labels, n, n_classes)
     n = y.shape[0]
-    if like is None:
-        like = _arrays.as_array(labels, "labels")
+    if like is None:  # graph only: the graph's device decides
+        like = _arrays.as_array(graph[0], "graph") if isinstance(graph, (tuple, list)) \
+            and len(graph) == 2 else _arrays.as_array(labels, "labels")
+        on_gpu = _arrays.info(like, "graph").on_gpu
     if fallback == "auto":
         fallback = "knn-dv" if X is not None else None
     if fallback == "knn-dv" and X is None:
         raise ValueError("fallback='knn-dv' needs the embeddings X; pass X or fallback=None")
-    impl = _backend.select(backend, on_gpu)
+    impl = _backend.select(backend, on_gpu, like=like)
     if schedule == "sequential" and impl.on_gpu:
         raise ValueError("schedule='sequential' runs on the CPU only; pass backend='native'")
     if graph is None:
@@ -161,7 +163,7 @@ def vote_against(X, reference, ref_labels, k=20, *, weighting="similarity", back
     y = _checks.labels(ref_labels, r_info.shape[0])
     k = _checks.positive_int(k, "k")
     _checks.choice(weighting, "weighting", _WEIGHTINGS)
-    kern = _backend.select(backend, x_info.on_gpu).labeling
+    kern = _backend.select(backend, x_info.on_gpu, like=X).labeling
     known = np.nonzero(y >= 0)[0]
     lab, conf = _vote_in_embedding(kern, X, y, None, known, k, weighting, backend,
                                    database=reference)

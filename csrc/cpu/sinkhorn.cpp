@@ -1,0 +1,91 @@
+// Sinkhorn-Knopp kernels: one pass over the matrix per iteration (row scaling fused with the
+// column sums of the next step), rows split over worker threads by fixed chunks.
+#include "cpu/sinkhorn.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "cpu/parallel.h"
+
+namespace hdlfast {
+namespace cpu {
+namespace {
+
+constexpr int64_t kChunk = 2048;  // rows per partial column sum (matches the numba kernels)
+
+// Per-chunk partial column sums of fn(row) weights, reduced in chunk order into out.
+template <typename RowWeight>
+void chunked_colsum(const float* q, int64_t n, int64_t k, RowWeight weight, double* out) {
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> part(static_cast<size_t>(chunks * k), 0.0);
+  parallel_for(chunks, 1, [&](int64_t cb, int64_t ce, int) {
+    for (int64_t c = cb; c < ce; ++c) {
+      double* acc = part.data() + c * k;
+      for (int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) {
+        const double w = weight(i);
+        const float* row = q + i * k;
+        for (int64_t j = 0; j < k; ++j) acc[j] += static_cast<double>(row[j]) * w;
+      }
+    }
+  });
+  std::fill(out, out + k, 0.0);
+  for (int64_t c = 0; c < chunks; ++c) {
+    for (int64_t j = 0; j < k; ++j) out[j] += part[c * k + j];
+  }
+}
+
+}  // namespace
+
+void sk_prepare(float* q, int64_t n, int64_t k, double beta, double* rowmax) {
+  parallel_for(n, 256, [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i) {
+      float* row = q + i * k;
+      const double m = *std::max_element(row, row + k);
+      rowmax[i] = m;
+      for (int64_t j = 0; j < k; ++j)
+        row[j] = static_cast<float>(std::exp(beta * (static_cast<double>(row[j]) - m)));
+    }
+  });
+}
+
+void sk_colsum(const float* q, int64_t n, int64_t k, const double* u, double* out) {
+  chunked_colsum(q, n, k, [&](int64_t i) { return u[i]; }, out);
+}
+
+void sk_iterate(const float* q, int64_t n, int64_t k, const double* v, const double* r,
+                double* u, double* out_colsum) {
+  chunked_colsum(
+      q, n, k,
+      [&](int64_t i) {  // the row is read here and again right after, while in cache
+        const float* row = q + i * k;
+        double s = 0.0;
+        for (int64_t j = 0; j < k; ++j) s += static_cast<double>(row[j]) * v[j];
+        return u[i] = r[i] / s;
+      },
+      out_colsum);
+}
+
+void sk_finalize(float* q, int64_t n, int64_t k, const double* v, int64_t* labels) {
+  parallel_for(n, 256, [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i) {
+      float* row = q + i * k;
+      double s = 0.0, top = -1.0;
+      int64_t best = 0;
+      for (int64_t j = 0; j < k; ++j) {
+        const double t = static_cast<double>(row[j]) * v[j];
+        s += t;
+        if (t > top) {
+          top = t;
+          best = j;
+        }
+      }
+      for (int64_t j = 0; j < k; ++j)
+        row[j] = static_cast<float>(static_cast<double>(row[j]) * v[j] / s);
+      labels[i] = best;
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace hdlfast

@@ -1,0 +1,22 @@
+// Sinkhorn-Knopp kernels (SPEC 5) on a row-major (n, k) float32 matrix q holding the kernel
+// exp(beta (s - row max)) and finally the soft assignment. Scalings and sums are double.
+// Column sums are reduced over fixed chunks of rows in chunk order: results do not depend on
+// the number of threads. The numba twin is hdlfast/numba_kernels/sinkhorn.py.
+#pragma once
+#include <cstdint>
+
+namespace hdlfast {
+namespace cpu {
+
+// In place: q[i, j] = exp(beta (q[i, j] - m_i)), m_i = row max (written to rowmax).
+void sk_prepare(float* q, int64_t n, int64_t k, double beta, double* rowmax);
+// out[j] = sum_i q[i, j] u[i].
+void sk_colsum(const float* q, int64_t n, int64_t k, const double* u, double* out);
+// One fused pass: u[i] = r[i] / sum_j q[i, j] v[j]; out_colsum[j] = sum_i q[i, j] u[i].
+void sk_iterate(const float* q, int64_t n, int64_t k, const double* v, const double* r,
+                double* u, double* out_colsum);
+// In place: rows of q * v normalised to sum 1; labels = row argmax (smaller index on ties).
+void sk_finalize(float* q, int64_t n, int64_t k, const double* v, int64_t* labels);
+
+}  // namespace cpu
+}  // namespace hdlfast

@@ -1,0 +1,133 @@
+"""Sinkhorn-Knopp equipartition (SPEC 5): balanced soft assignments as in SeLa and SwAV.
+
+Q is proportional to exp(beta * scores) with beta = lam (SeLa: P^lam, P the row softmax, whose
+row factor the row scaling absorbs) or 1 / epsilon (SwAV), rescaled until every sample carries
+its weight and every cluster its prior mass. The kernel is stored once, in Q itself, after a
+per-row max shift (never exp of a raw logit); the scalings are float64 vectors. Each iteration
+is one fused pass over Q: row scaling and the column sums for the next step. Points where even
+the shifted kernel cannot represent the plan (scalings that would overflow) are redone in the
+log domain.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _arrays, _backend, _checks
+
+_KINDS = ("sela", "swav")
+_DEFAULT_ITERS = {"sela": 1000, "swav": 3}
+_DEFAULT_TOL = {"sela": 1e-4, "swav": None}
+_LOG_BLOCK = 4096
+
+
+def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=None,
+             cluster_prior=None, sample_weight=None, process_group=None, backend=None):
+    """Balanced assignment of N samples to K clusters: returns ``(Q, labels)``.
+
+    scores : (N, K) logits or log-probabilities (float32, float16, bfloat16 or float64).
+    kind : "swav" (Q ~ exp(scores / epsilon), 3 iterations as in SwAV's distributed_sinkhorn)
+        or "sela" (Q ~ softmax(scores) ** lam, iterated to ``tol`` as SeLa's optimize_L_sk).
+    n_iters, tol : at most ``n_iters`` iterations; stop early once the column marginals are
+        within ``tol`` (L1, total mass 1). Defaults: swav 3 / None, sela 1000 / 1e-4.
+    cluster_prior : (K,) column marginal (non-negative, sums to 1; long-tailed priors work);
+        default uniform 1/K. sample_weight : (N,) non-negative row weights, default uniform.
+    process_group : a torch.distributed group (or True for the default group) across which
+        the rows are split; column sums are all-reduced each iteration, as SwAV does.
+    Q : (N, K) float32 in the caller's kind and device, rows summing to 1 (soft assignment;
+        SwAV's codes). labels : (N,) int64 row argmax (smaller index on ties).
+    """
+    scores, s_info = _checks.embeddings(scores, "scores")
+    _checks.choice(kind, "kind", _KINDS)
+    beta = _checks.positive_float(lam, "lam") if kind == "sela" else \
+        1.0 / _checks.positive_float(epsilon, "epsilon")
+    n_iters = _DEFAULT_ITERS[kind] if n_iters is None else _checks.positive_int(n_iters,
+                                                                                "n_iters")
+    tol = _DEFAULT_TOL[kind] if tol is None else _checks.positive_float(tol, "tol", zero=True)
+    n, k = s_info.shape
+    c = _checks.distribution(cluster_prior, k, "cluster_prior")
+    w = _checks.weights(sample_weight, n, "sample_weight")
+    impl = _backend.select(backend, s_info.on_gpu)
+    kern = impl.sinkhorn
+
+    group = process_group
+    total_w = float(_arrays.allreduce(np.array([w.sum()]), group, "sum")[0])
+    if total_w <= 0:
+        raise ValueError("sample_weight sums to 0 over all ranks")
+    r = w / total_w
+
+    q = np.empty((n, k), np.float32)
+    _arrays.copy_to_host(q, scores)  # the only N x K buffer: cast in place, no temporary
+    finite = np.isfinite(q).all(axis=1)
+    if not finite.all():
+        raise ValueError(f"scores holds NaN or Inf (row {int(np.argmin(finite))})")
+    rowmax = np.empty(n, np.float64)
+    kern.prepare(q, beta, rowmax)
+    gmax = float(_arrays.allreduce(np.array([rowmax.max()]), group, "max")[0])
+    u = np.exp(beta * (rowmax - gmax))  # SwAV's first column step sees exp(beta * scores)
+    colsum = np.empty(k)
+    kern.colsum(q, u, colsum)
+    colsum = _arrays.allreduce(colsum, group, "sum")
+    v = np.zeros(k)
+    ok = True
+    for _ in range(n_iters):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = np.where(c > 0, c / colsum, 0.0)
+        kern.iterate(q, v, r, u, colsum)
+        colsum = _arrays.allreduce(colsum, group, "sum")
+        ok = bool(np.isfinite(v).all() and np.isfinite(u).all() and np.isfinite(colsum).all())
+        if not ok or (tol is not None and np.abs(colsum * v - c).sum() <= tol):
+            break
+    if ok:
+        labels = np.empty(n, np.int64)
+        kern.finalize(q, v, labels)
+    else:  # the shifted kernel underflows where the plan needs mass: redo in the log domain
+        labels = _log_domain(scores, q, beta, r, c, n_iters, tol, group)
+    return _arrays.from_host(q, scores), _arrays.from_host(labels, scores)
+
+
+def _log_domain(scores, q, beta, r, c, n_iters, tol, group):
+    """Log-domain iterations over blocks of rows (extra memory: one block); fills Q and
+    returns the labels. Used only when the shifted kernel cannot carry the plan."""
+    n, k = q.shape
+    log_r = np.log(r)
+    with np.errstate(divide="ignore"):
+        log_c = np.log(c)
+    log_u = np.zeros(n)
+    log_v = np.zeros(k)
+
+    def blocks():
+        for b in range(0, n, _LOG_BLOCK):
+            blk = np.empty((min(_LOG_BLOCK, n - b), k), np.float64)
+            _arrays.copy_to_host(blk, scores, rows=slice(b, b + blk.shape[0]))
+            yield b, beta * blk
+
+    def col_lse():
+        m, s = np.full(k, -np.inf), np.zeros(k)
+        for b, lk in blocks():
+            a = lk + log_u[b:b + lk.shape[0], None]
+            nm = np.maximum(m, a.max(axis=0))
+            s = s * np.exp(m - nm) + np.exp(a - nm).sum(axis=0)
+            m = nm
+        gm = _arrays.allreduce(m, group, "max")
+        s = _arrays.allreduce(s * np.exp(m - gm), group, "sum")
+        return gm + np.log(s)
+
+    def row_lse(a):
+        am = a.max(axis=1, keepdims=True)
+        return am[:, 0] + np.log(np.exp(a - am).sum(axis=1))
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for _ in range(n_iters):
+            log_v = np.where(c > 0, log_c - col_lse(), -np.inf)
+            for b, lk in blocks():
+                log_u[b:b + lk.shape[0]] = log_r[b:b + lk.shape[0]] - row_lse(lk + log_v)
+            if tol is not None:
+                marg = np.where(c > 0, np.exp(col_lse() + log_v), 0.0)
+                if np.abs(marg - c).sum() <= tol:
+                    break
+        labels = np.empty(n, np.int64)
+        for b, lk in blocks():
+            a = lk + log_v
+            q[b:b + lk.shape[0]] = np.exp(a - row_lse(a)[:, None])
+            labels[b:b + lk.shape[0]] = np.argmax(a, axis=1)
+    return labels
