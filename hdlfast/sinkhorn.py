@@ -70,7 +70,7 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
     v = np.zeros(k)
     ok = True
     for _ in range(n_iters):
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             v = np.where(c > 0, c / colsum, 0.0)
         kern.iterate(q, v, r, u, colsum)
         colsum = _arrays.allreduce(colsum, group, "sum")

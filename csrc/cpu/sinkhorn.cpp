@@ -35,6 +35,21 @@ void chunked_colsum(const float* q, int64_t n, int64_t k, RowWeight weight, doub
   }
 }
 
+// sum_j row[j] w[j] in double with four interleaved accumulators (a fixed order, the same
+// as the numba kernels): breaks the add-latency chain of one running sum.
+inline double dot4(const float* row, const double* w, int64_t k) {
+  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+  int64_t j = 0;
+  for (; j + 4 <= k; j += 4) {
+    s0 += static_cast<double>(row[j]) * w[j];
+    s1 += static_cast<double>(row[j + 1]) * w[j + 1];
+    s2 += static_cast<double>(row[j + 2]) * w[j + 2];
+    s3 += static_cast<double>(row[j + 3]) * w[j + 3];
+  }
+  for (; j < k; ++j) s0 += static_cast<double>(row[j]) * w[j];
+  return (s0 + s1) + (s2 + s3);
+}
+
 }  // namespace
 
 void sk_prepare(float* q, int64_t n, int64_t k, double beta, double* rowmax) {
@@ -58,10 +73,7 @@ void sk_iterate(const float* q, int64_t n, int64_t k, const double* v, const dou
   chunked_colsum(
       q, n, k,
       [&](int64_t i) {  // the row is read here and again right after, while in cache
-        const float* row = q + i * k;
-        double s = 0.0;
-        for (int64_t j = 0; j < k; ++j) s += static_cast<double>(row[j]) * v[j];
-        return u[i] = r[i] / s;
+        return u[i] = r[i] / dot4(q + i * k, v, k);
       },
       out_colsum);
 }
@@ -70,11 +82,11 @@ void sk_finalize(float* q, int64_t n, int64_t k, const double* v, int64_t* label
   parallel_for(n, 256, [&](int64_t b, int64_t e, int) {
     for (int64_t i = b; i < e; ++i) {
       float* row = q + i * k;
-      double s = 0.0, top = -1.0;
+      const double s = dot4(row, v, k);
+      double top = -1.0;
       int64_t best = 0;
       for (int64_t j = 0; j < k; ++j) {
         const double t = static_cast<double>(row[j]) * v[j];
-        s += t;
         if (t > top) {
           top = t;
           best = j;

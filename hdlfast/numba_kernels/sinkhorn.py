@@ -24,6 +24,25 @@ def prepare(q, beta, rowmax):
             q[i, j] = np.float32(np.exp(beta * (np.float64(q[i, j]) - m)))
 
 
+@nb.njit(inline="always", cache=True, nogil=True)
+def _dot4(row, w):
+    """sum_j row[j] w[j] in float64 with four interleaved accumulators (the order of the
+    native kernels): breaks the add-latency chain of one running sum."""
+    k = row.shape[0]
+    s0 = s1 = s2 = s3 = 0.0
+    j = 0
+    while j + 4 <= k:
+        s0 += np.float64(row[j]) * w[j]
+        s1 += np.float64(row[j + 1]) * w[j + 1]
+        s2 += np.float64(row[j + 2]) * w[j + 2]
+        s3 += np.float64(row[j + 3]) * w[j + 3]
+        j += 4
+    while j < k:
+        s0 += np.float64(row[j]) * w[j]
+        j += 1
+    return (s0 + s1) + (s2 + s3)
+
+
 @nb.njit(parallel=True, cache=True)
 def colsum(q, u, out):
     """out[j] = sum_i q[i, j] u[i]."""
@@ -48,10 +67,7 @@ def iterate(q, v, r, u, out_colsum):
     part = np.zeros((chunks, k))
     for c in nb.prange(chunks):
         for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
-            s = 0.0
-            for j in range(k):
-                s += np.float64(q[i, j]) * v[j]
-            ui = r[i] / s
+            ui = r[i] / _dot4(q[i], v)
             u[i] = ui
             for j in range(k):
                 part[c, j] += np.float64(q[i, j]) * ui
@@ -66,12 +82,11 @@ def finalize(q, v, labels):
     index on ties). The row scaling u cancels in the normalisation."""
     n, k = q.shape
     for i in nb.prange(n):
-        s = 0.0
+        s = _dot4(q[i], v)
         best = 0
         top = -1.0
         for j in range(k):
             t = np.float64(q[i, j]) * v[j]
-            s += t
             if t > top:
                 top = t
                 best = j

@@ -1,0 +1,220 @@
+"""hdlfast.sinkhorn: parity with SwAV, SeLa and POT, marginals, numerics, backends, ranks."""
+import importlib
+
+import numpy as np
+import pytest
+
+import hdlfast
+from conftest import CPU_BACKENDS, to_kind, to_numpy
+
+sk_module = importlib.import_module("hdlfast.sinkhorn")  # the function shadows the module
+
+
+def swav_reference(scores, epsilon=0.05, n_iters=3):
+    """SwAV's distributed_sinkhorn (main_swav.py), single process, float64."""
+    q = np.exp(scores / epsilon).T  # K x B
+    k, b = q.shape
+    q /= q.sum()
+    for _ in range(n_iters):
+        q /= q.sum(axis=1, keepdims=True)
+        q /= k
+        q /= q.sum(axis=0, keepdims=True)
+        q /= b
+    q *= b
+    return q.T
+
+
+def sela_reference(scores, lam=25.0, tol=0.1):
+    """SeLa's optimize_L_sk (sinkhornknopp.py) on softmax probabilities, float64."""
+    p = np.exp(scores - scores.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    ps = (p ** lam).T  # K x N
+    k, n = ps.shape
+    r = np.ones((k, 1)) / k
+    c = np.ones((n, 1)) / n
+    err, counter = 1e6, 0
+    while err > tol:
+        r = (1.0 / k) / (ps @ c)
+        c_new = (1.0 / n) / (r.T @ ps).T
+        if counter % 10 == 0:
+            err = np.nansum(np.abs(c / c_new - 1))
+        c = c_new
+        counter += 1
+    ps = ps * c.T * r
+    return np.nanargmax(ps, axis=0)
+
+
+def logits(n, k, seed, scale=1.0):
+    return (scale * np.random.default_rng(seed).standard_normal((n, k))).astype(np.float32)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("n,k", [(256, 10), (1000, 30), (4096, 300)])
+def test_swav_codes_equal_distributed_sinkhorn(backend, n, k):
+    # SwAV scores: cosine similarities of normalised features and prototypes
+    z = np.random.default_rng(n).standard_normal((n, 16))
+    c = np.random.default_rng(k).standard_normal((k, 16))
+    scores = (z / np.linalg.norm(z, axis=1, keepdims=True)) @ \
+        (c / np.linalg.norm(c, axis=1, keepdims=True)).T
+    q, labels = hdlfast.sinkhorn(scores.astype(np.float32), kind="swav", backend=backend)
+    ref = swav_reference(scores.astype(np.float32).astype(np.float64))
+    np.testing.assert_allclose(q, ref, rtol=2e-5, atol=1e-7)
+    np.testing.assert_allclose(q.sum(axis=1), 1.0, atol=1e-5)
+    assert q.dtype == np.float32 and labels.dtype == np.int64
+    np.testing.assert_array_equal(labels, np.argmax(ref, axis=1))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("lam", [10.0, 25.0])
+def test_sela_labels_equal_optimize_L_sk(backend, lam):
+    s = logits(2000, 50, seed=int(lam), scale=0.3)
+    ref_tight = sela_reference(s.astype(np.float64), lam, tol=1e-10)
+    _, labels = hdlfast.sinkhorn(s, kind="sela", lam=lam, tol=1e-10, n_iters=100000,
+                                 backend=backend)
+    np.testing.assert_array_equal(labels, ref_tight)
+    # with each side's own default stopping rule the labels still agree almost everywhere
+    _, default = hdlfast.sinkhorn(s, kind="sela", lam=lam, backend=backend)
+    assert (default == sela_reference(s.astype(np.float64), lam)).mean() > 0.99
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_plan_matches_pot(backend):
+    ot = pytest.importorskip("ot")
+    s = logits(500, 20, seed=3)
+    prior = np.random.default_rng(4).dirichlet(np.ones(20))
+    weight = np.random.default_rng(5).uniform(0.5, 2.0, 500)
+    q, _ = hdlfast.sinkhorn(s, kind="sela", lam=4.0, tol=1e-12, n_iters=100000,
+                            cluster_prior=prior, sample_weight=weight, backend=backend)
+    a = weight / weight.sum()
+    plan = ot.sinkhorn(a, prior, -s.astype(np.float64), 1 / 4.0, stopThr=1e-13,
+                       numItermax=1000000)
+    mine = q.astype(np.float64) * a[:, None]
+    assert np.abs(mine - plan).max() / plan.max() < 1e-5
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_long_tailed_prior_and_weights_are_the_marginals(backend):
+    s = logits(3000, 12, seed=6, scale=2.0)
+    prior = 0.6 ** np.arange(12)
+    prior /= prior.sum()
+    w = np.random.default_rng(7).uniform(0, 3, 3000)
+    q, labels = hdlfast.sinkhorn(s, kind="sela", lam=2.0, tol=1e-9, n_iters=20000,
+                                 cluster_prior=prior, sample_weight=w, backend=backend)
+    np.testing.assert_allclose(q.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose((w[:, None] * q).sum(axis=0) / w.sum(), prior, atol=1e-6)
+    np.testing.assert_array_equal(labels, np.argmax(q, axis=1))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("kind,param", [("sela", {"lam": 100.0}), ("swav", {"epsilon": 0.01})])
+def test_extreme_temperatures_on_large_logits_stay_finite(backend, kind, param):
+    s = np.random.default_rng(8).uniform(-50, 50, (3000, 100)).astype(np.float32)
+    q, labels = hdlfast.sinkhorn(s, kind=kind, backend=backend, **param)
+    assert np.isfinite(q).all() and (q >= 0).all()
+    np.testing.assert_allclose(q.sum(axis=1), 1.0, atol=1e-5)
+    if kind == "sela":  # converged: every cluster gets its share
+        counts = np.bincount(labels, minlength=100)
+        assert counts.min() >= 20 and counts.max() <= 40
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_low_precision_scores(dtype):
+    s = logits(1000, 40, seed=9, scale=20.0)
+    low = to_kind(s, "numpy", dtype)
+    q, labels = hdlfast.sinkhorn(low, kind="sela", lam=50.0)
+    assert np.isfinite(q).all()
+    ref, ref_labels = hdlfast.sinkhorn(np.asarray(low, np.float32), kind="sela", lam=50.0)
+    np.testing.assert_array_equal(q, ref)
+
+
+def test_log_domain_path_equals_scaling_path():
+    s = logits(700, 15, seed=10)
+    q, labels = hdlfast.sinkhorn(s, kind="sela", lam=3.0, tol=1e-10, n_iters=10000)
+    q_log = np.empty_like(q)
+    r = np.full(700, 1 / 700)
+    c = np.full(15, 1 / 15)
+    labels_log = sk_module._log_domain(s, q_log, 3.0, r, c, 10000, 1e-10, None)
+    np.testing.assert_allclose(q_log, q, atol=1e-6)
+    np.testing.assert_array_equal(labels_log, labels)
+
+
+@pytest.mark.skipif(len(CPU_BACKENDS) < 2, reason="needs both native and numba")
+def test_native_numba_identical_and_thread_count_free(monkeypatch):
+    s = logits(5000, 64, seed=11)
+    runs = [hdlfast.sinkhorn(s, kind="sela", backend=b) for b in CPU_BACKENDS]
+    monkeypatch.setenv("HDLFAST_NUM_THREADS", "1")
+    runs.append(hdlfast.sinkhorn(s, kind="sela", backend="native"))
+    for q, labels in runs[1:]:
+        np.testing.assert_array_equal(q, runs[0][0])
+        np.testing.assert_array_equal(labels, runs[0][1])
+
+
+def test_torch_in_torch_out_and_input_untouched():
+    torch = pytest.importorskip("torch")
+    s = torch.from_numpy(logits(300, 8, seed=12)).requires_grad_(True)
+    before = s.detach().clone()
+    q, labels = hdlfast.sinkhorn(s)
+    assert isinstance(q, torch.Tensor) and q.dtype == torch.float32
+    assert labels.dtype == torch.int64
+    assert torch.equal(s.detach(), before)
+    ref, _ = hdlfast.sinkhorn(before.numpy())
+    np.testing.assert_array_equal(to_numpy(q), ref)
+
+
+BAD = [
+    (dict(scores=logits(10, 3, 0)[0]), ValueError, "scores must be 2-D"),
+    (dict(scores=np.ones((4, 3), np.int64)), TypeError, "scores must hold floating-point"),
+    (dict(scores=np.full((4, 3), np.nan, np.float32)), ValueError, "scores holds NaN or Inf"),
+    (dict(scores=np.full((4, 3), np.inf, np.float32)), ValueError, "scores holds NaN or Inf"),
+    (dict(kind="sk"), ValueError, "kind must be one of"),
+    (dict(kind="sela", lam=0), ValueError, "lam must be > 0"),
+    (dict(epsilon=-0.1), ValueError, "epsilon must be > 0"),
+    (dict(n_iters=0), ValueError, "n_iters must be >= 1"),
+    (dict(tol=-1.0), ValueError, "tol must be >= 0"),
+    (dict(cluster_prior=[0.5, 0.6, -0.1]), ValueError, "cluster_prior must be non-negative"),
+    (dict(cluster_prior=[0.5, 0.2, 0.2]), ValueError, "cluster_prior must sum to 1"),
+    (dict(cluster_prior=[0.5, 0.5]), ValueError, r"cluster_prior must have shape \(3,\)"),
+    (dict(cluster_prior=[0.5, np.nan, 0.5]), ValueError, "cluster_prior holds NaN"),
+    (dict(sample_weight=-np.ones(10)), ValueError, "sample_weight must be non-negative"),
+    (dict(sample_weight=np.ones(9)), ValueError, r"sample_weight must have shape \(10,\)"),
+    (dict(sample_weight=np.zeros(10)), ValueError, "sample_weight sums to 0"),
+]
+
+
+@pytest.mark.parametrize("kwargs,exc,message", BAD)
+def test_bad_input(kwargs, exc, message):
+    kwargs = {"scores": logits(10, 3, 0), **kwargs}
+    before = {k: np.array(v, copy=True) for k, v in kwargs.items() if hasattr(v, "__len__")}
+    with pytest.raises(exc, match=message):
+        hdlfast.sinkhorn(**kwargs)
+    for k, v in before.items():
+        np.testing.assert_array_equal(np.asarray(kwargs[k]), v)
+
+
+# --- distributed: 2 CPU processes with gloo -------------------------------------------------
+
+
+def _rank_main(rank, world, init_file, scores, out_dir):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    rows = np.array_split(np.arange(scores.shape[0]), world)[rank]
+    for kind in ("swav", "sela"):
+        q, labels = hdlfast.sinkhorn(scores[rows], kind=kind, process_group=True)
+        np.save(f"{out_dir}/{kind}-{rank}-q.npy", q)
+        np.save(f"{out_dir}/{kind}-{rank}-labels.npy", labels)
+    dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_reproduce_the_single_process_result(tmp_path):
+    mp = pytest.importorskip("torch.multiprocessing")
+    scores = logits(1001, 17, seed=13)
+    mp.spawn(_rank_main, args=(2, str(tmp_path / "init"), scores, str(tmp_path)), nprocs=2,
+             join=True)
+    for kind in ("swav", "sela"):
+        q, labels = hdlfast.sinkhorn(scores, kind=kind)
+        q2 = np.concatenate([np.load(tmp_path / f"{kind}-{r}-q.npy") for r in range(2)])
+        l2 = np.concatenate([np.load(tmp_path / f"{kind}-{r}-labels.npy") for r in range(2)])
+        np.testing.assert_allclose(q2, q, rtol=1e-5, atol=1e-7)
+        assert (l2 == labels).mean() > 0.999
