@@ -16,6 +16,10 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     med = {b["name"].replace("test_", "").replace("[", "_").rstrip("]"): b["stats"]["median"]
            for b in output_json["benchmarks"]}
     summary = {"median_s": med}
+    if "pot_sinkhorn" in med:
+        summary["ratio_to_pot"] = {k: v / med["pot_sinkhorn"] for k, v in med.items()}
+    if "read_floor" in med:
+        summary["ratio_to_read_floor"] = {k: v / med["read_floor"] for k, v in med.items()}
     if "faiss_flat_ip" in med:
         summary["ratio_to_faiss"] = {k: v / med["faiss_flat_ip"] for k, v in med.items()}
     if "tile_products_floor" in med:

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "cpu/clones.h"
 #include "cpu/parallel.h"
 
 namespace hdlfast {
@@ -14,7 +15,13 @@ namespace {
 
 constexpr int64_t kChunk = 2048;  // rows per partial column sum (matches the numba kernels)
 
-// Per-chunk partial column sums of fn(row) weights, reduced in chunk order into out.
+// acc[j] += row[j] * w.
+HDLFAST_CLONES
+void accumulate(const float* row, double w, double* acc, int64_t k) {
+  for (int64_t j = 0; j < k; ++j) acc[j] += static_cast<double>(row[j]) * w;
+}
+
+// Per-chunk partial column sums of weight(row) rows, reduced in chunk order into out.
 template <typename RowWeight>
 void chunked_colsum(const float* q, int64_t n, int64_t k, RowWeight weight, double* out) {
   const int64_t chunks = (n + kChunk - 1) / kChunk;
@@ -23,9 +30,7 @@ void chunked_colsum(const float* q, int64_t n, int64_t k, RowWeight weight, doub
     for (int64_t c = cb; c < ce; ++c) {
       double* acc = part.data() + c * k;
       for (int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) {
-        const double w = weight(i);
-        const float* row = q + i * k;
-        for (int64_t j = 0; j < k; ++j) acc[j] += static_cast<double>(row[j]) * w;
+        accumulate(q + i * k, weight(i), acc, k);
       }
     }
   });
@@ -37,7 +42,8 @@ void chunked_colsum(const float* q, int64_t n, int64_t k, RowWeight weight, doub
 
 // sum_j row[j] w[j] in double with four interleaved accumulators (a fixed order, the same
 // as the numba kernels): breaks the add-latency chain of one running sum.
-inline double dot4(const float* row, const double* w, int64_t k) {
+HDLFAST_CLONES
+double dot4(const float* row, const double* w, int64_t k) {
   double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
   int64_t j = 0;
   for (; j + 4 <= k; j += 4) {

@@ -8,13 +8,9 @@
 #include <numeric>
 #include <vector>
 
+#include "cpu/clones.h"
 #include "cpu/parallel.h"
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && defined(__linux__)
-#define HDLFAST_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define HDLFAST_CLONES
-#endif
 
 namespace hdlfast {
 namespace cpu {
