@@ -211,6 +211,26 @@ def from_host(arr: np.ndarray, like):
     return arr
 
 
+def to_gpu(arr: np.ndarray):
+    """``arr`` on the current CUDA device as a torch tensor (or a cupy array without torch);
+    None when neither sees a GPU."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.from_numpy(np.ascontiguousarray(arr)).cuda()
+    except ImportError:
+        pass
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            return cupy.asarray(arr)
+    except Exception:  # noqa: BLE001 - no cupy, or no driver
+        pass
+    return None
+
+
 def to_device(arr: np.ndarray, like):
     """A C-contiguous copy of the numpy array ``arr`` in the kind and on the GPU device of
     ``like`` (a torch tensor or cupy array on a CUDA device), copied on the current stream."""

@@ -107,14 +107,9 @@ def _label(args) -> int:
     if args.k != "auto" and int(args.k) > x.shape[0] - 1:
         raise UsageError(f"--k {args.k} is larger than the {x.shape[0] - 1} other points")
     if args.device == "cuda":
-        try:
-            import torch
-
-            if not torch.cuda.is_available():
-                raise ImportError
-        except ImportError:
-            raise UsageError("--device cuda needs torch with a visible CUDA GPU") from None
-        x = torch.from_numpy(x).cuda()
+        x = _arrays.to_gpu(x)
+        if x is None:
+            raise UsageError("--device cuda needs torch or cupy with a visible CUDA GPU")
     out = Path(args.output)
     if out.suffix != ".npz":
         out = out.with_suffix(".npz")

@@ -133,3 +133,15 @@ def test_label_bad_file_from_the_shell_has_no_traceback(tmp_path):
     res = subprocess.run([sys.executable, "-m", "hdlfast.cli", "label", str(emb), str(emb),
                           "-o", str(tmp_path / "o.npz")], capture_output=True, text=True)
     assert res.returncode == 2 and "Traceback" not in res.stderr and "error" in res.stderr
+
+
+def test_label_device_cuda_without_a_gpu_exits_2(files, capsys):
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    d, *_ = files
+    code = cli.main(["label", str(d / "emb.npy"), str(d / "lab.npy"), "-o", str(d / "o.npz"),
+                     "--device", "cuda", "--quiet"])
+    assert code == 2 and "--device cuda needs" in capsys.readouterr().err
