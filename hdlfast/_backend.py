@@ -143,6 +143,9 @@ class CPUBackend:
         self.labeling = labeling
         self.sinkhorn = sinkhorn
 
+    def sinkhorn_state(self, scores, beta, r):
+        return _cpu.SinkhornState(self.sinkhorn, scores, beta, r)
+
     def knn(self, q, db, k, *, exclude_self, allow_tf32, memory_budget, q_name, db_name):
         del allow_tf32  # fp32 BLAS on the CPU
         qn = _cpu.normalize(_arrays.host_float32(q), q_name)
@@ -163,7 +166,7 @@ class CUDABackend:
         self.mod = mod
         self.labeling = _gpu.CudaLabeling(mod, like) if like is not None else host.labeling
         # Sinkhorn runs on a host copy until its CUDA kernel exists.
-        self.sinkhorn = host.sinkhorn
+        self.sinkhorn_state = host.sinkhorn_state
 
     def knn(self, q, db, k, *, exclude_self, allow_tf32, memory_budget, q_name, db_name):
         from . import _gpu

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from . import _checks
+from . import _arrays, _checks
 
 DEFAULT_BUDGET = 256 << 20
 _MAX_WORKERS_BUDGETED = 64  # tiles are sized as if this many workers could be live
@@ -131,3 +131,44 @@ def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bo
                 list(pool.map(query_block, range(0, nq, bq)))
     kernels.finalize(heap_s, heap_i)
     return heap_s, heap_i
+
+
+class SinkhornState:
+    """One Sinkhorn run on the host: Q (the only N x K buffer, float32) and the float64 row
+    scaling u, driven by ``hdlfast.sinkhorn`` through the backend's kernels."""
+
+    def __init__(self, kernels, scores, beta: float, r: np.ndarray):
+        n, k = scores.shape
+        self._kern, self._r, self._beta, self._like = kernels, r, beta, scores
+        self.q = np.empty((n, k), np.float32)
+        _arrays.copy_to_host(self.q, scores)  # cast in place: no temporary of the scores
+        finite = np.isfinite(self.q).all(axis=1)
+        if not finite.all():
+            raise ValueError(f"scores holds NaN or Inf (row {int(np.argmin(finite))})")
+        self._rowmax = np.empty(n, np.float64)
+        kernels.prepare(self.q, beta, self._rowmax)
+        self._u = np.empty(n, np.float64)
+        self._colsum = np.empty(k, np.float64)
+
+    def max_rowmax(self) -> float:
+        return float(self._rowmax.max())
+
+    def start(self, gmax: float) -> np.ndarray:
+        """Column sums for the first step, with u = exp(beta (m_i - gmax)): the first column
+        scaling then sees exp(beta * scores), as in SwAV."""
+        np.exp(self._beta * (self._rowmax - gmax), out=self._u)
+        self._kern.colsum(self.q, self._u, self._colsum)
+        return self._colsum.copy()
+
+    def iterate(self, v: np.ndarray):
+        """One fused pass; returns (local column sums, whether u stayed finite)."""
+        self._kern.iterate(self.q, v, self._r, self._u, self._colsum)
+        return self._colsum.copy(), bool(np.isfinite(self._u).all())
+
+    def finalize(self, v: np.ndarray):
+        labels = np.empty(self.q.shape[0], np.int64)
+        self._kern.finalize(self.q, v, labels)
+        return _arrays.from_host(self.q, self._like), _arrays.from_host(labels, self._like)
+
+    def host_buffer(self) -> np.ndarray:
+        return self.q

@@ -46,8 +46,7 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
     n, k = s_info.shape
     c = _checks.distribution(cluster_prior, k, "cluster_prior")
     w = _checks.weights(sample_weight, n, "sample_weight")
-    impl = _backend.select(backend, s_info.on_gpu)
-    kern = impl.sinkhorn
+    impl = _backend.select(backend, s_info.on_gpu, like=scores)
 
     group = process_group
     total_w = float(_arrays.allreduce(np.array([w.sum()]), group, "sum")[0])
@@ -55,33 +54,25 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
         raise ValueError("sample_weight sums to 0 over all ranks")
     r = w / total_w
 
-    q = np.empty((n, k), np.float32)
-    _arrays.copy_to_host(q, scores)  # the only N x K buffer: cast in place, no temporary
-    finite = np.isfinite(q).all(axis=1)
-    if not finite.all():
-        raise ValueError(f"scores holds NaN or Inf (row {int(np.argmin(finite))})")
-    rowmax = np.empty(n, np.float64)
-    kern.prepare(q, beta, rowmax)
-    gmax = float(_arrays.allreduce(np.array([rowmax.max()]), group, "max")[0])
-    u = np.exp(beta * (rowmax - gmax))  # SwAV's first column step sees exp(beta * scores)
-    colsum = np.empty(k)
-    kern.colsum(q, u, colsum)
-    colsum = _arrays.allreduce(colsum, group, "sum")
+    state = impl.sinkhorn_state(scores, beta, r)  # Q = exp(beta (s - row max)), once
+    gmax = float(_arrays.allreduce(np.array([state.max_rowmax()]), group, "max")[0])
+    colsum = _arrays.allreduce(state.start(gmax), group, "sum")
     v = np.zeros(k)
     ok = True
     for _ in range(n_iters):
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             v = np.where(c > 0, c / colsum, 0.0)
-        kern.iterate(q, v, r, u, colsum)
-        colsum = _arrays.allreduce(colsum, group, "sum")
-        ok = bool(np.isfinite(v).all() and np.isfinite(u).all() and np.isfinite(colsum).all())
+        local, u_ok = state.iterate(v)
+        colsum = _arrays.allreduce(local, group, "sum")
+        bad = 0.0 if u_ok and np.isfinite(v).all() and np.isfinite(colsum).all() else 1.0
+        ok = _arrays.allreduce(np.array([bad]), group, "max")[0] == 0  # every rank agrees
         if not ok or (tol is not None and np.abs(colsum * v - c).sum() <= tol):
             break
     if ok:
-        labels = np.empty(n, np.int64)
-        kern.finalize(q, v, labels)
-    else:  # the shifted kernel underflows where the plan needs mass: redo in the log domain
-        labels = _log_domain(scores, q, beta, r, c, n_iters, tol, group)
+        return state.finalize(v)
+    # the shifted kernel underflows where the plan needs mass: redo in the log domain
+    q = state.host_buffer()
+    labels = _log_domain(scores, q, beta, r, c, n_iters, tol, group)
     return _arrays.from_host(q, scores), _arrays.from_host(labels, scores)
 
 
