@@ -21,6 +21,7 @@
 //   Then one thread per target runs the CPU's depth-first search with its visited list, path and
 //   scan positions in a global scratch region (contiguous per thread), in chunks of targets.
 #include "cuda/hdl.cuh"
+#include "cuda/common.cuh"
 
 #include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_scan.cuh>
@@ -38,25 +39,7 @@ namespace cuda {
 
 namespace {
 
-// ---------------------------------------------------------------------------------------------
-// Error handling
-// ---------------------------------------------------------------------------------------------
-
-void check_cuda(cudaError_t err, const char* what, const char* file, int line) {
-  if (err != cudaSuccess) {
-    cudaGetLastError();  // clear a non-sticky error so later calls start clean
-    throw std::runtime_error(std::string("hdlfast CUDA error: ") + cudaGetErrorString(err) +
-                             " (" + what + ", " + file + ":" + std::to_string(line) + ")");
-  }
-}
-
-#define HDL_CUDA_CHECK(expr) check_cuda((expr), #expr, __FILE__, __LINE__)
-#define HDL_CUDA_CHECK_LAUNCH(name) \
-  check_cuda(cudaGetLastError(), "launch " name, __FILE__, __LINE__)
-
-void require(bool ok, const std::string& msg) {
-  if (!ok) throw std::runtime_error("hdlfast._cuda: " + msg);
-}
+using detail::require;
 
 // ---------------------------------------------------------------------------------------------
 // Constants and host helpers
@@ -532,12 +515,12 @@ CsrLayout csr_layout(int64_t rows, int64_t k, int64_t n) {
   CsrLayout L;
   L.end_bit = bit_width(uint64_t(n - 1));
   size_t scan_bytes = 0, sort_bytes = 0;
-  HDL_CUDA_CHECK(cub::DeviceScan::InclusiveSum(nullptr, scan_bytes, static_cast<int64_t*>(nullptr),
+  HDLFAST_CUDA_CHECK(cub::DeviceScan::InclusiveSum(nullptr, scan_bytes, static_cast<int64_t*>(nullptr),
                                                static_cast<int64_t*>(nullptr), int(n),
                                                cudaStream_t(0)));
   cub::DoubleBuffer<uint32_t> kb(nullptr, nullptr);
   cub::DoubleBuffer<int32_t> vb(nullptr, nullptr);
-  HDL_CUDA_CHECK(with_count(nnz, [&](auto count) {
+  HDLFAST_CUDA_CHECK(with_count(nnz, [&](auto count) {
     return cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, kb, vb, count, 0, L.end_bit,
                                            cudaStream_t(0));
   }));
@@ -562,7 +545,7 @@ PropLayout prop_layout(int64_t n, int64_t k) {
   PropLayout L;
   L.end_bit = 32 + bit_width(uint64_t(k - 1));  // key high word k - support is in [0, k)
   cub::DoubleBuffer<uint64_t> kb(nullptr, nullptr);
-  HDL_CUDA_CHECK(cub::DeviceRadixSort::SortKeys(nullptr, L.temp_bytes, kb, int(n), 0, L.end_bit,
+  HDLFAST_CUDA_CHECK(cub::DeviceRadixSort::SortKeys(nullptr, L.temp_bytes, kb, int(n), 0, L.end_bit,
                                                 cudaStream_t(0)));
   Carver c;
   L.support = c.add(size_t(n) * sizeof(int32_t));
@@ -591,7 +574,7 @@ SearchLayout search_layout(int64_t n, int64_t k, int64_t nnz, int64_t chunk, int
   cub::DoubleBuffer<uint64_t> kb(nullptr, nullptr);
   cub::DoubleBuffer<int32_t> vb(nullptr, nullptr);
   if (nnz > 0) {
-    HDL_CUDA_CHECK(with_count(nnz, [&](auto count) {
+    HDLFAST_CUDA_CHECK(with_count(nnz, [&](auto count) {
       return cub::DeviceRadixSort::SortPairs(nullptr, L.temp_bytes, kb, vb, count, 0, L.end_bit,
                                              cudaStream_t(0));
     }));
@@ -643,22 +626,22 @@ void reverse_csr(const int64_t* idx, int64_t rows, int64_t k, int64_t n, int64_t
   int32_t* row_ids = at<int32_t>(workspace, L.rows);
   void* temp = at<void>(workspace, L.temp);
 
-  HDL_CUDA_CHECK(cudaMemsetAsync(deg, 0, size_t(n) * sizeof(int64_t), stream));
-  HDL_CUDA_CHECK(cudaMemsetAsync(indptr, 0, sizeof(int64_t), stream));
+  HDLFAST_CUDA_CHECK(cudaMemsetAsync(deg, 0, size_t(n) * sizeof(int64_t), stream));
+  HDLFAST_CUDA_CHECK(cudaMemsetAsync(indptr, 0, sizeof(int64_t), stream));
   edge_pairs_kernel<<<grid_for(nnz, kThreads), kThreads, 0, stream>>>(idx, nnz, k, deg, keys_a,
                                                                        row_ids);
-  HDL_CUDA_CHECK_LAUNCH("edge_pairs_kernel");
+  HDLFAST_CUDA_CHECK_LAUNCH("edge_pairs_kernel");
   size_t temp_bytes = L.temp_bytes;
-  HDL_CUDA_CHECK(cub::DeviceScan::InclusiveSum(temp, temp_bytes, deg, indptr + 1, int(n), stream));
+  HDLFAST_CUDA_CHECK(cub::DeviceScan::InclusiveSum(temp, temp_bytes, deg, indptr + 1, int(n), stream));
   // Stable: equal targets keep row-major edge order, so sources come out ascending.
   cub::DoubleBuffer<uint32_t> kb(keys_a, keys_b);
   cub::DoubleBuffer<int32_t> vb(row_ids, src);
   temp_bytes = L.temp_bytes;
-  HDL_CUDA_CHECK(with_count(nnz, [&](auto count) {
+  HDLFAST_CUDA_CHECK(with_count(nnz, [&](auto count) {
     return cub::DeviceRadixSort::SortPairs(temp, temp_bytes, kb, vb, count, 0, L.end_bit, stream);
   }));
   if (vb.Current() != src) {
-    HDL_CUDA_CHECK(cudaMemcpyAsync(src, vb.Current(), size_t(nnz) * sizeof(int32_t),
+    HDLFAST_CUDA_CHECK(cudaMemcpyAsync(src, vb.Current(), size_t(nnz) * sizeof(int32_t),
                                    cudaMemcpyDeviceToDevice, stream));
   }
 }
@@ -692,18 +675,18 @@ int64_t propagate_levels(const int64_t* idx, const float* sims, int64_t n, int64
   // Pushes support from `members` (nullptr: every labeled point) and reads the next frontier's
   // size and support histogram back to the host.
   auto push_and_read = [&](const uint64_t* members, int64_t m) {
-    HDL_CUDA_CHECK(cudaMemsetAsync(meta, 0, meta_bytes, stream));
+    HDLFAST_CUDA_CHECK(cudaMemsetAsync(meta, 0, meta_bytes, stream));
     push_support_kernel<<<grid_for(m, kWarps), kThreads, 0, stream>>>(
         members, m, indptr, src, labels, support, next, meta);
-    HDL_CUDA_CHECK_LAUNCH("push_support_kernel");
+    HDLFAST_CUDA_CHECK_LAUNCH("push_support_kernel");
     support_hist_kernel<<<hist_grid, kThreads, 0, stream>>>(next, support, meta);
-    HDL_CUDA_CHECK_LAUNCH("support_hist_kernel");
-    HDL_CUDA_CHECK(
+    HDLFAST_CUDA_CHECK_LAUNCH("support_hist_kernel");
+    HDLFAST_CUDA_CHECK(
         cudaMemcpyAsync(host.data(), meta, meta_bytes, cudaMemcpyDeviceToHost, stream));
-    HDL_CUDA_CHECK(cudaStreamSynchronize(stream));
+    HDLFAST_CUDA_CHECK(cudaStreamSynchronize(stream));
   };
 
-  HDL_CUDA_CHECK(cudaMemsetAsync(support, 0, size_t(n) * sizeof(int32_t), stream));
+  HDLFAST_CUDA_CHECK(cudaMemsetAsync(support, 0, size_t(n) * sizeof(int32_t), stream));
   push_and_read(nullptr, n);
   int64_t h = 0;
   while (host[0] > 0) {
@@ -712,10 +695,10 @@ int64_t propagate_levels(const int64_t* idx, const float* sims, int64_t n, int64
     ++h;
     frontier_keys_kernel<<<grid_for(m, kThreads), kThreads, 0, stream>>>(next, m, support, k,
                                                                          keys_a);
-    HDL_CUDA_CHECK_LAUNCH("frontier_keys_kernel");
+    HDLFAST_CUDA_CHECK_LAUNCH("frontier_keys_kernel");
     cub::DoubleBuffer<uint64_t> kb(keys_a, keys_b);
     size_t temp_bytes = L.temp_bytes;
-    HDL_CUDA_CHECK(
+    HDLFAST_CUDA_CHECK(
         cub::DeviceRadixSort::SortKeys(temp, temp_bytes, kb, int(m), 0, L.end_bit, stream));
     const uint64_t* members = kb.Current();
     int64_t off = 0;
@@ -730,10 +713,10 @@ int64_t propagate_levels(const int64_t* idx, const float* sims, int64_t n, int64
         vote_members_kernel<false><<<grid_for(cnt, kThreads), kThreads, 0, stream>>>(
             sub, cnt, idx, sims, k, labels, uniform, vote_lab, vote_conf);
       }
-      HDL_CUDA_CHECK_LAUNCH("vote_members_kernel");
+      HDLFAST_CUDA_CHECK_LAUNCH("vote_members_kernel");
       commit_kernel<<<grid_for(cnt, kThreads), kThreads, 0, stream>>>(
           sub, cnt, vote_lab, vote_conf, int32_t(h), labels, conf, level, prov);
-      HDL_CUDA_CHECK_LAUNCH("commit_kernel");
+      HDLFAST_CUDA_CHECK_LAUNCH("commit_kernel");
       off += cnt;
     }
     require(off == m, "propagate_levels: support histogram does not add up (internal error)");
@@ -778,12 +761,12 @@ void search(const int64_t* idx, const float* sims, int64_t n, int64_t k, const i
   // In-candidates of every centre, sorted once.
   in_candidates_kernel<<<grid_for(n, kWarps), kThreads, 0, stream>>>(idx, sims, n, k, indptr, src,
                                                                       keys_a, vals_a, n_in);
-  HDL_CUDA_CHECK_LAUNCH("in_candidates_kernel");
+  HDLFAST_CUDA_CHECK_LAUNCH("in_candidates_kernel");
   cub::DoubleBuffer<uint64_t> kb(keys_a, keys_b);
   cub::DoubleBuffer<int32_t> vb(vals_a, vals_b);
   if (nnz > 0) {
     size_t temp_bytes = L.temp_bytes;
-    HDL_CUDA_CHECK(with_count(nnz, [&](auto count) {
+    HDLFAST_CUDA_CHECK(with_count(nnz, [&](auto count) {
       return cub::DeviceRadixSort::SortPairs(temp, temp_bytes, kb, vb, count, 0, L.end_bit,
                                              stream);
     }));
@@ -794,7 +777,7 @@ void search(const int64_t* idx, const float* sims, int64_t n, int64_t k, const i
     search_kernel<<<grid_for(cnt, kSearchThreads), kSearchThreads, 0, stream>>>(
         cand, n_in, labels, targets + t0, cnt, max_visits, L.cap, uniform, vis, path, scan,
         out_lab + t0, out_conf + t0, out_steps + t0, out_cycles + t0);
-    HDL_CUDA_CHECK_LAUNCH("search_kernel");
+    HDLFAST_CUDA_CHECK_LAUNCH("search_kernel");
   }
 }
 
@@ -811,7 +794,7 @@ void vote_rows(const int64_t* nbr_idx, const float* nbr_sims, int64_t rows, int6
     vote_rows_kernel<false><<<grid_for(rows, kThreads), kThreads, 0, stream>>>(
         nbr_idx, nbr_sims, rows, k, db_labels, uniform, out_lab, out_conf);
   }
-  HDL_CUDA_CHECK_LAUNCH("vote_rows_kernel");
+  HDLFAST_CUDA_CHECK_LAUNCH("vote_rows_kernel");
 }
 
 }  // namespace cuda

@@ -14,6 +14,7 @@
 // canonicalised first (NaN -> -inf, -0 -> +0), so comparing floats and comparing the
 // order-preserving uint32 keys give the same total order.
 #include "cuda/topk.cuh"
+#include "cuda/common.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -34,24 +35,7 @@ namespace cuda {
 
 namespace {
 
-// ---------------------------------------------------------------------------------------------
-// Error handling
-// ---------------------------------------------------------------------------------------------
-
-void check_cuda(cudaError_t err, const char* what, const char* file, int line) {
-  if (err != cudaSuccess) {
-    cudaGetLastError();  // clear a non-sticky error so later calls start clean
-    throw std::runtime_error(std::string("hdlfast CUDA error: ") + cudaGetErrorString(err) +
-                             " (" + what + ", " + file + ":" + std::to_string(line) + ")");
-  }
-}
-
-#define HDLFAST_CUDA_CHECK(expr) check_cuda((expr), #expr, __FILE__, __LINE__)
-#define HDLFAST_CUDA_CHECK_LAUNCH(name) check_cuda(cudaGetLastError(), "launch " name, __FILE__, __LINE__)
-
-void require(bool ok, const std::string& msg) {
-  if (!ok) throw std::runtime_error("hdlfast._cuda: " + msg);
-}
+using detail::require;
 
 // ---------------------------------------------------------------------------------------------
 // Constants and shared-memory layout (shared by host and device code)
