@@ -21,3 +21,4 @@ for tool in memcheck racecheck initcheck synccheck; do
   echo "compute-sanitizer $tool: exit $? ($(grep -c 'ERROR SUMMARY: 0' "$OUT/sanitizer-$tool.log") clean summaries)"
 done
 timeout 400 python3 "$repo/benchmarks/bench_knn_gpu.py" --out "$OUT/knn-gpu-$gpu.json"
+timeout 300 python3 "$repo/benchmarks/bench_sinkhorn_gpu.py" --out "$OUT/sinkhorn-gpu-$gpu.json"

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "cuda/hdl.cuh"
+#include "cuda/sinkhorn.cuh"
 #include "cuda/topk.cuh"
 
 namespace py = pybind11;
@@ -170,4 +171,64 @@ PYBIND11_MODULE(_cuda, m) {
       py::arg("stream"),
       "kNN-DV: row r votes over db_labels[nbr_idx[r, :]] with nbr_sims[r, :]; out_lab int64,\n"
       "out_conf float64. Asynchronous on `stream`.");
+
+  // --- Sinkhorn-Knopp (csrc/cuda/sinkhorn.cuh): deterministic, no float atomics ----------
+  m.def(
+      "sk_prepare",
+      [](uintptr_t scores, int64_t n, int64_t k, int dtype, double beta, uintptr_t q_out,
+         uintptr_t rowmax_out, uintptr_t bad_row, uintptr_t stream) {
+        py::gil_scoped_release nogil;
+        hc::sk_prepare(ptr<const void>(scores), n, k, dtype, beta, ptr<float>(q_out),
+                       ptr<double>(rowmax_out), ptr<int32_t>(bad_row), as_stream(stream));
+      },
+      py::arg("scores"), py::arg("n"), py::arg("k"), py::arg("dtype"), py::arg("beta"),
+      py::arg("q_out"), py::arg("rowmax_out"), py::arg("bad_row"), py::arg("stream"),
+      "q_out float32 (n, k) = exp(beta * (s - rowmax)) (double math), rowmax_out float64 (n).\n"
+      "bad_row (int32[1], preset to INT32_MAX) gets by atomicMin a row with NaN/Inf.\n"
+      "Asynchronous on `stream`.");
+
+  m.def(
+      "sk_workspace_bytes", [](int64_t n, int64_t k) { return hc::sk_workspace_bytes(n, k); },
+      py::arg("n"), py::arg("k"),
+      "Device scratch bytes for sk_colsum / sk_iterate (ceil(n / 256) * k * 8).");
+
+  m.def(
+      "sk_colsum",
+      [](uintptr_t q, int64_t n, int64_t k, uintptr_t u, uintptr_t workspace,
+         size_t workspace_bytes, uintptr_t out_colsum, uintptr_t stream) {
+        py::gil_scoped_release nogil;
+        hc::sk_colsum(ptr<const float>(q), n, k, ptr<const double>(u), ptr<void>(workspace),
+                      workspace_bytes, ptr<double>(out_colsum), as_stream(stream));
+      },
+      py::arg("q"), py::arg("n"), py::arg("k"), py::arg("u"), py::arg("workspace"),
+      py::arg("workspace_bytes"), py::arg("out_colsum"), py::arg("stream"),
+      "out_colsum[j] = sum_i q[i, j] u[i] (float64). Asynchronous on `stream`.");
+
+  m.def(
+      "sk_iterate",
+      [](uintptr_t q, int64_t n, int64_t k, uintptr_t v, uintptr_t r, uintptr_t u,
+         uintptr_t workspace, size_t workspace_bytes, uintptr_t out_colsum, uintptr_t u_bad,
+         uintptr_t stream) {
+        py::gil_scoped_release nogil;
+        hc::sk_iterate(ptr<const float>(q), n, k, ptr<const double>(v), ptr<const double>(r),
+                       ptr<double>(u), ptr<void>(workspace), workspace_bytes,
+                       ptr<double>(out_colsum), ptr<int32_t>(u_bad), as_stream(stream));
+      },
+      py::arg("q"), py::arg("n"), py::arg("k"), py::arg("v"), py::arg("r"), py::arg("u"),
+      py::arg("workspace"), py::arg("workspace_bytes"), py::arg("out_colsum"), py::arg("u_bad"),
+      py::arg("stream"),
+      "u[i] = r[i] / sum_j q[i, j] v[j], then out_colsum[j] = sum_i q[i, j] u[i] (float64);\n"
+      "u_bad (int32[1]) = 1 if some u[i] is not finite, else 0. Asynchronous on `stream`.");
+
+  m.def(
+      "sk_finalize",
+      [](uintptr_t q, int64_t n, int64_t k, uintptr_t v, uintptr_t labels, uintptr_t stream) {
+        py::gil_scoped_release nogil;
+        hc::sk_finalize(ptr<float>(q), n, k, ptr<const double>(v), ptr<int64_t>(labels),
+                        as_stream(stream));
+      },
+      py::arg("q"), py::arg("n"), py::arg("k"), py::arg("v"), py::arg("labels"),
+      py::arg("stream"),
+      "In place: rows of q * v normalised to sum 1; labels int64 = row argmax of q * v\n"
+      "(smaller index on ties). Asynchronous on `stream`.");
 }

@@ -165,8 +165,7 @@ class CUDABackend:
 
         self.mod = mod
         self.labeling = _gpu.CudaLabeling(mod, like) if like is not None else host.labeling
-        # Sinkhorn runs on a host copy until its CUDA kernel exists.
-        self.sinkhorn_state = host.sinkhorn_state
+        self.sinkhorn_state = functools.partial(_gpu.SinkhornState, mod)
 
     def knn(self, q, db, k, *, exclude_self, allow_tf32, memory_budget, q_name, db_name):
         from . import _gpu

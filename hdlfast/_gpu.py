@@ -192,3 +192,89 @@ class CudaLabeling:
                               *(_arrays.data_ptr(a) for a in outs),
                               _arrays.cuda_stream(self._like))
             out_lab[...], out_conf[...] = (_arrays.to_numpy(a) for a in outs)
+
+
+class SinkhornState:
+    """One Sinkhorn run on the device of ``scores`` (a torch or cupy GPU array) behind the
+    interface of ``_cpu.SinkhornState``: Q (the only N x K buffer, float32, allocated once on
+    the device), the float64 row scaling u and the row weights r live on the device; the
+    column scaling v and the column sums cross to the host once per iteration (K doubles).
+    Every kernel runs on the caller's current stream."""
+
+    def __init__(self, cuda_module, scores, beta: float, r: np.ndarray):
+        self._m = cuda_module
+        with _arrays.device_ctx(scores):
+            scores = _arrays.gpu_contiguous(scores)
+            dtype_name = _arrays.info(scores, "scores").dtype
+            if dtype_name == "float64":
+                raise TypeError("scores: float64 is not supported on the GPU; use float32, "
+                                "float16 or bfloat16")
+            n, k = scores.shape
+            self._n, self._k, self._beta, self._like = n, k, float(beta), scores
+            self.q = _arrays.empty(scores, (n, k), "float32")
+            rowmax = _arrays.empty(scores, (n,), "float64")
+            bad = _arrays.full(scores, (1,), _INT32_MAX, "int32")
+            self._m.sk_prepare(_arrays.data_ptr(scores), n, k, _arrays.DTYPE_CODES[dtype_name],
+                               self._beta, _arrays.data_ptr(self.q), _arrays.data_ptr(rowmax),
+                               _arrays.data_ptr(bad), self._stream())
+            bad_row = int(_arrays.to_numpy(bad)[0])
+            if bad_row != _INT32_MAX:
+                raise ValueError(f"scores holds NaN or Inf (row {bad_row})")
+            self._rowmax = np.asarray(_arrays.to_numpy(rowmax), np.float64)
+            self._r = _arrays.to_device(np.asarray(r, np.float64), scores)
+            self._u = _arrays.empty(scores, (n,), "float64")
+            self._ws_bytes = int(self._m.sk_workspace_bytes(n, k))
+            self._ws = _arrays.empty(scores, (max(self._ws_bytes, 1),), "uint8")
+            self._colsum = _arrays.empty(scores, (k,), "float64")
+            self._u_bad = _arrays.empty(scores, (1,), "int32")
+            self._v = None
+
+    def _stream(self) -> int:
+        return _arrays.cuda_stream(self._like)
+
+    def _dev(self, a):
+        return _arrays.to_device(np.ascontiguousarray(a, dtype=np.float64), self._like)
+
+    def _colsum_host(self) -> np.ndarray:
+        return np.array(_arrays.to_numpy(self._colsum), dtype=np.float64)  # own copy
+
+    def max_rowmax(self) -> float:
+        return float(self._rowmax.max()) if self._rowmax.size else -np.inf
+
+    def start(self, gmax: float) -> np.ndarray:
+        """Column sums for the first step, with u = exp(beta (m_i - gmax)) (computed on the
+        host as in ``_cpu.SinkhornState``)."""
+        u = np.exp(self._beta * (self._rowmax - gmax))
+        with _arrays.device_ctx(self._like):
+            self._u = self._dev(u)
+            self._m.sk_colsum(_arrays.data_ptr(self.q), self._n, self._k,
+                              _arrays.data_ptr(self._u), _arrays.data_ptr(self._ws),
+                              self._ws_bytes, _arrays.data_ptr(self._colsum), self._stream())
+            return self._colsum_host()
+
+    def iterate(self, v: np.ndarray):
+        """One fused pass; returns (local column sums, whether u stayed finite)."""
+        with _arrays.device_ctx(self._like):
+            self._v = d_v = self._dev(v)  # kept alive until the next launch
+            self._m.sk_iterate(_arrays.data_ptr(self.q), self._n, self._k, _arrays.data_ptr(d_v),
+                               _arrays.data_ptr(self._r), _arrays.data_ptr(self._u),
+                               _arrays.data_ptr(self._ws), self._ws_bytes,
+                               _arrays.data_ptr(self._colsum), _arrays.data_ptr(self._u_bad),
+                               self._stream())
+            colsum = self._colsum_host()
+            u_ok = int(_arrays.to_numpy(self._u_bad)[0]) == 0
+            return colsum, u_ok
+
+    def finalize(self, v: np.ndarray):
+        with _arrays.device_ctx(self._like):
+            self._v = d_v = self._dev(v)  # kept alive past the asynchronous launch
+            labels = _arrays.empty(self._like, (self._n,), "int64")
+            self._m.sk_finalize(_arrays.data_ptr(self.q), self._n, self._k,
+                                _arrays.data_ptr(d_v), _arrays.data_ptr(labels), self._stream())
+            return self.q, labels
+
+    def host_buffer(self) -> np.ndarray:
+        """A host Q for the log-domain fallback (which fills it); the device Q and scratch
+        are released first, since the driver copies the host result back to the device."""
+        self.q = self._ws = None
+        return np.empty((self._n, self._k), np.float32)
