@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "cuda/hdl.cuh"
+#include "cuda/kmeans.cuh"
 #include "cuda/sinkhorn.cuh"
 #include "cuda/topk.cuh"
 
@@ -231,4 +232,18 @@ PYBIND11_MODULE(_cuda, m) {
       py::arg("stream"),
       "In place: rows of q * v normalised to sum 1; labels int64 = row argmax of q * v\n"
       "(smaller index on ties). Asynchronous on `stream`.");
+  m.def(
+      "cluster_sums",
+      [](uintptr_t x, int64_t n, int64_t d, int dtype, uintptr_t inv, uintptr_t labels,
+         int64_t n_clusters, uintptr_t sums, uintptr_t counts, uintptr_t stream) {
+        py::gil_scoped_release nogil;
+        hc::cluster_sums(ptr<const void>(x), n, d, dtype, ptr<const float>(inv),
+                         ptr<const int64_t>(labels), n_clusters, ptr<double>(sums),
+                         ptr<int64_t>(counts), as_stream(stream));
+      },
+      py::arg("x"), py::arg("n"), py::arg("d"), py::arg("dtype"), py::arg("inv"),
+      py::arg("labels"), py::arg("n_clusters"), py::arg("sums"), py::arg("counts"),
+      py::arg("stream"),
+      "k-means update: per-cluster float64 sums of rows x * inv (inv 0: weight 1) and int64\n"
+      "counts, members in row order (bit-identical to the CPU kernels). Asynchronous on `stream`.");
 }

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "cpu/hdl.h"
+#include "cpu/kmeans.h"
 #include "cpu/parallel.h"
 #include "cpu/sinkhorn.h"
 #include "cpu/topk.h"
@@ -138,5 +139,15 @@ PYBIND11_MODULE(_native, m) {
         c::sk_finalize(ptr<float>(q), n, k, ptr<const double>(v), ptr<int64_t>(labels));
       },
       "Rows of q diag(v) normalised to 1, row argmax labels.");
+  m.def(
+      "cluster_sums",
+      [](uintptr_t x, int64_t n, int64_t d, uintptr_t inv, uintptr_t labels, int64_t n_clusters,
+         uintptr_t sums, uintptr_t counts) {
+        py::gil_scoped_release nogil;
+        hdlfast::cpu::cluster_sums(ptr<const float>(x), n, d, ptr<const float>(inv),
+                                   ptr<const int64_t>(labels), n_clusters, ptr<double>(sums),
+                                   ptr<int64_t>(counts));
+      },
+      "k-means update: per-cluster float64 sums of rows x * inv (inv 0: weight 1) and counts.");
   m.def("num_threads", &hdlfast::cpu::num_threads, "Worker threads the kernels use.");
 }

@@ -6,6 +6,7 @@ device. cupy and torch are imported only when the caller hands us one of their a
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 
@@ -211,6 +212,29 @@ def from_host(arr: np.ndarray, like):
     return arr
 
 
+def as_dtype_of(arr: np.ndarray, like):
+    """The numpy array ``arr`` in the kind, device and dtype of ``like`` (for GPU inputs to the
+    kernels, which take both operands in one dtype)."""
+    out = from_host(np.ascontiguousarray(arr), like)
+    if kind(like) == "torch":
+        return out.to(like.dtype).contiguous()
+    return out.astype(like.dtype, copy=False)
+
+
+def with_columns(x, values) -> object:
+    """``x`` with constant columns ``values`` appended, in x's kind, device and dtype."""
+    n = x.shape[0]
+    if kind(x) == "torch":
+        t = _torch()
+        extra = t.tensor(list(values), dtype=x.dtype, device=x.device).expand(n, len(values))
+        return t.cat([x.detach(), extra], dim=1).contiguous()
+    xp = _cupy() if kind(x) == "cupy" else np
+    ctx = x.device if kind(x) == "cupy" else contextlib.nullcontext()
+    with ctx:
+        extra = xp.broadcast_to(xp.asarray(values, dtype=x.dtype), (n, len(values)))
+        return xp.ascontiguousarray(xp.concatenate([x, extra], axis=1))
+
+
 def to_gpu(arr: np.ndarray):
     """``arr`` on the current CUDA device as a torch tensor (or a cupy array without torch);
     None when neither sees a GPU."""
@@ -272,3 +296,37 @@ def gpu_free_bytes(like) -> int:
         free, _ = cp.cuda.runtime.memGetInfo()
         pool = cp.get_default_memory_pool()
         return free + pool.total_bytes() - pool.used_bytes()
+
+
+def unit_mixtures(a, rows_a, b, rows_b, weight, like):
+    """Mixtures ``w * a[rows_a] + (1 - w) * b[rows_b]`` of the rows of a and b scaled to unit
+    length, each rescaled to unit length (a zero mixture stays zero, as torch's F.normalize):
+    float32, detached, shape ``rows_a.shape + (d,)``, in the kind and on the device of ``like``.
+    ``rows_a``, ``rows_b`` and ``weight`` are numpy arrays of one shape; a and b live on like's
+    device."""
+    shape = rows_a.shape + (a.shape[1],)
+    rows_a, rows_b = (np.ascontiguousarray(r, dtype=np.int64).reshape(-1) for r in (rows_a, rows_b))
+    w = np.ascontiguousarray(weight, dtype=np.float32).reshape(-1, 1)
+    if kind(like) == "torch" and like.device.type == "cuda":
+        t = _torch()
+        unit = t.nn.functional.normalize
+
+        def take(x, rows):
+            return x.detach()[t.from_numpy(rows).to(x.device)].float()
+
+        w = t.from_numpy(w).to(like.device)
+        return unit(w * unit(take(a, rows_a)) + (1 - w) * unit(take(b, rows_b))).reshape(shape)
+    on_cupy = kind(like) == "cupy"
+    xp = _cupy() if on_cupy else np
+    if not on_cupy:
+        a, b = to_host(a), to_host(b)
+
+    def unit(x):
+        return x / xp.maximum(xp.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    with like.device if on_cupy else contextlib.nullcontext():
+        ua = unit(a[xp.asarray(rows_a)].astype(xp.float32))
+        ub = unit(b[xp.asarray(rows_b)].astype(xp.float32))
+        w = xp.asarray(w)
+        m = unit(w * ua + (1 - w) * ub).reshape(shape)
+    return m if on_cupy else from_host(np.ascontiguousarray(m), like)

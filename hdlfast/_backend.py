@@ -114,6 +114,17 @@ class _NativeSinkhorn:
         self._m.sk_finalize(_p(q), *q.shape, _p(np.ascontiguousarray(v)), _p(labels))
 
 
+class _NativeKMeans:
+    """Adapts the native k-means update to numba_kernels.kmeans."""
+
+    def __init__(self, mod):
+        self._m = mod
+
+    def cluster_sums(self, x, inv, labels, sums, counts):
+        self._m.cluster_sums(_p(x), *x.shape, _p(inv) if inv.size else 0, _p(labels),
+                             sums.shape[0], _p(sums), _p(counts))
+
+
 def _p(a: np.ndarray) -> int:
     """Pointer of a C-contiguous numpy array handed to a native kernel."""
     assert a.flags.c_contiguous
@@ -132,19 +143,30 @@ def _numba_sinkhorn():
     return sinkhorn
 
 
+def _numba_kmeans():
+    from .numba_kernels import kmeans
+
+    return kmeans
+
+
 class CPUBackend:
     """Blocked BLAS tiles + a merge kernel (native or numba); works on host copies."""
 
     on_gpu = False
 
-    def __init__(self, name: str, kernels, labeling, sinkhorn):
+    def __init__(self, name: str, kernels, labeling, sinkhorn, kmeans):
         self.name = name
         self.kernels = kernels
         self.labeling = labeling
         self.sinkhorn = sinkhorn
+        self.kmeans = kmeans
 
     def sinkhorn_state(self, scores, beta, r):
         return _cpu.SinkhornState(self.sinkhorn, scores, beta, r)
+
+    def kmeans_state(self, x, spherical, memory_budget, allow_tf32):
+        del allow_tf32  # fp32 BLAS on the CPU
+        return _cpu.KMeansState(self.kernels, self.kmeans, x, spherical, memory_budget)
 
     def knn(self, q, db, k, *, exclude_self, allow_tf32, memory_budget, q_name, db_name):
         del allow_tf32  # fp32 BLAS on the CPU
@@ -155,7 +177,8 @@ class CPUBackend:
 
 
 class CUDABackend:
-    """hdlfast._cuda: fused tensor-core kNN tiles, HDL labeling kernels on ``like``'s device."""
+    """hdlfast._cuda: fused tensor-core kNN tiles, HDL labeling, Sinkhorn and k-means kernels
+    on ``like``'s device."""
 
     name = "cuda"
     on_gpu = True
@@ -166,6 +189,7 @@ class CUDABackend:
         self.mod = mod
         self.labeling = _gpu.CudaLabeling(mod, like) if like is not None else host.labeling
         self.sinkhorn_state = functools.partial(_gpu.SinkhornState, mod)
+        self.kmeans_state = functools.partial(_gpu.KMeansState, mod)
 
     def knn(self, q, db, k, *, exclude_self, allow_tf32, memory_budget, q_name, db_name):
         from . import _gpu
@@ -195,8 +219,9 @@ def select(backend: str | None, on_gpu: bool, like=None):
     if name == "native":
         mod = _module("native")
         return CPUBackend("native", _NativeKernels(mod), _NativeLabeling(mod),
-                          _NativeSinkhorn(mod))
-    return CPUBackend("numba", _module("numba"), _numba_labeling(), _numba_sinkhorn())
+                          _NativeSinkhorn(mod), _NativeKMeans(mod))
+    return CPUBackend("numba", _module("numba"), _numba_labeling(), _numba_sinkhorn(),
+                      _numba_kmeans())
 
 
 def info() -> dict:

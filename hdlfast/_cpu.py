@@ -172,3 +172,50 @@ class SinkhornState:
 
     def host_buffer(self) -> np.ndarray:
         return self.q
+
+
+class KMeansState:
+    """One k-means run on the host: the rows the top-1 search sees (unit rows for spherical
+    k-means; [x, 1, 0] rows, unit-scaled, for Euclidean, see ``hdlfast.kmeans``) and the
+    current labels, driven by ``hdlfast.kmeans`` through the backend's kernels."""
+
+    def __init__(self, kernels, kmeans_kernels, x, spherical: bool, memory_budget):
+        self._kern, self._km, self._budget = kernels, kmeans_kernels, memory_budget
+        self._like, self._spherical = x, spherical
+        host = _arrays.host_float32(x)
+        if spherical:
+            self.rows = normalize(host, "X")  # the update sums unit rows
+            self.q = self.rows
+        else:
+            self.rows = host
+            aug = np.concatenate([host, np.ones((host.shape[0], 1), np.float32),
+                                  np.zeros((host.shape[0], 1), np.float32)], axis=1)
+            sq = np.einsum("ij,ij->i", aug, aug, dtype=np.float64)
+            self.q = normalize(aug, "X")
+            self.aug_norms = np.sqrt(sq)
+        self.labels = np.full(host.shape[0], -1, np.int64)
+        self._sims = None
+
+    def host_rows(self, rows: np.ndarray) -> np.ndarray:
+        return self.rows[rows].astype(np.float64)
+
+    def assign(self, db: np.ndarray) -> int:
+        """Top-1 of every row against the unit centroid rows ``db``; returns how many labels
+        changed."""
+        sims, idx = topk(self._kern, self.q, db, 1, False, self._budget)
+        new = idx[:, 0]
+        changed = int(np.count_nonzero(new != self.labels))
+        self.labels, self._sims = new, sims[:, 0]
+        return changed
+
+    def fit_scores(self) -> np.ndarray:
+        return self._sims.astype(np.float64)
+
+    def update(self, n_clusters: int):
+        sums = np.empty((n_clusters, self.rows.shape[1]), np.float64)
+        counts = np.empty(n_clusters, np.int64)
+        self._km.cluster_sums(self.rows, np.empty(0, np.float32), self.labels, sums, counts)
+        return sums, counts
+
+    def labels_out(self):
+        return _arrays.from_host(self.labels, self._like)

@@ -1,8 +1,12 @@
 // Shared by the CUDA sources: error checks that throw std::runtime_error (turned into Python
-// RuntimeError by the bindings) and argument checks.
+// RuntimeError by the bindings), argument checks, and small helpers.
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 #include <stdexcept>
 #include <string>
@@ -24,6 +28,21 @@ inline void require(bool ok, const std::string& msg) {
 }
 
 }  // namespace detail
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Element loads of the three input dtypes (float32, float16, bfloat16) as float.
+template <typename T>
+__device__ __forceinline__ float to_float(T v);
+template <>
+__device__ __forceinline__ float to_float<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
+template <>
+__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+
 }  // namespace cuda
 }  // namespace hdlfast
 

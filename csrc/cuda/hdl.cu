@@ -53,7 +53,6 @@ constexpr int64_t kMaxBlocks = int64_t(1) << 20;  // grid-stride loops beyond th
 constexpr int kStage = 32;           // votes of k <= kStage voters are staged in local memory
 constexpr size_t kAlign = 256;
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
 // Blocks for one item per thread (items_per_block = kThreads) or one item per warp (kWarps).

@@ -34,19 +34,6 @@ constexpr int64_t kChunkRows = 256;  // rows per partial column sum
 constexpr int kColTile = 4096;       // columns per CTA (32 KiB of double accumulators)
 constexpr int kRedSlices = 8;        // chunk slices per column in the reduction kernel
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-template <typename T>
-__device__ __forceinline__ float to_float(T v);
-template <>
-__device__ __forceinline__ float to_float<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
-template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-
 // Sum over the warp; every lane returns the same value (a + b == b + a in IEEE arithmetic).
 __device__ __forceinline__ double warp_sum(double x) {
 #pragma unroll

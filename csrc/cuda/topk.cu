@@ -87,22 +87,9 @@ __host__ __device__ constexpr size_t small_smem_bytes(int elem, int mode, int bq
   return region0_bytes(elem, mode, bq) + 2 * list_bytes(bq, k);
 }
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // ---------------------------------------------------------------------------------------------
 // Small device helpers
 // ---------------------------------------------------------------------------------------------
-
-template <typename T>
-__device__ __forceinline__ float to_float(T v);
-template <>
-__device__ __forceinline__ float to_float<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
-template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
 
 template <typename T>
 __device__ __forceinline__ T zero_value();

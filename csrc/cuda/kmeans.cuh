@@ -1,0 +1,24 @@
+// k-means centroid update on CUDA: launcher (plain C++ interface).
+//
+// Device pointers, row-major contiguous arrays, asynchronous on `stream`; errors are thrown as
+// std::runtime_error. Same result as csrc/cpu/kmeans.cpp, bit for bit: each cluster sums its
+// members in increasing row order in double, without FMA contraction and without atomics.
+//
+// dtype codes: 0 = float32, 1 = float16, 2 = bfloat16. Requires n <= INT32_MAX.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace hdlfast {
+namespace cuda {
+
+// sums[c, :] = sum over rows i with labels[i] == c of x[i, :] * w_i (w_i = inv[i], or 1 when
+// inv is null; double), counts[c] = number of such rows; labels in [0, n_clusters).
+void cluster_sums(const void* x, int64_t n, int64_t d, int dtype, const float* inv,
+                  const int64_t* labels, int64_t n_clusters, double* sums, int64_t* counts,
+                  cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace hdlfast

@@ -1,0 +1,182 @@
+"""k-means (SPEC 6): spherical or Euclidean Lloyd iterations on every backend.
+
+The assignment step is the exact top-1 search of ``knn`` (section 1) against the centroids.
+Spherical k-means searches the unit rows against the unit centroids. Euclidean k-means uses
+the same cosine search on augmented rows: x' = [x, 1, 0] and c'_j = [c_j, -|c_j|^2 / 2, s_j]
+with s_j chosen so that every c'_j has the same norm; then x' . c'_j = x . c_j - |c_j|^2 / 2
+and the most similar c'_j is the nearest centroid. The update sums the members of each cluster
+in float64 in increasing row order (bit-identical on the native, numba and CUDA kernels).
+k-means++ runs on the host on a seeded sample of rows, so the initial centroids are the same
+on every backend. Empty clusters are re-seeded from the worst-fitted points.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import _arrays, _backend, _checks
+
+_INITS = ("k-means++", "random")
+_SAMPLE_PER_CLUSTER = 256  # k-means++ sees at most this many rows per cluster (as faiss)
+
+
+class KMeansResult(NamedTuple):
+    """centroids (C, d) float32 and labels (N,) int64 in the kind and on the device of X;
+    inertia = sum of squared distances to the assigned centroid (for spherical k-means the
+    chord distance of unit vectors, 2 - 2 cos); n_iter = centroid updates performed."""
+
+    centroids: Any
+    labels: Any
+    inertia: float
+    n_iter: int
+
+
+def kmeans(X, n_clusters, *, spherical=True, n_iters=100, tol=0.0, init="k-means++", seed=0,
+           backend=None, memory_budget=None, allow_tf32=False) -> KMeansResult:
+    """Lloyd's k-means of the rows of ``X`` into ``n_clusters`` clusters.
+
+    spherical : cluster directions (cosine; rows and centroids unit-normalised, as SCAN and
+        USL features are), else plain Euclidean k-means on the raw rows.
+    n_iters : at most this many updates. tol : stop once at most ``tol * N`` labels change in
+        an assignment (0: stop at a fixed point); None runs exactly ``n_iters`` updates.
+    init : "k-means++" (greedy, 2 + ln C candidates per step as scikit-learn, on a seeded sample
+        of at most 256 rows per cluster), "random" (distinct rows) or a (C, d) array.
+    seed : the only source of randomness; the same seed gives the same initial centroids on
+        every backend.
+    backend, memory_budget, allow_tf32 : as in :func:`hdlfast.knn`.
+    """
+    X, x_info = _checks.embeddings(X, "X")
+    n, d = x_info.shape
+    n_clusters = _checks.positive_int(n_clusters, "n_clusters")
+    if n_clusters > n:
+        raise ValueError(f"n_clusters={n_clusters} is larger than the {n} rows of X")
+    n_iters = _checks.positive_int(n_iters, "n_iters")
+    if tol is not None:
+        tol = _checks.positive_float(tol, "tol", zero=True)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+    given = None
+    if isinstance(init, str):
+        _checks.choice(init, "init", _INITS)
+    else:
+        given = _initial_centroids(init, n_clusters, d, spherical)
+    if memory_budget is not None:
+        memory_budget = _checks.positive_int(memory_budget, "memory_budget")
+    impl = _backend.select(backend, x_info.on_gpu, like=X)
+    state = impl.kmeans_state(X, bool(spherical), memory_budget, allow_tf32)
+
+    rng = np.random.default_rng(seed)
+    if given is not None:
+        centroids = given
+    elif init == "random":
+        centroids = state.host_rows(np.sort(rng.choice(n, n_clusters, replace=False)))
+    else:
+        sample = n_clusters * _SAMPLE_PER_CLUSTER
+        rows = np.arange(n) if n <= sample else np.sort(rng.choice(n, sample, replace=False))
+        centroids = _kmeans_pp(state.host_rows(rows), n_clusters, rng, spherical)
+
+    updates = 0
+    while True:
+        db, scale = _search_rows(centroids, spherical)
+        changed = state.assign(db)
+        converged = tol is not None and updates > 0 and changed <= tol * n
+        if converged or updates == n_iters:
+            break
+        sums, counts = state.update(n_clusters)
+        centroids = _update(sums, counts, spherical, state, scale)
+        updates += 1
+    inertia = float(_sq_dist(state, spherical, scale).sum())
+    out = _arrays.from_host(centroids.astype(np.float32), X)
+    return KMeansResult(out, state.labels_out(), inertia, updates)
+
+
+def _initial_centroids(init, n_clusters: int, d: int, spherical: bool) -> np.ndarray:
+    init = _arrays.as_array(init, "init")
+    info = _arrays.info(init, "init")
+    if info.shape != (n_clusters, d):
+        raise ValueError(f"init must have shape ({n_clusters}, {d}) (n_clusters, width of X), "
+                         f"got {info.shape}")
+    if not info.dtype.startswith(("float", "bfloat")):
+        raise TypeError(f"init must hold floats, got dtype {info.dtype}")
+    c = _arrays.to_numpy(init).astype(np.float64)
+    if not np.isfinite(c).all():
+        raise ValueError("init holds NaN or Inf")
+    if spherical:
+        norms = np.linalg.norm(c, axis=1)
+        if not (norms > 0).all():
+            raise ValueError(f"init has a zero-norm row (row {int(np.argmin(norms > 0))})")
+        c = c / norms[:, None]
+    return c
+
+
+def _sq_dists(p: np.ndarray, q: np.ndarray, spherical: bool) -> np.ndarray:
+    """(len(p), len(q)) squared Euclidean distances in float64 (unit rows when spherical)."""
+    dots = p @ q.T
+    if spherical:
+        return np.maximum(2.0 - 2.0 * dots, 0.0)
+    pp = np.einsum("ij,ij->i", p, p)[:, None]
+    qq = np.einsum("ij,ij->i", q, q)[None, :]
+    return np.maximum(pp + qq - 2.0 * dots, 0.0)
+
+
+def _kmeans_pp(p: np.ndarray, n_clusters: int, rng, spherical: bool) -> np.ndarray:
+    """Greedy k-means++ (Arthur and Vassilvitskii; local trials as in scikit-learn)."""
+    s = p.shape[0]
+    trials = 2 + int(math.log(n_clusters))
+    chosen = [int(rng.integers(s))]
+    d2 = _sq_dists(p, p[chosen], spherical)[:, 0]
+    for _ in range(1, n_clusters):
+        pot = d2.sum()
+        if pot > 0:
+            cand = np.searchsorted(np.cumsum(d2), rng.random(trials) * pot, side="right")
+            cand = np.minimum(cand, s - 1)
+        else:  # every row coincides with a centre already chosen
+            cand = rng.integers(s, size=trials)
+        new = np.minimum(d2[:, None], _sq_dists(p, p[cand], spherical))
+        best = int(np.argmin(new.sum(axis=0)))
+        chosen.append(int(cand[best]))
+        d2 = new[:, best]
+    return p[chosen].copy()
+
+
+def _search_rows(c: np.ndarray, spherical: bool):
+    """Unit float32 rows whose cosine argmax is the assignment, and the scale R such that
+    x' . c'_j (before normalising x') = R * cosine (Euclidean; 1 for spherical)."""
+    if spherical:
+        return (c / np.linalg.norm(c, axis=1, keepdims=True)).astype(np.float32), 1.0
+    sq = np.einsum("ij,ij->i", c, c)
+    a = -0.5 * sq
+    norm2 = sq + a * a
+    big = float(norm2.max())
+    if big == 0.0:  # a single centroid at the origin
+        big = 1.0
+    s = np.sqrt(np.maximum(big - norm2, 0.0))
+    scale = math.sqrt(big)
+    return (np.column_stack([c, a, s]) / scale).astype(np.float32), scale
+
+
+def _sq_dist(state, spherical: bool, scale: float) -> np.ndarray:
+    """Squared distance of every row to its assigned centroid, from the top-1 similarity."""
+    sims = state.fit_scores()
+    if spherical:
+        return np.maximum(2.0 - 2.0 * sims, 0.0)
+    xn = state.aug_norms  # |x'| = sqrt(|x|^2 + 1)
+    return np.maximum(xn * xn - 1.0 - 2.0 * sims * xn * scale, 0.0)
+
+
+def _update(sums: np.ndarray, counts: np.ndarray, spherical: bool, state, scale: float):
+    """Cluster means (unit means when spherical); empty clusters re-seeded with the worst-fitted
+    rows (largest distance to their centroid, the smaller index first on ties)."""
+    if spherical:
+        norms = np.linalg.norm(sums, axis=1)
+        empty = norms == 0
+        c = sums / np.where(empty, 1.0, norms)[:, None]
+    else:
+        empty = counts == 0
+        c = sums / np.maximum(counts, 1)[:, None]
+    if empty.any():
+        worst = np.argsort(-_sq_dist(state, spherical, scale), kind="stable")
+        c[empty] = state.host_rows(np.sort(worst[:int(empty.sum())]))
+    return c

@@ -1,0 +1,117 @@
+"""Which points to label first: USL's unsupervised selective labeling (SPEC 6).
+
+USL (Wang, Lian et al., ECCV 2022) spends a labeling budget of B points on points that are
+both representative (dense: close to their k nearest neighbours) and diverse (one per k-means
+cluster, pushed away from the picks of the other clusters). This module follows its reference
+code (``shared/utils/nn_utils.py``): density = 1 / mean squared distance of the unit rows to
+their k neighbours (the point itself counted, as USL's kNN includes it), k-means into B
+clusters, the densest point of each cluster, then a few rounds of re-picking the point that
+maximises density - w * penalty, the penalty being a moving average of sum 1 / d^(2 alpha)
+over the picks of the other clusters.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _arrays, _checks, _cpu
+from .kmeans import kmeans
+from .knn import knn
+
+_BLOCK = 8192  # rows per block of the penalty (a block x B similarity tile)
+_MIN_SQ_DIST = 1e-12  # duplicates of a pick get a large, finite penalty
+_SAME_CLUSTER_SQ_DIST = 1e10  # USL's mask value: picks of the point's own cluster do not count
+
+
+def knn_density(sims, *, count_self=True):
+    """USL's density from the (N, k) cosine similarities of ``knn``: 1 / mean squared distance
+    of the unit rows, 2 - 2 cos, over the k neighbours (plus the point itself at distance 0
+    with ``count_self``, as USL's neighbour lists include it). Higher = denser; a point whose
+    neighbours all coincide with it gets inf. Returns (N,) float64 in the kind of ``sims``."""
+    sims = _arrays.as_array(sims, "sims")
+    info = _arrays.info(sims, "sims")
+    if not info.dtype.startswith(("float", "bfloat")):
+        raise TypeError(f"sims must hold cosine similarities (floats), got dtype {info.dtype}")
+    if len(info.shape) != 2 or 0 in info.shape:
+        raise ValueError(f"sims must be a non-empty 2-D (N, k) array, got shape {info.shape}")
+    host = _arrays.to_numpy(sims).astype(np.float64)
+    if not np.isfinite(host).all():
+        raise ValueError("sims holds NaN or Inf")
+    return _arrays.from_host(_density(host, bool(count_self)), sims)
+
+
+def _density(sims: np.ndarray, count_self: bool) -> np.ndarray:
+    total = np.maximum(2.0 - 2.0 * sims, 0.0).sum(axis=1)
+    with np.errstate(divide="ignore"):
+        return (sims.shape[1] + int(count_self)) / total
+
+
+def select_to_label(X, budget, *, k=20, n_iters=10, weight=0.5, momentum=0.9, alpha=0.5,
+                    kmeans_iters=100, seed=0, backend=None):
+    """Indices of ``budget`` points to label first (USL), one per k-means cluster.
+
+    k : neighbours for the density (USL: 20 on ImageNet, 400 on CIFAR).
+    n_iters : rounds of regularised re-picking (USL: 10; 0 keeps the densest point per cluster).
+    weight, momentum, alpha : USL's w, momentum and alpha of the penalty
+        sum over other clusters' picks of 1 / |x - pick|^(2 alpha).
+    kmeans_iters, seed : spherical k-means into ``budget`` clusters (:func:`hdlfast.kmeans`).
+
+    The kNN graph and k-means run on the backend (the GPU for GPU arrays); the refinement runs
+    on the host in float64 over blocks of rows. Returns (budget,) int64 indices, ordered by
+    cluster, in the kind and on the device of ``X``; for a given seed the same on every backend.
+    """
+    X, x_info = _checks.embeddings(X, "X")
+    n = x_info.shape[0]
+    budget = _checks.positive_int(budget, "budget")
+    if budget > n:
+        raise ValueError(f"budget={budget} is larger than the {n} rows of X")
+    k = _checks.positive_int(k, "k")
+    _checks.k_at_most(k, n - 1, "rows of X other than the point itself")
+    if isinstance(n_iters, bool) or not isinstance(n_iters, (int, np.integer)) or n_iters < 0:
+        raise ValueError(f"n_iters must be an integer >= 0, got {n_iters!r}")
+    weight = _checks.positive_float(weight, "weight", zero=True)
+    momentum = _checks.positive_float(momentum, "momentum", zero=True)
+    if momentum >= 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    alpha = _checks.positive_float(alpha, "alpha")
+
+    sims, _ = knn(X, k, backend=backend)
+    density = _density(_arrays.to_numpy(sims).astype(np.float64), count_self=True)
+    clusters = _arrays.to_numpy(
+        kmeans(X, budget, spherical=True, n_iters=kmeans_iters, seed=seed,
+               backend=backend).labels).astype(np.int64)
+    picks = _best_per_cluster(density, clusters, budget)
+    if n_iters > 0 and budget > 1:
+        rows = _cpu.normalize(_arrays.host_float32(X), "X")
+        penalty = np.zeros(n)
+        for _ in range(n_iters):
+            new = _penalty(rows, clusters, picks, alpha)
+            penalty = penalty * momentum + new * (1.0 - momentum)
+            picks = _best_per_cluster(density - weight * penalty, clusters, budget)
+    return _arrays.from_host(picks, X)
+
+
+def _best_per_cluster(score: np.ndarray, clusters: np.ndarray, n_clusters: int) -> np.ndarray:
+    """For each cluster in order, the member with the highest score (smaller index on ties)."""
+    order = np.lexsort((np.arange(score.shape[0]), -score, clusters))
+    first = np.minimum(np.searchsorted(clusters[order], np.arange(n_clusters)), len(order) - 1)
+    picks = order[first].astype(np.int64)
+    empty = clusters[picks] != np.arange(n_clusters)
+    if empty.any():  # k-means left a cluster empty: the best points not picked yet stand in
+        taken = np.zeros(score.shape[0], bool)
+        taken[picks[~empty]] = True
+        spare = [i for i in np.lexsort((np.arange(score.shape[0]), -score)) if not taken[i]]
+        picks[empty] = spare[:int(empty.sum())]
+    return picks
+
+
+def _penalty(rows: np.ndarray, clusters: np.ndarray, picks: np.ndarray, alpha: float):
+    """sum over picks of other clusters of 1 / (squared distance)^alpha, per row (float64)."""
+    p = rows[picks]
+    pick_cluster = clusters[picks]
+    out = np.empty(rows.shape[0])
+    for b in range(0, rows.shape[0], _BLOCK):
+        dots = (rows[b:b + _BLOCK] @ p.T).astype(np.float64)
+        sq = np.maximum(2.0 - 2.0 * dots, _MIN_SQ_DIST)
+        sq[clusters[b:b + _BLOCK, None] == pick_cluster[None, :]] = _SAME_CLUSTER_SQ_DIST
+        out[b:b + _BLOCK] = (sq ** -alpha).sum(axis=1)
+    return out
