@@ -312,21 +312,20 @@ def unit_mixtures(a, rows_a, b, rows_b, weight, like):
         unit = t.nn.functional.normalize
 
         def take(x, rows):
-            return x.detach()[t.from_numpy(rows).to(x.device)].float()
+            return unit(x.detach().float())[t.from_numpy(rows).to(x.device)]
 
         w = t.from_numpy(w).to(like.device)
-        return unit(w * unit(take(a, rows_a)) + (1 - w) * unit(take(b, rows_b))).reshape(shape)
+        return unit(w * take(a, rows_a) + (1 - w) * take(b, rows_b)).reshape(shape)
     on_cupy = kind(like) == "cupy"
     xp = _cupy() if on_cupy else np
-    if not on_cupy:
-        a, b = to_host(a), to_host(b)
 
     def unit(x):
-        return x / xp.maximum(xp.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return x / xp.maximum(xp.sqrt((x * x).sum(axis=1, keepdims=True)), 1e-12)
+
+    def take(x, rows):
+        return unit(xp.asarray(x if on_cupy else to_host(x), dtype=xp.float32))[xp.asarray(rows)]
 
     with like.device if on_cupy else contextlib.nullcontext():
-        ua = unit(a[xp.asarray(rows_a)].astype(xp.float32))
-        ub = unit(b[xp.asarray(rows_b)].astype(xp.float32))
         w = xp.asarray(w)
-        m = unit(w * ua + (1 - w) * ub).reshape(shape)
-    return m if on_cupy else from_host(np.ascontiguousarray(m), like)
+        m = unit(w * take(a, rows_a) + (1 - w) * take(b, rows_b)).reshape(shape)
+    return m if on_cupy else from_host(m, like)
