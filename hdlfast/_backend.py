@@ -194,8 +194,8 @@ class CUDABackend:
     def knn(self, q, db, k, *, exclude_self, allow_tf32, memory_budget, q_name, db_name):
         from . import _gpu
 
-        del q_name, db_name
-        return _gpu.topk(self.mod, q, db, k, exclude_self, allow_tf32, memory_budget)
+        return _gpu.topk(self.mod, q, db, k, exclude_self, allow_tf32, memory_budget, q_name,
+                         db_name)
 
 
 def select(backend: str | None, on_gpu: bool, like=None):

@@ -30,20 +30,21 @@ def inverse_norms(cuda, x, name: str):
 
 
 def topk(cuda, q, db, k: int, exclude_self: bool, allow_tf32: bool,
-         memory_budget: int | None):
-    """(sims, idx) on the device of ``q``; ``db`` None means the self-graph."""
-    name_db = "queries" if db is None else "database"
+         memory_budget: int | None, q_name: str = "queries", db_name: str = "database"):
+    """(sims, idx) on the device of ``q``; ``db`` None means the self-graph. The names are
+    the caller's argument names, used in error messages."""
+    name_db = q_name if db is None else db_name
     with _arrays.device_ctx(q):
         q = _arrays.gpu_contiguous(q)
         db = q if db is None else _arrays.gpu_contiguous(db)
-        dtype_name = _arrays.info(q, "queries").dtype
+        dtype_name = _arrays.info(q, q_name).dtype
         if dtype_name == "float64":
-            raise TypeError("queries: float64 is not supported on the GPU; use float32, "
+            raise TypeError(f"{q_name}: float64 is not supported on the GPU; use float32, "
                             "float16 or bfloat16")
         if _arrays.info(db, name_db).dtype != dtype_name:
-            raise TypeError(f"queries and database must have the same dtype on the GPU, got "
+            raise TypeError(f"{q_name} and {name_db} must have the same dtype on the GPU, got "
                             f"{dtype_name} and {_arrays.info(db, name_db).dtype}")
-        q_inv = inverse_norms(cuda, q, "queries")
+        q_inv = inverse_norms(cuda, q, q_name)
         db_inv = q_inv if db is q else inverse_norms(cuda, db, name_db)
         nq, d = q.shape
         nd = db.shape[0]
