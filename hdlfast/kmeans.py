@@ -111,22 +111,18 @@ def _initial_centroids(init, n_clusters: int, d: int, spherical: bool) -> np.nda
     return c
 
 
-def _sq_dists(p: np.ndarray, q: np.ndarray, spherical: bool) -> np.ndarray:
-    """(len(p), len(q)) squared Euclidean distances in float64 (unit rows when spherical)."""
-    dots = p @ q.T
-    if spherical:
-        return np.maximum(2.0 - 2.0 * dots, 0.0)
-    pp = np.einsum("ij,ij->i", p, p)[:, None]
-    qq = np.einsum("ij,ij->i", q, q)[None, :]
-    return np.maximum(pp + qq - 2.0 * dots, 0.0)
-
-
 def _kmeans_pp(p: np.ndarray, n_clusters: int, rng, spherical: bool) -> np.ndarray:
     """Greedy k-means++ (Arthur and Vassilvitskii; local trials as in scikit-learn)."""
     s = p.shape[0]
     trials = 2 + int(math.log(n_clusters))
+    pp = np.full(s, 1.0) if spherical else np.einsum("ij,ij->i", p, p)
+
+    def sq_dists(cand):
+        """(s, len(cand)) squared distances of the sample rows to the rows ``cand``."""
+        return np.maximum(pp[:, None] + pp[None, cand] - 2.0 * (p @ p[cand].T), 0.0)
+
     chosen = [int(rng.integers(s))]
-    d2 = _sq_dists(p, p[chosen], spherical)[:, 0]
+    d2 = sq_dists(chosen)[:, 0]
     for _ in range(1, n_clusters):
         pot = d2.sum()
         if pot > 0:
@@ -134,7 +130,7 @@ def _kmeans_pp(p: np.ndarray, n_clusters: int, rng, spherical: bool) -> np.ndarr
             cand = np.minimum(cand, s - 1)
         else:  # every row coincides with a centre already chosen
             cand = rng.integers(s, size=trials)
-        new = np.minimum(d2[:, None], _sq_dists(p, p[cand], spherical))
+        new = np.minimum(d2[:, None], sq_dists(cand))
         best = int(np.argmin(new.sum(axis=0)))
         chosen.append(int(cand[best]))
         d2 = new[:, best]

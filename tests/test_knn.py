@@ -294,3 +294,23 @@ def test_results_do_not_depend_on_thread_count(backend, monkeypatch):
         for r1, r2 in ((a, c), (b, d)):
             np.testing.assert_array_equal(r1[0], r2[0])
             np.testing.assert_array_equal(r1[1], r2[1])
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("budget", [None, 4 * 64 * 10])  # one tile, or 10-column tiles
+def test_top1_ties_go_to_the_smaller_index_across_tiles(backend, budget):
+    """k = 1 (the k-means assignment) has its own merge path: equal maxima in one tile or in
+    different tiles resolve to the smaller index."""
+    rng = np.random.default_rng(21)
+    db = rng.standard_normal((50, 6)).astype(np.float32)
+    db[35] = db[5]
+    db[36] = db[5]
+    db[12] = db[11]
+    q = np.concatenate([db[[5, 11, 36, 12]] * 2.0, rng.standard_normal((30, 6))]).astype(
+        np.float32)
+    sims, idx = hdlfast.knn(q, 1, database=db, backend=backend, memory_budget=budget)
+    assert idx[:4, 0].tolist() == [5, 11, 5, 11]
+    assert_knn(sims, idx, q, db, 1, exclude_self=False)
+    # self excluded in a self-graph: the duplicate, not the point itself, is the nearest
+    sims, idx = hdlfast.knn(db, 1, backend=backend, memory_budget=budget)
+    assert idx[[5, 35, 36, 11, 12], 0].tolist() == [35, 5, 5, 12, 11]

@@ -5,6 +5,7 @@
 #include "cpu/topk.h"
 
 #include <algorithm>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -64,6 +65,26 @@ void merge_row(const float* t, int64_t cols, int64_t col0, int64_t skip, float* 
   }
 }
 
+// k = 1 (the k-means assignment): the row maximum by a lane-wise max (maxps), then the first
+// column holding it (the smaller index on ties), offered once; 2-3x less work than the
+// threshold scan, which for k = 1 keeps finding new maxima early in each row.
+HDLFAST_CLONES
+void merge_row_top1(const float* t, int64_t cols, int64_t col0, float* hs, int64_t* hi) {
+  float lane[kChunk];
+  for (int64_t j = 0; j < kChunk; ++j) lane[j] = -std::numeric_limits<float>::infinity();
+  int64_t c = 0;
+  for (; c + kChunk <= cols; c += kChunk) {
+    for (int64_t j = 0; j < kChunk; ++j) lane[j] = t[c + j] > lane[j] ? t[c + j] : lane[j];
+  }
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < kChunk; ++j) m = lane[j] > m ? lane[j] : m;
+  for (; c < cols; ++c) m = t[c] > m ? t[c] : m;
+  if (m < hs[0]) return;
+  int64_t j = 0;
+  while (t[j] != m) ++j;
+  offer(hs, hi, 1, m, col0 + j);
+}
+
 HDLFAST_CLONES
 void merge_col_range(const float* tile, int64_t rows, int64_t ld, int64_t row0, int64_t col0,
                      int64_t c_begin, int64_t c_end, float* heap_s, int64_t* heap_i, int64_t k) {
@@ -100,6 +121,10 @@ void merge_rows(const float* tile, int64_t rows, int64_t cols, int64_t ld, int64
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t row = row0 + r;
     const int64_t skip = exclude_self ? row : -1;
+    if (k == 1 && (skip < col0 || skip >= col0 + cols)) {
+      merge_row_top1(tile + r * ld, cols, col0, heap_s + row, heap_i + row);
+      continue;
+    }
     merge_row(tile + r * ld, cols, col0, skip, heap_s + row * k, heap_i + row * k, k);
   }
 }

@@ -33,6 +33,22 @@ def _replace_root(hs, hi, k, s, i):
     hi[pos] = i
 
 
+@nb.njit(inline="always", cache=True, nogil=True)
+def _merge_top1(t, col0, hs, hi):
+    """k = 1: the row maximum, then the first column holding it (smaller index on ties)."""
+    m = -np.inf
+    for v in t:
+        m = v if v > m else m
+    if m < hs[0]:
+        return
+    j = 0
+    while t[j] != m:
+        j += 1
+    if _worse(hs[0], hi[0], m, col0 + j):
+        hs[0] = m
+        hi[0] = col0 + j
+
+
 @nb.njit(cache=True, nogil=True)
 def merge_rows(tile, row0, col0, heap_s, heap_i, exclude_self):
     """Merge tile rows into the heaps of rows row0.. (candidates col0..)."""
@@ -42,6 +58,9 @@ def merge_rows(tile, row0, col0, heap_s, heap_i, exclude_self):
         row = row0 + r
         skip = row if exclude_self else -1
         t, hs, hi = tile[r], heap_s[row], heap_i[row]
+        if k == 1 and (skip < col0 or skip >= col0 + cols):
+            _merge_top1(t, col0, hs, hi)
+            continue
         thr = hs[0]
         for c in range(0, cols, _CHUNK):
             e = min(c + _CHUNK, cols)
@@ -88,6 +107,8 @@ def merge_cols(tile, row0, col0, heap_s, heap_i):
 def finalize(heap_s, heap_i):
     """Sort every heap: similarity descending, index ascending."""
     n, k = heap_s.shape
+    if k == 1:  # nothing to sort
+        return
     for r in nb.prange(n):
         hs = heap_s[r]
         hi = heap_i[r]
