@@ -22,3 +22,4 @@ for tool in memcheck racecheck initcheck synccheck; do
 done
 timeout 400 python3 "$repo/benchmarks/bench_knn_gpu.py" --out "$OUT/knn-gpu-$gpu.json"
 timeout 300 python3 "$repo/benchmarks/bench_sinkhorn_gpu.py" --out "$OUT/sinkhorn-gpu-$gpu.json"
+timeout 300 python3 "$repo/benchmarks/bench_kmeans_gpu.py" --out "$OUT/kmeans-gpu-$gpu.json"
