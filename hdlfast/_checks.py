@@ -187,3 +187,18 @@ def choice(value, name: str, allowed):
     if value not in allowed:
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
     return value
+
+
+def int_vector(x, name: str, n: int | None = None, other: str = "") -> np.ndarray:
+    """A non-empty 1-D integer array (of n entries when given) as int64 numpy."""
+    x = _arrays.as_array(x, name)
+    inf = _arrays.info(x, name)
+    if not inf.dtype.startswith(("int", "uint")):
+        raise TypeError(f"{name} must hold integer labels, got dtype {inf.dtype}")
+    if len(inf.shape) != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {inf.shape}")
+    if inf.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    if n is not None and inf.shape[0] != n:
+        raise ValueError(f"{name} has {inf.shape[0]} entries but {other} has {n}")
+    return _arrays.to_numpy(x).astype(np.int64)

@@ -15,6 +15,15 @@ _INT32_MAX = np.iinfo(np.int32).max
 FREE_FRACTION = 0.5
 
 
+def dtype_code(x, name: str) -> int:
+    """The kernels' dtype code of a GPU array; float64 (no tensor-core path) is refused."""
+    dtype_name = _arrays.info(x, name).dtype
+    if dtype_name == "float64":
+        raise TypeError(f"{name}: float64 is not supported on the GPU; use float32, float16 "
+                        "or bfloat16")
+    return _arrays.DTYPE_CODES[dtype_name]
+
+
 def inverse_norms(cuda, x, name: str):
     """float32 inverse row norms of ``x`` on its device; NaN/Inf or zero rows raise."""
     n, d = x.shape
@@ -37,10 +46,8 @@ def topk(cuda, q, db, k: int, exclude_self: bool, allow_tf32: bool,
     with _arrays.device_ctx(q):
         q = _arrays.gpu_contiguous(q)
         db = q if db is None else _arrays.gpu_contiguous(db)
+        dtype = dtype_code(q, q_name)
         dtype_name = _arrays.info(q, q_name).dtype
-        if dtype_name == "float64":
-            raise TypeError(f"{q_name}: float64 is not supported on the GPU; use float32, "
-                            "float16 or bfloat16")
         if _arrays.info(db, name_db).dtype != dtype_name:
             raise TypeError(f"{q_name} and {name_db} must have the same dtype on the GPU, got "
                             f"{dtype_name} and {_arrays.info(db, name_db).dtype}")
@@ -48,7 +55,6 @@ def topk(cuda, q, db, k: int, exclude_self: bool, allow_tf32: bool,
         db_inv = q_inv if db is q else inverse_norms(cuda, db, name_db)
         nq, d = q.shape
         nd = db.shape[0]
-        dtype = _arrays.DTYPE_CODES[dtype_name]
         sims = _arrays.empty(q, (nq, k), "float32")
         idx = _arrays.empty(q, (nq, k), "int64")
         budget = memory_budget
@@ -206,17 +212,14 @@ class SinkhornState:
         self._m = cuda_module
         with _arrays.device_ctx(scores):
             scores = _arrays.gpu_contiguous(scores)
-            dtype_name = _arrays.info(scores, "scores").dtype
-            if dtype_name == "float64":
-                raise TypeError("scores: float64 is not supported on the GPU; use float32, "
-                                "float16 or bfloat16")
+            dtype = dtype_code(scores, "scores")
             n, k = scores.shape
             self._n, self._k, self._beta, self._like = n, k, float(beta), scores
             self.q = _arrays.empty(scores, (n, k), "float32")
             rowmax = _arrays.empty(scores, (n,), "float64")
             bad = _arrays.full(scores, (1,), _INT32_MAX, "int32")
-            self._m.sk_prepare(_arrays.data_ptr(scores), n, k, _arrays.DTYPE_CODES[dtype_name],
-                               self._beta, _arrays.data_ptr(self.q), _arrays.data_ptr(rowmax),
+            self._m.sk_prepare(_arrays.data_ptr(scores), n, k, dtype, self._beta,
+                               _arrays.data_ptr(self.q), _arrays.data_ptr(rowmax),
                                _arrays.data_ptr(bad), self._stream())
             bad_row = int(_arrays.to_numpy(bad)[0])
             if bad_row != _INT32_MAX:
@@ -291,11 +294,7 @@ class KMeansState:
         self._m, self._budget, self._tf32 = cuda_module, memory_budget, bool(allow_tf32)
         with _arrays.device_ctx(x):
             x = _arrays.gpu_contiguous(x)
-            dtype_name = _arrays.info(x, "X").dtype
-            if dtype_name == "float64":
-                raise TypeError("X: float64 is not supported on the GPU; use float32, "
-                                "float16 or bfloat16")
-            self._x, self._dtype, self._spherical = x, _arrays.DTYPE_CODES[dtype_name], spherical
+            self._x, self._dtype, self._spherical = x, dtype_code(x, "X"), spherical
             if spherical:
                 self._inv = inverse_norms(cuda_module, x, "X")  # the update sums unit rows
                 self.q = x

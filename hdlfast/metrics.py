@@ -8,27 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _arrays
-
-
-def _int_vector(x, name: str, n: int | None = None, other: str = "") -> np.ndarray:
-    """A non-empty 1-D integer array (of n entries when given) as int64 numpy."""
-    x = _arrays.as_array(x, name)
-    inf = _arrays.info(x, name)
-    if not inf.dtype.startswith(("int", "uint")):
-        raise TypeError(f"{name} must hold integer labels, got dtype {inf.dtype}")
-    if len(inf.shape) != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {inf.shape}")
-    if inf.shape[0] == 0:
-        raise ValueError(f"{name} is empty")
-    if n is not None and inf.shape[0] != n:
-        raise ValueError(f"{name} has {inf.shape[0]} entries but {other} has {n}")
-    return _arrays.to_numpy(x).astype(np.int64)
+from . import _checks
 
 
 def _pair(pred, target, non_negative: bool = False):
-    pred = _int_vector(pred, "pred")
-    target = _int_vector(target, "target", pred.size, "pred")
+    pred = _checks.int_vector(pred, "pred")
+    target = _checks.int_vector(target, "target", pred.size, "pred")
     if non_negative:
         for name, v in (("pred", pred), ("target", target)):
             if v.min() < 0:

@@ -17,7 +17,6 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _arrays, _backend, _checks
-from .metrics import _int_vector
 
 
 class ConfidentLabels(NamedTuple):
@@ -100,7 +99,7 @@ def neighbor_accuracy(idx, targets) -> float:
     number as SCAN's ``mine_nearest_neighbors``. ``idx`` (N, k) integer indices in [0, N),
     ``targets`` (N,) integer ground truth; any array kind. Returns a Python float.
     """
-    t = _int_vector(targets, "targets")
+    t = _checks.int_vector(targets, "targets")
     shape = _arrays.info(_arrays.as_array(idx, "idx"), "idx").shape
     if len(shape) == 2 and shape[0] != t.size:
         raise ValueError(f"idx has {shape[0]} rows but targets has {t.size} entries")
