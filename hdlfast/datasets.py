@@ -73,3 +73,107 @@ def ring_graph(n, k, n_classes=100, *, closed_fraction=0.01, label_fraction=0.00
     chosen = rng.choice(ring_ids, max(n_classes, int(n * label_fraction)), replace=False)
     labels[chosen] = truth[chosen]
     return idx, sims_out, labels, truth
+
+
+SYNTHETIC_BLOCK = 65536  # rows per generated block: fixed, so X never depends on memory
+
+
+def synthetic_embeddings(n, d, *, n_classes=100, imbalance=10.0, spread=1.0, seed=0, path=None,
+                         dtype=np.float32):
+    """Large clustered embeddings, generated block by block: (X (n, d), labels (n,) int64).
+
+    The distribution of :func:`hypersphere_mixture`: class centres on the unit sphere plus
+    Gaussian noise of norm about ``spread``; long-tailed class sizes (class c drawn with
+    probability proportional to ``imbalance ** (-c / (n_classes - 1))``, so the largest class
+    is about ``imbalance`` times the smallest). The centres come from the seed alone and the rows
+    in blocks of ``SYNTHETIC_BLOCK`` rows, block b from its own generator
+    ``np.random.default_rng([seed, 1, b])`` (labels first, then float32 noise), so X is the same
+    for the same (n, d, n_classes, imbalance, spread, seed, dtype) on every machine, any block
+    can be regenerated alone, and the rows of a smaller n are the first rows of a larger one.
+
+    path : None for an in-memory array, or a .npy file written block by block through
+        ``np.lib.format.open_memmap`` (overwritten if present); X is then that read-write
+        memmap and the labels are also saved beside it as ``<stem>.labels.npy``.
+    Extra memory beyond X and the labels: about one block of float32 noise.
+    """
+    n, d = _positive(n, "n"), _positive(d, "d")
+    n_classes = _positive(n_classes, "n_classes")
+    if not imbalance >= 1:
+        raise ValueError(f"imbalance must be >= 1, got {imbalance}")
+    if not spread >= 0:
+        raise ValueError(f"spread must be >= 0, got {spread}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise ValueError(f"dtype must be a float type, got {dtype}")
+    centres = _synthetic_centres(n_classes, d, seed)
+    weights = float(imbalance) ** (-np.arange(n_classes) / max(n_classes - 1, 1))
+    p = weights / weights.sum()
+    if path is None:
+        x = np.empty((n, d), dtype)
+    else:
+        from pathlib import Path
+
+        x = np.lib.format.open_memmap(Path(path), mode="w+", dtype=dtype, shape=(n, d))
+    labels = np.empty(n, np.int64)
+    scale = np.float32(spread / np.sqrt(d))
+    centres = centres.astype(dtype, copy=False)
+    for b, start in enumerate(range(0, n, SYNTHETIC_BLOCK)):
+        rows = min(SYNTHETIC_BLOCK, n - start)
+        lab, noise = _block_draws(seed, b, rows, d, p, scale)
+        labels[start:start + rows] = lab
+        out = x[start:start + rows]
+        np.take(centres, lab, axis=0, out=out)
+        np.add(out, noise, out=out, casting="unsafe")
+    if path is not None:
+        x.flush()
+        np.save(_labels_path(path), labels)
+    return x, labels
+
+
+def _synthetic_block_at(b, n, d, *, n_classes=100, imbalance=10.0, spread=1.0, seed=0,
+                        dtype=np.float32):
+    """Block ``b`` of :func:`synthetic_embeddings` (rows ``b * SYNTHETIC_BLOCK`` onwards) on
+    its own, without generating the others: (X block, labels block)."""
+    n, d, b = _positive(n, "n"), _positive(d, "d"), int(b)
+    start = b * SYNTHETIC_BLOCK
+    if not 0 <= start < n:
+        raise ValueError(f"block {b} is outside the {n} rows")
+    rows = min(SYNTHETIC_BLOCK, n - start)
+    centres = _synthetic_centres(n_classes, d, seed).astype(np.dtype(dtype), copy=False)
+    weights = float(imbalance) ** (-np.arange(n_classes) / max(n_classes - 1, 1))
+    lab, noise = _block_draws(seed, b, rows, d, weights / weights.sum(),
+                                  np.float32(spread / np.sqrt(d)))
+    out = centres[lab]
+    np.add(out, noise, out=out, casting="unsafe")
+    return out, lab
+
+
+def _synthetic_centres(n_classes, d, seed):
+    centres = np.random.default_rng([seed, 0]).standard_normal((n_classes, d))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    return centres.astype(np.float32)
+
+
+def _block_draws(seed, b, rows, d, p, scale):
+    rng = np.random.default_rng([seed, 1, b])
+    # labels of a whole block even when it is cut short, so the noise stream starts at the
+    # same place and the rows of a smaller n are the first rows of a larger one
+    lab = rng.choice(p.shape[0], size=SYNTHETIC_BLOCK, p=p)[:rows].astype(np.int64)
+    noise = rng.standard_normal((rows, d), dtype=np.float32)
+    noise *= scale
+    return lab, noise
+
+
+def _labels_path(path):
+    from pathlib import Path
+
+    p = Path(path)
+    return p.with_name(p.stem + ".labels.npy")
+
+
+def _positive(v, name):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return int(v)
