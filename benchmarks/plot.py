@@ -1,8 +1,9 @@
 """Charts from benchmark result files (the JSON written by ``hdlfast bench --out`` and by
 ``benchmarks/million.py``; schema in ``hdlfast/bench.py``).
 
-For every capability: time against N (log-log, one line per contender, the floor dashed) and,
-at the largest N measured, each contender's time relative to hdlfast and to the floor.
+For every capability: time against N (log-log, one line per contender, the floor dashed), time
+against k where several k were measured, and, at the largest N measured, each contender's time
+relative to hdlfast and to the floor.
 Scaling runs with a ``peak_rss_mb`` also get a memory chart.
 
 Run: python benchmarks/plot.py benchmarks/results/million-cpu-*.json --out benchmarks/results/plots
@@ -83,6 +84,33 @@ def time_vs_n(groups, machine, out: Path):
     return files
 
 
+def time_vs_k(records, machine, out: Path):
+    """Time against k at a fixed N, for the capabilities measured at several k."""
+    by = defaultdict(lambda: defaultdict(dict))
+    for r in records:
+        if r.get("k"):
+            by[(r["capability"], r["n"], r.get("d"))][r["contender"]][r["k"]] = r["seconds"]
+    files = []
+    for (cap, n, d), cont in sorted(by.items(), key=lambda kv: str(kv[0])):
+        if max(len(v) for v in cont.values()) < 3:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, pts in sorted(cont.items()):
+            ks = sorted(pts)
+            ax.plot(ks, [pts[k] for k in ks], marker="o", label=name,
+                    linewidth=2.5 if name.startswith("hdlfast") else 1.2)
+        ax.set(xscale="log", yscale="log", xlabel="k", ylabel="seconds",
+               title=f"{cap}, N={n:,}{f', d={d}' if d else ''} ({machine})")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        path = out / f"{cap}-time-vs-k-n{n}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        files.append(path)
+    return files
+
+
 def ratios(groups, machine, out: Path):
     """Per capability at its largest N: time / hdlfast's best time and time / floor."""
     rows = []
@@ -154,8 +182,8 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     machine = records[0]["machine"]
     groups = _series(records)
-    files = time_vs_n(groups, machine, out) + ratios(groups, machine, out) + \
-        memory_vs_n(groups, machine, out)
+    files = time_vs_n(groups, machine, out) + time_vs_k(records, machine, out) + \
+        ratios(groups, machine, out) + memory_vs_n(groups, machine, out)
     for f in files:
         print(f)
 
