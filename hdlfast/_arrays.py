@@ -126,6 +126,21 @@ def allreduce(x: np.ndarray, group, op: str) -> np.ndarray:
     return buf.numpy()
 
 
+def row_flags(x):
+    """(finite, nonzero) per row of the 2-D array ``x``, computed where x lives and returned
+    as numpy bool vectors (for input checks; never writes)."""
+    k = kind(x)
+    if k == "torch":
+        x = x.detach()
+        t = _torch()
+        return to_numpy(t.isfinite(x).all(dim=1)), to_numpy((x != 0).any(dim=1))
+    if k == "cupy":
+        cp = _cupy()
+        with x.device:
+            return to_numpy(cp.isfinite(x).all(axis=1)), to_numpy((x != 0).any(axis=1))
+    return np.isfinite(x).all(axis=1), (x != 0).any(axis=1)
+
+
 def host_float32(x) -> np.ndarray:
     """C-contiguous float32 numpy array with the values of ``x``."""
     return np.ascontiguousarray(to_host(x), dtype=np.float32)

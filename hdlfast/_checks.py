@@ -12,6 +12,7 @@ import numpy as np
 from . import _arrays
 
 _INT_KINDS = ("int", "uint", "bool", "complex")
+_ROW_CHECK_ELEMENTS = 1 << 22  # entries per block of :func:`rows` (4 MiB of flags)
 
 
 def embeddings(x, name: str):
@@ -31,6 +32,30 @@ def embeddings(x, name: str):
     if inf.shape[0] == 0 or inf.shape[1] == 0:
         raise ValueError(f"{name} is empty: shape {inf.shape}")
     return x, inf
+
+
+def rows(x, name: str) -> None:
+    """Raise (see :func:`bad_rows`) for the first row of the 2-D embeddings ``x`` (already
+    checked by :func:`embeddings`) that holds NaN/Inf or is all zeros. For functions that
+    hand row subsets of ``x`` to the kNN search, so that errors name the caller's argument
+    and row. Runs where ``x`` lives, in blocks of rows (small temporaries); never writes."""
+    n, d = x.shape
+    step = max(1, _ROW_CHECK_ELEMENTS // max(d, 1))
+    for b in range(0, n, step):
+        finite, nonzero = _arrays.row_flags(x[b:b + step])
+        if not finite.all():
+            bad_rows(name, b + int(np.argmin(finite)), None)
+        if not nonzero.all():
+            bad_rows(name, None, b + int(np.argmin(nonzero)))
+
+
+def seed(value, name: str = "seed") -> int:
+    """A non-negative integer seed for ``np.random.default_rng``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return int(value)
 
 
 def same_device(a_info, b_info, a_name: str, b_name: str):
@@ -72,7 +97,7 @@ def positive_float(value, name: str, zero: bool = False) -> float:
 def _vector(x, length: int, name: str) -> np.ndarray:
     x = _arrays.as_array(x, name)
     inf = _arrays.info(x, name)
-    if inf.dtype.startswith(("complex", "bool")):
+    if not inf.dtype.startswith(("int", "uint", "float", "bfloat")):
         raise TypeError(f"{name} must be real numbers, got dtype {inf.dtype}")
     if inf.shape != (length,):
         raise ValueError(f"{name} must have shape ({length},), got {inf.shape}")
@@ -112,32 +137,32 @@ def bad_rows(name: str, nonfinite_row: int | None, zero_row: int | None):
         raise ValueError(f"{name} has a zero-norm row (row {zero_row}): cosine is undefined")
 
 
-def labels(y, n: int | None, n_classes: int | None = None):
+def labels(y, n: int | None, n_classes: int | None = None, name: str = "labels"):
     """(N,) integer labels, -1 for unlabeled, at least one labeled, each < n_classes when
-    given; returned as int64 numpy."""
-    y = _arrays.as_array(y, "labels")
-    inf = _arrays.info(y, "labels")
+    given; returned as int64 numpy. ``name`` is the caller's argument name."""
+    y = _arrays.as_array(y, name)
+    inf = _arrays.info(y, name)
     if not inf.dtype.startswith(("int", "uint")):
-        raise TypeError(f"labels must be integers (-1 for unlabeled), got dtype {inf.dtype}")
+        raise TypeError(f"{name} must be integers (-1 for unlabeled), got dtype {inf.dtype}")
     if len(inf.shape) != 1:
-        raise ValueError(f"labels must be 1-D, got shape {inf.shape}")
+        raise ValueError(f"{name} must be 1-D, got shape {inf.shape}")
     if n is not None and inf.shape[0] != n:
-        raise ValueError(f"labels has {inf.shape[0]} entries but there are {n} points")
+        raise ValueError(f"{name} has {inf.shape[0]} entries but there are {n} points")
     if inf.shape[0] == 0:
-        raise ValueError("labels is empty")
+        raise ValueError(f"{name} is empty")
     if inf.shape[0] >= 2**31:
-        raise ValueError(f"labels: {inf.shape[0]} points; at most 2**31 - 1 on one machine")
+        raise ValueError(f"{name}: {inf.shape[0]} points; at most 2**31 - 1 on one machine")
     host = _arrays.to_numpy(y).astype(np.int64)
     if host.min() < -1:
-        raise ValueError(f"labels must be >= -1 (-1 = unlabeled), got {host.min()}")
+        raise ValueError(f"{name} must be >= -1 (-1 = unlabeled), got {host.min()}")
     if host.max() < 0:
-        raise ValueError("labels has no labeled point (every entry is -1)")
+        raise ValueError(f"{name} has no labeled point (every entry is -1)")
     if host.max() >= 2**31 - 1:
-        raise ValueError(f"labels must be < 2**31 - 1, got {host.max()}")
+        raise ValueError(f"{name} must be < 2**31 - 1, got {host.max()}")
     if n_classes is not None:
         n_classes = positive_int(n_classes, "n_classes")
         if host.max() >= n_classes:
-            raise ValueError(f"labels must be < n_classes={n_classes}, got {host.max()}")
+            raise ValueError(f"{name} must be < n_classes={n_classes}, got {host.max()}")
     return host
 
 
@@ -150,10 +175,12 @@ def indices(idx, name: str, n: int | None):
         raise TypeError(f"{name} must hold integer indices, got dtype {inf.dtype}")
     if len(inf.shape) != 2:
         raise ValueError(f"{name} must be 2-D (N, k), got shape {inf.shape}")
+    if 0 in inf.shape:
+        raise ValueError(f"{name} is empty: shape {inf.shape}")
     host = np.ascontiguousarray(_arrays.to_numpy(idx), dtype=np.int64)
     if n is None:
-        n = max(host.shape[0], int(host.max()) + 1 if host.size else 0)
-    if host.size and (host.min() < 0 or host.max() >= n):
+        n = max(host.shape[0], int(host.max()) + 1)
+    if host.min() < 0 or host.max() >= n:
         raise ValueError(f"{name} holds indices outside [0, {n}): min {host.min()}, "
                          f"max {host.max()}")
     return host, n

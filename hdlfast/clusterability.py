@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _arrays, _checks
+from . import _arrays, _backend, _checks
 from .knn import knn
 
 DEFAULT_CANDIDATES = (5, 10, 15, 20, 30, 50)
@@ -22,6 +22,10 @@ def label_clusterability(X, labels, ks=(1, 5, 10, 20, 50), *, backend=None) -> d
     X, x_info = _checks.embeddings(X, "X")
     y = _checks.labels(labels, x_info.shape[0])
     ks = sorted({_checks.positive_int(k, "ks") for k in np.atleast_1d(ks).tolist()})
+    if not ks:
+        raise ValueError("ks is empty: give one or more k >= 1")
+    _backend.select(backend, x_info.on_gpu, like=X)  # a bad backend name fails here
+    _checks.rows(X, "X")
     known = np.nonzero(y >= 0)[0]
     usable = [k for k in ks if k <= known.size - 1]
     out = {"k": usable, "mu": [], "agreement": []}
@@ -70,13 +74,18 @@ def select_k(X, labels, candidates=DEFAULT_CANDIDATES, *, n_folds=5, threshold=0
     if not cands:
         raise ValueError(f"candidates must hold a k <= {n - 1} (number of points - 1)")
     n_folds = _checks.positive_int(n_folds, "n_folds")
+    threshold = _checks.positive_float(threshold, "threshold", zero=True)
+    if threshold > 1:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    seed = _checks.seed(seed)
+    _checks.choice(method, "method", ("hdl", "tree"))
+    if graph is not None:
+        idx, sims = _checks.graph(graph, n, max(cands))
     curve = label_clusterability(X, y, cands, backend=backend)
     counts = np.bincount(y[y >= 0])
     counts = counts[counts > 0]
     if graph is None:
         sims, idx = (_arrays.to_numpy(a) for a in knn(X, max(cands), backend=backend))
-    else:
-        idx, sims = _checks.graph(graph, n, max(cands))
     if counts.min() < 2 or n_folds < 2:
         ok = [k for k, mu in zip(curve["k"], curve["mu"]) if mu >= threshold]
         if ok:

@@ -36,8 +36,8 @@ class HDLLabeler(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         _checks.choice(self.method, "method", ("hdl", "knn-dv", "tree"))
         X, _ = _checks.embeddings(X, "X")
-        labels = _checks.labels(y, _arrays.info(X, "X").shape[0])
-        if self.k == "auto":
+        labels = _checks.labels(y, _arrays.info(X, "X").shape[0], name="y")
+        if isinstance(self.k, str) and self.k == "auto":
             method = "hdl" if self.method == "knn-dv" else self.method
             self.selection_ = select_k(X, labels, self.candidates, method=method,
                                        backend=self.backend)

@@ -55,8 +55,7 @@ def kmeans(X, n_clusters, *, spherical=True, n_iters=100, tol=0.0, init="k-means
     n_iters = _checks.positive_int(n_iters, "n_iters")
     if tol is not None:
         tol = _checks.positive_float(tol, "tol", zero=True)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+    seed = _checks.seed(seed)
     given = None
     if isinstance(init, str):
         _checks.choice(init, "init", _INITS)

@@ -59,6 +59,7 @@ def knn_vote(X, labels, k=20, *, weighting="similarity", n_classes=None, backend
     k = _checks.positive_int(k, "k")
     _checks.choice(weighting, "weighting", _WEIGHTINGS)
     kern = _backend.select(backend, x_info.on_gpu, like=X).labeling
+    _checks.rows(X, "X")
     out_lab, out_conf = y.copy(), np.where(y >= 0, 1.0, 0.0)
     todo = np.nonzero(y < 0)[0]
     if todo.size:
@@ -110,10 +111,12 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
     impl = _backend.select(backend, on_gpu, like=like)
     if schedule == "sequential" and impl.on_gpu:
         raise ValueError("schedule='sequential' runs on the CPU only; pass backend='native'")
+    if graph is not None:
+        idx, sims = _checks.graph(graph, n, k)
+    if X is not None:
+        _checks.rows(X, "X")
     if graph is None:
         sims, idx = (_arrays.to_numpy(a) for a in knn(X, k, backend=backend))
-    else:
-        idx, sims = _checks.graph(graph, n, k)
     kern = impl.labeling
     uniform = weighting == "uniform"
 
@@ -159,11 +162,14 @@ def vote_against(X, reference, ref_labels, k=20, *, weighting="similarity", back
     ``reference`` whose ``ref_labels`` are not -1 (kNN-DV against a labeled set)."""
     X, x_info = _checks.embeddings(X, "X")
     reference, r_info = _checks.embeddings(reference, "reference")
+    _checks.same_device(x_info, r_info, "X", "reference")
     _checks.same_width(x_info, r_info, "X", "reference")
-    y = _checks.labels(ref_labels, r_info.shape[0])
+    y = _checks.labels(ref_labels, r_info.shape[0], name="ref_labels")
     k = _checks.positive_int(k, "k")
     _checks.choice(weighting, "weighting", _WEIGHTINGS)
     kern = _backend.select(backend, x_info.on_gpu, like=X).labeling
+    _checks.rows(X, "X")
+    _checks.rows(reference, "reference")
     known = np.nonzero(y >= 0)[0]
     lab, conf = _vote_in_embedding(kern, X, y, None, known, k, weighting, backend,
                                    database=reference)

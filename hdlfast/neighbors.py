@@ -167,6 +167,8 @@ def neighborhood_positives(z, bank, k, *, backend=None):
     (cosine) of the memory ``bank`` (M, d). Returns ``(sims, idx)``, (B, k) float32 and int64
     in z's kind and device, by decreasing similarity (ties: smaller index), as
     :func:`hdlfast.knn` with ``database=bank``."""
+    if bank is None:  # _knn reads None as "the self-graph of z"
+        raise TypeError("bank must be an array (the memory bank), got None")
     return _knn(z, "z", bank, "bank", k, backend)
 
 
@@ -286,6 +288,8 @@ def hard_negatives(z, bank_unlabeled, bank_labeled, k, *, n_neg=None, n_mix=5,
 
 
 def _mixing_weights(mu) -> np.ndarray:
+    if mu is None or isinstance(mu, (str, bytes)):
+        raise TypeError(f"mu must be a sequence of numbers, got {type(mu).__name__}")
     try:
         values = np.asarray(mu, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):

@@ -73,6 +73,9 @@ def select_to_label(X, budget, *, k=20, n_iters=10, weight=0.5, momentum=0.9, al
     if momentum >= 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     alpha = _checks.positive_float(alpha, "alpha")
+    kmeans_iters = _checks.positive_int(kmeans_iters, "kmeans_iters")
+    seed = _checks.seed(seed)
+    _checks.rows(X, "X")  # before knn, whose errors would name "queries"
 
     sims, _ = knn(X, k, backend=backend)
     density = _density(_arrays.to_numpy(sims).astype(np.float64), count_self=True)
