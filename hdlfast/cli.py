@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,30 +23,85 @@ class UsageError(Exception):
 
 # --- loaders --------------------------------------------------------------------------------
 
+_EMB_ITEMSIZES = (2, 4, 8)  # float16, float32, float64 (either byte order)
+_MAX_LABEL = 2**31 - 1  # labels are int32 in the kernels
+
+
+def _one_line(text) -> str:
+    """``text`` on one line (library and parser messages can hold newlines)."""
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a parser failed, in one short line: the exception type and its first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if len(text) > 160:
+        text = text[:157] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _input_file(path: str, what: str) -> Path:
+    """``path`` as a Path when it names a regular file, else a UsageError saying why not."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            raise UsageError(f"{what} file is a directory: {path}")
+        if not p.exists():
+            raise UsageError(f"{what} file not found: {path}")
+        if not p.is_file():
+            raise UsageError(f"{what} file is not a regular file: {path}")
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise UsageError(f"{what} file cannot be opened: {path} ({_reason(exc)})") from None
+    return p
+
+
+def _load_npy(p: Path) -> np.ndarray:
+    """One array from a .npy file; anything else (an .npz archive, a pickle) is an error.
+    The file is opened here so that it is closed whatever np.load makes of it."""
+    with open(p, "rb") as fh, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        arr = np.load(fh, allow_pickle=False)
+        if not isinstance(arr, np.ndarray):  # np.load opened a zip archive
+            raise UsageError(f"{p}: a zip (.npz) archive, not a .npy array")
+    return arr
+
 
 def load_embeddings(path: str) -> np.ndarray:
     """(N, d) float array from .npy, .npz (key 'embeddings' or 'X', or its only array) or
-    .pt/.pth (a tensor, or a dict holding one under 'embeddings')."""
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"embeddings file not found: {path}")
+    .pt/.pth (a tensor, or a dict holding one under 'embeddings'). Every row must be finite
+    and non-zero (cosine similarity is undefined for a zero row)."""
+    p = _input_file(path, "embeddings")
     try:
         if p.suffix == ".npy":
-            arr = np.load(p, allow_pickle=False)
+            arr = _load_npy(p)
         elif p.suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
+            with open(p, "rb") as fh, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                z = np.load(fh, allow_pickle=False)
+                if not isinstance(z, np.lib.npyio.NpzFile):
+                    raise UsageError(f"{path}: a .npy array, not a .npz archive; rename it "
+                                     "to .npy")
                 keys = [k for k in ("embeddings", "X") if k in z.files] or z.files
                 if len(keys) != 1 and not set(keys) & {"embeddings", "X"}:
-                    raise UsageError(f"{path}: several arrays {z.files}; name one 'embeddings'")
+                    raise UsageError(f"{path}: {len(z.files)} arrays {z.files[:8]}; name one "
+                                     "'embeddings'")
                 arr = z[keys[0]]
+                if not isinstance(arr, np.ndarray):  # a member that is no .npy file
+                    raise UsageError(f"{path}: {keys[0]!r} is not a .npy array")
         elif p.suffix in (".pt", ".pth"):
             import torch
 
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # e.g. on the pickle protocol of the file
+                warnings.simplefilter("ignore")
+                obj = torch.load(p, map_location="cpu", weights_only=True)
             if isinstance(obj, dict):
                 obj = obj.get("embeddings", obj.get("X"))
             if not isinstance(obj, torch.Tensor):
                 raise UsageError(f"{path}: expected a tensor or {{'embeddings': tensor}}")
+            if not obj.is_floating_point() or obj.layout != torch.strided:
+                raise UsageError(f"{path}: embeddings must be a dense float tensor, got "
+                                 f"{obj.dtype} ({obj.layout}) {tuple(obj.shape)}")
             arr = obj.detach().float().numpy()
         else:
             raise UsageError(f"{path}: unknown embeddings format (use .npy, .npz or .pt)")
@@ -54,29 +110,52 @@ def load_embeddings(path: str) -> np.ndarray:
     except ImportError:
         raise UsageError(f"{path}: reading .pt files needs torch (pip install torch)") from None
     except Exception as exc:  # noqa: BLE001 - any failure to parse is the file's fault
-        raise UsageError(f"{path}: cannot read embeddings ({type(exc).__name__}: {exc})") from None
-    if arr.ndim != 2 or arr.dtype.kind != "f":
-        raise UsageError(f"{path}: embeddings must be a 2-D float array, got {arr.dtype} "
-                         f"{arr.shape}")
+        raise UsageError(f"{path}: cannot read embeddings ({_reason(exc)})") from None
+    if arr.ndim != 2 or arr.dtype.kind != "f" or arr.dtype.itemsize not in _EMB_ITEMSIZES:
+        raise UsageError(f"{path}: embeddings must be a 2-D float16/32/64 array, got "
+                         f"{_one_line(arr.dtype)} {arr.shape}")
+    if not arr.dtype.isnative:  # e.g. written on a big-endian machine
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise UsageError(f"{path}: no embeddings (shape {arr.shape})")
+    sq = np.einsum("ij,ij->i", arr, arr, dtype=np.float64)
+    finite = np.isfinite(sq)
+    if not finite.all():
+        raise UsageError(f"{path}: row {int(np.argmin(finite))} holds NaN or Inf (or values "
+                         "too large to square)")
+    if not (sq > 0).all():
+        raise UsageError(f"{path}: row {int(np.argmin(sq > 0))} is all zeros; cosine "
+                         "similarity is undefined for it")
     return arr
 
 
 def load_labels(path: str) -> np.ndarray:
     """(N,) int64 labels from .npy or a text file (one integer per line; -1 = unlabeled)."""
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"labels file not found: {path}")
+    p = _input_file(path, "labels")
+    if p.suffix in (".npz", ".pt", ".pth"):
+        raise UsageError(f"{path}: labels must be a .npy array or a text file with one "
+                         "integer per line")
     try:
         if p.suffix == ".npy":
-            arr = np.load(p, allow_pickle=False)
+            arr = _load_npy(p)
         else:
-            arr = np.loadtxt(p, dtype=np.float64, ndmin=1)
+            with warnings.catch_warnings():  # e.g. "input contained no data"
+                warnings.simplefilter("ignore")
+                arr = np.loadtxt(p, dtype=np.float64, ndmin=1)
+    except UsageError:
+        raise
     except Exception as exc:  # noqa: BLE001
-        raise UsageError(f"{path}: cannot read labels ({type(exc).__name__}: {exc})") from None
-    arr = np.asarray(arr).ravel() if np.asarray(arr).ndim == 2 and 1 in arr.shape else arr
+        raise UsageError(f"{path}: cannot read labels ({_reason(exc)})") from None
+    if arr.ndim == 2 and 1 in arr.shape:
+        arr = arr.ravel()
     if arr.ndim != 1 or arr.dtype.kind not in "iuf" or (arr.dtype.kind == "f" and (
             not np.isfinite(arr).all() or (arr != np.round(arr)).any())):
         raise UsageError(f"{path}: labels must be one integer per point (-1 = unlabeled)")
+    if arr.size and (arr.min() < -1 or arr.max() >= _MAX_LABEL):
+        bad = float(arr.min() if arr.min() < -1 else arr.max())
+        shown = f"{bad:.0f}" if abs(bad) < 1e15 else f"{bad:.3g}"
+        raise UsageError(f"{path}: labels must be -1 (unlabeled) or a class in "
+                         f"[0, {_MAX_LABEL}), found {shown}")
     return arr.astype(np.int64)
 
 
@@ -91,9 +170,7 @@ def _info(args) -> int:
 
 
 def _label(args) -> int:
-    from . import _arrays, hdl, knn, knn_vote, label_clusterability, select_k
-    from .clusterability import DEFAULT_CANDIDATES
-    from .labeling import PROVENANCE
+    from . import _arrays
 
     x = load_embeddings(args.embeddings)
     y = load_labels(args.labels)
@@ -102,10 +179,15 @@ def _label(args) -> int:
                          f"{x.shape[0]} embeddings")
     if (y >= 0).sum() == 0:
         raise UsageError(f"{args.labels}: no labeled point (every label is -1)")
-    if args.k != "auto" and (not args.k.isdigit() or int(args.k) < 1):
+    if x.shape[0] < 2:
+        raise UsageError(f"{args.embeddings}: a kNN graph needs at least 2 embeddings, got "
+                         f"{x.shape[0]}")
+    if args.k != "auto" and (not args.k.isdecimal() or int(args.k) < 1):
         raise UsageError(f"--k must be 'auto' or a positive integer, got {args.k!r}")
     if args.k != "auto" and int(args.k) > x.shape[0] - 1:
         raise UsageError(f"--k {args.k} is larger than the {x.shape[0] - 1} other points")
+    if args.max_visits < 1:
+        raise UsageError(f"--max-visits must be at least 1, got {args.max_visits}")
     if args.device == "cuda":
         x = _arrays.to_gpu(x)
         if x is None:
@@ -113,9 +195,35 @@ def _label(args) -> int:
     out = Path(args.output)
     if out.suffix != ".npz":
         out = out.with_suffix(".npz")
+    _output_file(out, "-o")
+    _output_file(out.with_suffix(".json"), "-o")
+    if args.plot:
+        _output_file(Path(args.plot), "--plot")
 
     stages = ["kNN graph", "choose k", "label", "write"]
     bar = _progress(len(stages), args.quiet)
+    try:
+        return _label_run(args, x, y, out, bar, stages)
+    finally:
+        bar.close()  # an error line then starts on a clean line
+
+
+def _output_file(path: Path, option: str):
+    """A UsageError unless ``path`` can be written: its folder exists, it is no folder."""
+    try:
+        if not path.parent.is_dir():
+            raise UsageError(f"{option}: directory not found: {path.parent}")
+        if path.is_dir():
+            raise UsageError(f"{option}: {path} is a directory")
+    except OSError as exc:
+        raise UsageError(f"{option}: cannot write {path} ({_reason(exc)})") from None
+
+
+def _label_run(args, x, y, out, bar, stages) -> int:
+    from . import _arrays, hdl, knn, knn_vote, label_clusterability, select_k
+    from .clusterability import DEFAULT_CANDIDATES
+    from .labeling import PROVENANCE
+
     timings = {}
     candidates = sorted({*DEFAULT_CANDIDATES} if args.k == "auto" else {int(args.k)})
     candidates = [k for k in candidates if k <= x.shape[0] - 1] or [x.shape[0] - 1]
@@ -150,7 +258,10 @@ def _label(args) -> int:
     bar.update()
 
     bar.set_description(stages[3])
-    np.savez(out, labels=lab, confidence=conf, level=level, provenance=prov)
+    try:
+        np.savez(out, labels=lab, confidence=conf, level=level, provenance=prov)
+    except OSError as exc:
+        raise UsageError(f"-o: cannot write {out} ({_reason(exc)})") from None
     lv, lc = np.unique(level, return_counts=True)
     report = {
         "n_points": int(x.shape[0]), "n_labeled": int((y >= 0).sum()), "method": method,
@@ -161,7 +272,11 @@ def _label(args) -> int:
         "level_counts": {str(int(a)): int(b) for a, b in zip(lv, lc)},
         "timings": timings, "output": str(out),
     }
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    try:
+        out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    except OSError as exc:
+        raise UsageError(f"-o: cannot write {out.with_suffix('.json')} ({_reason(exc)})") \
+            from None
     if args.plot:
         _plot(args.plot, curve, level)
     bar.update()
@@ -193,8 +308,12 @@ def _plot(path, curve, level):
     b.set_ylabel("points")
     b.set_title("points per level")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=100)
+    except (OSError, ValueError) as exc:  # ValueError: an image format matplotlib lacks
+        raise UsageError(f"--plot: cannot write {path} ({_reason(exc)})") from None
+    finally:
+        plt.close(fig)
 
 
 def _progress(total, quiet):
@@ -257,15 +376,18 @@ def _bench(args) -> int:
         raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
     sizes = None
     if args.sizes is not None:  # hidden: JSON {capability: {param: value}} (tests, scripts)
+        inline = args.sizes.lstrip().startswith("{")
         try:
-            text = args.sizes if args.sizes.lstrip().startswith("{") else \
-                Path(args.sizes).read_text()
+            text = args.sizes if inline else _input_file(args.sizes, "--sizes").read_text()
             sizes = json.loads(text)
-        except (ValueError, OSError) as exc:
-            raise UsageError(f"--sizes: not a JSON object or file ({exc})") from None
+        except (ValueError, OSError, RecursionError) as exc:  # RecursionError: deep nesting
+            raise UsageError(f"--sizes: not a JSON object or file ({_reason(exc)})") from None
+        if not isinstance(sizes, dict):
+            raise UsageError(f"--sizes: expected a JSON object {{capability: {{param: value}}}}"
+                             f", got {type(sizes).__name__}")
     out = Path(args.out) if args.out else None
-    if out is not None and not out.parent.is_dir():
-        raise UsageError(f"--out: directory not found: {out.parent}")
+    if out is not None:
+        _output_file(out, "--out")
     t0 = time.perf_counter()
     result = bench.run(quick=args.quick, capabilities=capabilities, sizes=sizes,
                        repeats=args.repeats, progress=lambda line: print(line, file=sys.stderr))
@@ -273,7 +395,10 @@ def _bench(args) -> int:
     print(bench.format_table(result))
     print(f"{len(result['records'])} measurements in {time.perf_counter() - t0:.1f} s")
     if out is not None:
-        out.write_text(json.dumps(result, indent=2))
+        try:
+            out.write_text(json.dumps(result, indent=2))
+        except OSError as exc:
+            raise UsageError(f"--out: cannot write {out} ({_reason(exc)})") from None
         print(f"wrote {out}")
     return 0
 
@@ -313,11 +438,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
-    except UsageError as exc:
-        print(f"hdlfast {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ValueError, TypeError) as exc:  # hdlfast's own bad-input errors
-        print(f"hdlfast {args.command}: error: {exc}", file=sys.stderr)
+    except (UsageError, ValueError, TypeError) as exc:  # also hdlfast's own bad-input errors
+        print(f"hdlfast {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
 
 
