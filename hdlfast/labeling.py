@@ -71,7 +71,7 @@ def knn_vote(X, labels, k=20, *, weighting="similarity", n_classes=None, backend
 
 def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels",
         max_visits=64, fallback="auto", weighting="similarity", n_classes=None,
-        backend=None) -> HDLResult:
+        backend=None, memory_budget=None) -> HDLResult:
     """Hierarchical dynamic labeling (SPEC 3) of every point.
 
     Give embeddings ``X`` (the graph is built with :func:`hdlfast.knn`) or a precomputed
@@ -83,6 +83,8 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
     voting in embedding space for points the search could not label; needs X), None (leave
     them -1), or "auto" (knn-dv when X is given). Votes as in :func:`knn_vote`.
     ``n_classes`` (default max label + 1) only checks that labels are below it.
+    ``memory_budget`` bounds the scratch of the kNN searches (graph and fallback), as in
+    :func:`hdlfast.knn`; the labeling itself needs O(N k) (the graph and its reverse).
     """
     _checks.choice(method, "method", _METHODS)
     _checks.choice(schedule, "schedule", _SCHEDULES)
@@ -90,6 +92,8 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
     _checks.choice(weighting, "weighting", _WEIGHTINGS)
     k = _checks.positive_int(k, "k")
     max_visits = _checks.positive_int(max_visits, "max_visits")
+    if memory_budget is not None:
+        memory_budget = _checks.positive_int(memory_budget, "memory_budget")
     like, on_gpu, n = None, False, None
     if X is not None:
         X, x_info = _checks.embeddings(X, "X")
@@ -116,7 +120,8 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
     if X is not None:
         _checks.rows(X, "X")
     if graph is None:
-        sims, idx = (_arrays.to_numpy(a) for a in knn(X, k, backend=backend))
+        sims, idx = (_arrays.to_numpy(a) for a in knn(X, k, backend=backend,
+                                                      memory_budget=memory_budget))
     kern = impl.labeling
     uniform = weighting == "uniform"
 
@@ -149,7 +154,7 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
     if todo.size and fallback == "knn-dv":
         known = np.nonzero(lab >= 0)[0]
         lab[todo], conf[todo] = _vote_in_embedding(kern, X, lab, todo, known, k, weighting,
-                                                   backend)
+                                                   backend, memory_budget=memory_budget)
         level[todo], prov[todo] = n_levels + 1, FALLBACK
 
     return HDLResult(*(_arrays.from_host(a, like) for a in
@@ -176,13 +181,15 @@ def vote_against(X, reference, ref_labels, k=20, *, weighting="similarity", back
     return _arrays.from_host(lab, X), _arrays.from_host(conf.astype(np.float32), X)
 
 
-def _vote_in_embedding(kern, X, y, todo, known, k, weighting, backend, database=None):
+def _vote_in_embedding(kern, X, y, todo, known, k, weighting, backend, database=None,
+                       memory_budget=None):
     """(labels, confidence) of points ``todo`` of X (all when None) by the vote of their
     nearest ``known`` points of ``database`` (X itself when None)."""
     kk = min(k, known.size)
     q = X if todo is None else _arrays.take_rows(X, todo)
     db = _arrays.take_rows(X if database is None else database, known)
-    sims, nbr = (_arrays.to_numpy(a) for a in knn(q, kk, database=db, backend=backend))
+    sims, nbr = (_arrays.to_numpy(a) for a in knn(q, kk, database=db, backend=backend,
+                                                  memory_budget=memory_budget))
     out_lab = np.empty(nbr.shape[0], np.int64)
     out_conf = np.empty(nbr.shape[0], np.float64)
     kern.vote_rows(np.ascontiguousarray(nbr), np.ascontiguousarray(sims),

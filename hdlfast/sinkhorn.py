@@ -17,11 +17,13 @@ from . import _arrays, _backend, _checks
 _KINDS = ("sela", "swav")
 _DEFAULT_ITERS = {"sela": 1000, "swav": 3}
 _DEFAULT_TOL = {"sela": 1e-4, "swav": None}
-_LOG_BLOCK = 4096
+_LOG_BLOCK = 4096  # rows per block of the log-domain fallback, without a memory_budget
+_LOG_COPIES = 6  # float64 block-sized arrays alive at once in the log-domain fallback
 
 
 def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=None,
-             cluster_prior=None, sample_weight=None, process_group=None, backend=None):
+             cluster_prior=None, sample_weight=None, process_group=None, backend=None,
+             memory_budget=None):
     """Balanced assignment of N samples to K clusters: returns ``(Q, labels)``.
 
     scores : (N, K) logits or log-probabilities (float32, float16, bfloat16 or float64).
@@ -33,6 +35,9 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
         default uniform 1/K. sample_weight : (N,) non-negative row weights, default uniform.
     process_group : a torch.distributed group (or True for the default group) across which
         the rows are split; column sums are all-reduced each iteration, as SwAV does.
+    memory_budget : bytes of scratch for the log-domain fallback, which works on blocks of
+        rows (about 6 float64 copies of a block; default 4096 rows). The fused iterations need
+        no N x K scratch: Q, the output, is the only N x K buffer.
     Q : (N, K) float32 in the caller's kind and device, rows summing to 1 (soft assignment;
         SwAV's codes). labels : (N,) int64 row argmax (smaller index on ties).
     """
@@ -44,6 +49,10 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
                                                                                 "n_iters")
     tol = _DEFAULT_TOL[kind] if tol is None else _checks.positive_float(tol, "tol", zero=True)
     n, k = s_info.shape
+    block = _LOG_BLOCK
+    if memory_budget is not None:
+        memory_budget = _checks.positive_int(memory_budget, "memory_budget")
+        block = max(1, memory_budget // (_LOG_COPIES * 8 * k))
     c = _checks.distribution(cluster_prior, k, "cluster_prior")
     w = _checks.weights(sample_weight, n, "sample_weight")
     impl = _backend.select(backend, s_info.on_gpu, like=scores)
@@ -72,12 +81,12 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
         return state.finalize(v)
     # the shifted kernel underflows where the plan needs mass: redo in the log domain
     q = state.host_buffer()
-    labels = _log_domain(scores, q, beta, r, c, n_iters, tol, group)
+    labels = _log_domain(scores, q, beta, r, c, n_iters, tol, group, block)
     return _arrays.from_host(q, scores), _arrays.from_host(labels, scores)
 
 
-def _log_domain(scores, q, beta, r, c, n_iters, tol, group):
-    """Log-domain iterations over blocks of rows (extra memory: one block); fills Q and
+def _log_domain(scores, q, beta, r, c, n_iters, tol, group, block):
+    """Log-domain iterations over blocks of rows (extra memory: a few blocks); fills Q and
     returns the labels. Used only when the shifted kernel cannot carry the plan."""
     n, k = q.shape
     log_r = np.log(r)
@@ -87,8 +96,8 @@ def _log_domain(scores, q, beta, r, c, n_iters, tol, group):
     log_v = np.zeros(k)
 
     def blocks():
-        for b in range(0, n, _LOG_BLOCK):
-            blk = np.empty((min(_LOG_BLOCK, n - b), k), np.float64)
+        for b in range(0, n, block):
+            blk = np.empty((min(block, n - b), k), np.float64)
             _arrays.copy_to_host(blk, scores, rows=slice(b, b + blk.shape[0]))
             yield b, beta * blk
 

@@ -127,13 +127,14 @@ def test_low_precision_scores(dtype):
     np.testing.assert_array_equal(q, ref)
 
 
-def test_log_domain_path_equals_scaling_path():
+@pytest.mark.parametrize("block", [64, 4096])  # several blocks of rows, or one
+def test_log_domain_path_equals_scaling_path(block):
     s = logits(700, 15, seed=10)
     q, labels = hdlfast.sinkhorn(s, kind="sela", lam=3.0, tol=1e-10, n_iters=10000)
     q_log = np.empty_like(q)
     r = np.full(700, 1 / 700)
     c = np.full(15, 1 / 15)
-    labels_log = sk_module._log_domain(s, q_log, 3.0, r, c, 10000, 1e-10, None)
+    labels_log = sk_module._log_domain(s, q_log, 3.0, r, c, 10000, 1e-10, None, block)
     np.testing.assert_allclose(q_log, q, atol=1e-6)
     np.testing.assert_array_equal(labels_log, labels)
 
