@@ -46,25 +46,30 @@ class HDLResult:
         return out
 
 
-def knn_vote(X, labels, k=20, *, weighting="similarity", n_classes=None, backend=None):
+def knn_vote(X, labels, k=20, *, weighting="similarity", n_classes=None, backend=None,
+             memory_budget=None):
     """kNN-DV: each unlabeled point takes the vote of its k nearest labeled points.
 
     Weights are the cosine similarities clipped at 0 (``weighting="uniform"``: 1 each); the
     winner has the largest vote, then the largest similarity sum, then the smallest class id.
     Returns ``(labels, confidence)``; labeled points keep their label with confidence 1.
     ``n_classes`` (default max label + 1) only checks that labels are below it.
+    ``memory_budget`` bounds the kNN search's scratch, as in :func:`hdlfast.knn`.
     """
     X, x_info = _checks.embeddings(X, "X")
     y = _checks.labels(labels, x_info.shape[0], n_classes)
     k = _checks.positive_int(k, "k")
     _checks.choice(weighting, "weighting", _WEIGHTINGS)
+    if memory_budget is not None:
+        memory_budget = _checks.positive_int(memory_budget, "memory_budget")
     kern = _backend.select(backend, x_info.on_gpu, like=X).labeling
     _checks.rows(X, "X")
     out_lab, out_conf = y.copy(), np.where(y >= 0, 1.0, 0.0)
     todo = np.nonzero(y < 0)[0]
     if todo.size:
-        out_lab[todo], out_conf[todo] = _vote_in_embedding(kern, X, y, todo, np.nonzero(y >= 0)[0],
-                                                           k, weighting, backend)
+        out_lab[todo], out_conf[todo] = _vote_in_embedding(
+            kern, X, y, todo, np.nonzero(y >= 0)[0], k, weighting, backend,
+            memory_budget=memory_budget)
     return (_arrays.from_host(out_lab, X),
             _arrays.from_host(out_conf.astype(np.float32), X))
 
