@@ -403,10 +403,17 @@ def _bench(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (``hdlfast label: error: ...``) and exit 2."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="hdlfast", description="hdlfast: exact kNN graphs "
-                                     "and kNN labeling (HDL) for embeddings")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="hdlfast", description="hdlfast: exact kNN graphs, kNN labeling "
+                     "(HDL) and benchmarks for embeddings")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("info", help="which backends are built and usable").set_defaults(fn=_info)
 
     demo = sub.add_parser("demo", help="label the bundled digits from a few labels per class")
@@ -435,7 +442,11 @@ def main(argv=None) -> int:
     ben.add_argument("--sizes", help=argparse.SUPPRESS)
     ben.set_defaults(fn=_bench)
 
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
     try:
         return args.fn(args)
     except (UsageError, ValueError, TypeError) as exc:  # also hdlfast's own bad-input errors

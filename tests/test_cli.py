@@ -145,3 +145,11 @@ def test_label_device_cuda_without_a_gpu_exits_2(files, capsys):
     code = cli.main(["label", str(d / "emb.npy"), str(d / "lab.npy"), "-o", str(d / "o.npz"),
                      "--device", "cuda", "--quiet"])
     assert code == 2 and "--device cuda needs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["label"], ["nonsense"], ["bench", "--repeats", "x"],
+                                  ["demo", "--draws"], []])
+def test_usage_errors_are_one_line_and_exit_2(argv, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error:" in err and "Traceback" not in err
