@@ -88,6 +88,11 @@ def symmetric_rounds(nb: int) -> list[list[tuple[int, int]]]:
     return rounds
 
 
+def _two_rows(x: np.ndarray) -> np.ndarray:
+    """x itself when it has two rows or more, else its row twice."""
+    return x if x.shape[0] > 1 else np.concatenate([x, x])
+
+
 def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bool,
          memory_budget: int | None):
     """(sims, idx) of the k most similar rows of ``db`` (``q`` itself when None) for each row
@@ -104,7 +109,13 @@ def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bo
 
     def product(q0, d0):
         a, b = q[q0:q0 + bq], db[d0:d0 + bd]
-        return np.matmul(a, b.T)
+        if a.shape[0] > 1 and b.shape[0] > 1:
+            return np.matmul(a, b.T)
+        # A one-row operand would make BLAS take its matrix-vector path, which rounds a dot
+        # product differently depending on the row's position: identical rows would no longer
+        # tie. Padding to two rows keeps every tile on the matrix-matrix path.
+        tile = np.matmul(_two_rows(a), _two_rows(b).T)
+        return np.ascontiguousarray(tile[:a.shape[0], :b.shape[0]])
 
     def symmetric_tile(pair):
         i, j = pair
