@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _backend, _checks
+from . import _arrays, _backend, _checks
 
 
 def knn(queries, k, *, database=None, exclude_self=None, backend=None, memory_budget=None,
@@ -67,6 +67,8 @@ def reverse_graph(idx, n=None, *, backend=None):
     if n is not None:
         n = _checks.positive_int(n, "n")
     host, n = _checks.indices(idx, "idx", n)
-    kern = _backend.select(backend, False).labeling
+    like = _arrays.as_array(idx, "idx")
+    on_gpu = _arrays.info(like, "idx").on_gpu  # GPU indices: the CUDA kernel by default
+    kern = _backend.select(backend, on_gpu, like=like if on_gpu else None).labeling
     indptr, src = kern.reverse_csr(host, host.shape[1], n)
     return indptr, src.astype(np.int64)
