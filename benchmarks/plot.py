@@ -58,29 +58,36 @@ def _label(cap, k, d):
     return ", ".join(parts)
 
 
+def _log_lines(series, xlabel, title, path, floor=None):
+    """One log-log chart: ``series`` maps a contender to {x: seconds}; hdlfast lines bold;
+    ``floor`` {x: seconds} dashed."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, pts in sorted(series.items()):
+        xs = sorted(pts)
+        ax.plot(xs, [pts[x] for x in xs], marker="o", label=name,
+                linewidth=2.5 if name.startswith("hdlfast") else 1.2)
+    if floor:
+        xs = sorted(floor)
+        ax.plot(xs, [floor[x] for x in xs], "k--", label="floor")
+    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="seconds", title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def time_vs_n(groups, machine, out: Path):
     files = []
     for (cap, k, d), by in sorted(groups.items(), key=lambda kv: str(kv[0])):
         if max(len(p) for p in by.values()) < 2:
             continue
-        fig, ax = plt.subplots(figsize=(6, 4))
-        floor = {}
-        for name, pts in sorted(by.items()):
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name,
-                    linewidth=2.5 if name.startswith("hdlfast") else 1.2)
-            floor.update({p[0]: p[2] for p in pts if p[2]})
-        if floor:
-            ns = sorted(floor)
-            ax.plot(ns, [floor[n] for n in ns], "k--", label="floor")
-        ax.set(xscale="log", yscale="log", xlabel="N", ylabel="seconds",
-               title=f"{_label(cap, k, d)} ({machine})")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        path = out / f"{cap}-time-vs-n{'-k' + str(k) if k else ''}{'-d' + str(d) if d else ''}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        files.append(path)
+        series = {name: {p[0]: p[1] for p in pts} for name, pts in by.items()}
+        floor = {p[0]: p[2] for pts in by.values() for p in pts if p[2]}
+        name = f"{cap}-time-vs-n{'-k' + str(k) if k else ''}{'-d' + str(d) if d else ''}.png"
+        files.append(_log_lines(series, "N", f"{_label(cap, k, d)} ({machine})", out / name,
+                                floor))
     return files
 
 
@@ -94,20 +101,8 @@ def time_vs_k(records, machine, out: Path):
     for (cap, n, d), cont in sorted(by.items(), key=lambda kv: str(kv[0])):
         if max(len(v) for v in cont.values()) < 3:
             continue
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for name, pts in sorted(cont.items()):
-            ks = sorted(pts)
-            ax.plot(ks, [pts[k] for k in ks], marker="o", label=name,
-                    linewidth=2.5 if name.startswith("hdlfast") else 1.2)
-        ax.set(xscale="log", yscale="log", xlabel="k", ylabel="seconds",
-               title=f"{cap}, N={n:,}{f', d={d}' if d else ''} ({machine})")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        path = out / f"{cap}-time-vs-k-n{n}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        files.append(path)
+        title = f"{cap}, N={n:,}{f', d={d}' if d else ''} ({machine})"
+        files.append(_log_lines(cont, "k", title, out / f"{cap}-time-vs-k-n{n}.png"))
     return files
 
 
