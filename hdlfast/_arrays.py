@@ -188,10 +188,14 @@ def cuda_stream(x) -> int:
 
 
 def device_ctx(x):
-    """Context manager making x's device current (so kernels launch on it)."""
+    """Context manager making x's device current (so kernels launch on it); does nothing for
+    host arrays."""
     if kind(x) == "torch":
-        return _torch().cuda.device(x.device)
-    return _cupy().cuda.Device(x.device.id)
+        return _torch().cuda.device(x.device) if x.device.type == "cuda" else \
+            contextlib.nullcontext()
+    if kind(x) == "cupy":
+        return _cupy().cuda.Device(x.device.id)
+    return contextlib.nullcontext()
 
 
 # --- allocation in the caller's kind ------------------------------------------------------
@@ -244,8 +248,7 @@ def with_columns(x, values) -> object:
         extra = t.tensor(list(values), dtype=x.dtype, device=x.device).expand(n, len(values))
         return t.cat([x.detach(), extra], dim=1).contiguous()
     xp = _cupy() if kind(x) == "cupy" else np
-    ctx = x.device if kind(x) == "cupy" else contextlib.nullcontext()
-    with ctx:
+    with device_ctx(x):
         extra = xp.broadcast_to(xp.asarray(values, dtype=x.dtype), (n, len(values)))
         return xp.ascontiguousarray(xp.concatenate([x, extra], axis=1))
 
@@ -340,7 +343,7 @@ def unit_mixtures(a, rows_a, b, rows_b, weight, like):
     def take(x, rows):
         return unit(xp.asarray(x if on_cupy else to_host(x), dtype=xp.float32))[xp.asarray(rows)]
 
-    with like.device if on_cupy else contextlib.nullcontext():
+    with device_ctx(like):
         w = xp.asarray(w)
         m = unit(w * take(a, rows_a) + (1 - w) * take(b, rows_b)).reshape(shape)
     return m if on_cupy else from_host(m, like)

@@ -30,31 +30,38 @@ def knn(queries, k, *, database=None, exclude_self=None, backend=None, memory_bu
     idx : (Nq, k) int64 database indices; among equal similarities the smaller index first.
     Both in the kind and on the device of ``queries``.
     """
-    queries, q_info = _checks.embeddings(queries, "queries")
+    return checked_knn(queries, k, database, exclude_self, backend, memory_budget, allow_tf32)
+
+
+def checked_knn(queries, k, database=None, exclude_self=None, backend=None, memory_budget=None,
+                allow_tf32=False, q_name="queries", db_name="database"):
+    """:func:`knn` with bad-input errors naming the caller's arguments ``q_name`` and
+    ``db_name`` (for the functions of hdlfast built on it)."""
+    queries, q_info = _checks.embeddings(queries, q_name)
     k = _checks.positive_int(k, "k")
     if database is None:
         exclude_self = True if exclude_self is None else bool(exclude_self)
-        db_info = q_info
+        db_info, db_name = q_info, q_name
     else:
-        database, db_info = _checks.embeddings(database, "database")
-        _checks.same_device(q_info, db_info, "queries", "database")
-        _checks.same_width(q_info, db_info, "queries", "database")
+        database, db_info = _checks.embeddings(database, db_name)
+        _checks.same_device(q_info, db_info, q_name, db_name)
+        _checks.same_width(q_info, db_info, q_name, db_name)
         exclude_self = False if exclude_self is None else bool(exclude_self)
         if exclude_self and q_info.shape[0] != db_info.shape[0]:
             raise ValueError(
-                f"exclude_self=True with a database needs as many queries as database rows "
-                f"(query i is database row i), got {q_info.shape[0]} and {db_info.shape[0]}"
+                f"exclude_self=True with a {db_name} needs as many {q_name} as {db_name} rows "
+                f"(query i is {db_name} row i), got {q_info.shape[0]} and {db_info.shape[0]}"
             )
     nd = db_info.shape[0]
     if exclude_self:
-        _checks.k_at_most(k, nd - 1, "database rows other than the point itself")
+        _checks.k_at_most(k, nd - 1, f"{db_name} rows other than the point itself")
     else:
-        _checks.k_at_most(k, nd, "database rows")
+        _checks.k_at_most(k, nd, f"{db_name} rows")
     if memory_budget is not None:
         memory_budget = _checks.positive_int(memory_budget, "memory_budget")
     impl = _backend.select(backend, q_info.on_gpu)
     return impl.knn(queries, database, k, exclude_self=exclude_self, allow_tf32=allow_tf32,
-                    memory_budget=memory_budget, q_name="queries", db_name="database")
+                    memory_budget=memory_budget, q_name=q_name, db_name=db_name)
 
 
 def reverse_graph(idx, n=None, *, backend=None):

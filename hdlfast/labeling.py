@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _arrays, _backend, _checks
-from .knn import knn
+from .knn import checked_knn, knn
 
 PROVENANCE = ("given", "propagated", "searched", "fallback")
 GIVEN, PROPAGATED, SEARCHED, FALLBACK = range(4)
@@ -122,11 +122,11 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
         raise ValueError("schedule='sequential' runs on the CPU only; pass backend='native'")
     if graph is not None:
         idx, sims = _checks.graph(graph, n, k)
-    if X is not None:
+    if graph is None:  # the graph's own row check names X
+        sims, idx = (_arrays.to_numpy(a) for a in checked_knn(
+            X, k, backend=backend, memory_budget=memory_budget, q_name="X"))
+    elif X is not None:  # only row subsets of X reach the fallback's kNN search
         _checks.rows(X, "X")
-    if graph is None:
-        sims, idx = (_arrays.to_numpy(a) for a in knn(X, k, backend=backend,
-                                                      memory_budget=memory_budget))
     kern = impl.labeling
     uniform = weighting == "uniform"
 

@@ -10,13 +10,12 @@ the whole batch is selected at once and only the kept mixtures are built.
 """
 from __future__ import annotations
 
-import contextlib
-import numbers
 from typing import NamedTuple
 
 import numpy as np
 
 from . import _arrays, _backend, _checks
+from .knn import checked_knn
 
 
 class ConfidentLabels(NamedTuple):
@@ -41,24 +40,6 @@ class HardNegatives(NamedTuple):
     weight: object
 
 
-def _knn(q, q_name, db, db_name, k, backend, memory_budget=None):
-    """``hdlfast.knn`` with errors naming the caller's arguments (db None: the self-graph)."""
-    q, q_info = _checks.embeddings(q, q_name)
-    k = _checks.positive_int(k, "k")
-    if db is None:
-        _checks.k_at_most(k, q_info.shape[0] - 1, "points other than the point itself")
-    else:
-        db, db_info = _checks.embeddings(db, db_name)
-        _checks.same_device(q_info, db_info, q_name, db_name)
-        _checks.same_width(q_info, db_info, q_name, db_name)
-        _checks.k_at_most(k, db_info.shape[0], f"rows of {db_name}")
-    if memory_budget is not None:
-        memory_budget = _checks.positive_int(memory_budget, "memory_budget")
-    impl = _backend.select(backend, q_info.on_gpu)
-    return impl.knn(q, db, k, exclude_self=db is None, allow_tf32=False,
-                    memory_budget=memory_budget, q_name=q_name, db_name=db_name or q_name)
-
-
 def mine_neighbors(X, k, *, include_self=False, backend=None, memory_budget=None):
     """SCAN's neighbour mining: the indices of each point's k most similar points (cosine).
 
@@ -79,13 +60,12 @@ def mine_neighbors(X, k, *, include_self=False, backend=None, memory_budget=None
     idx : (N, k) or (N, k + 1) int64 in X's kind and on its device; neighbours by decreasing
         similarity, equal similarities by increasing index.
     """
-    _, idx = _knn(X, "X", None, None, k, backend, memory_budget)
+    _, idx = checked_knn(X, k, backend=backend, memory_budget=memory_budget, q_name="X")
     if not include_self:
         return idx
     n = idx.shape[0]
     out = _arrays.empty(idx, (n, idx.shape[1] + 1), "int64")
-    on_gpu = _arrays.info(idx, "idx").on_gpu
-    with _arrays.device_ctx(idx) if on_gpu else contextlib.nullcontext():
+    with _arrays.device_ctx(idx):
         out[:, 0] = _arrays.from_host(np.arange(n, dtype=np.int64), idx)
         out[:, 1:] = idx
     return out
@@ -167,9 +147,9 @@ def neighborhood_positives(z, bank, k, *, backend=None):
     (cosine) of the memory ``bank`` (M, d). Returns ``(sims, idx)``, (B, k) float32 and int64
     in z's kind and device, by decreasing similarity (ties: smaller index), as
     :func:`hdlfast.knn` with ``database=bank``."""
-    if bank is None:  # _knn reads None as "the self-graph of z"
+    if bank is None:  # checked_knn reads None as "the self-graph of z"
         raise TypeError("bank must be an array (the memory bank), got None")
-    return _knn(z, "z", bank, "bank", k, backend)
+    return checked_knn(z, k, database=bank, backend=backend, q_name="z", db_name="bank")
 
 
 def _unit_rows(x, name: str) -> np.ndarray:
@@ -250,10 +230,7 @@ def hard_negatives(z, bank_unlabeled, bank_labeled, k, *, n_neg=None, n_mix=5,
     n_neg = k if n_neg is None else _checks.positive_int(n_neg, "n_neg")
     n_mix = _checks.positive_int(n_mix, "n_mix")
     mu = _mixing_weights(mu)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    seed = _checks.seed(seed)
     if backend is not None:
         _checks.choice(backend, "backend", _backend.NAMES)
     for name, inf in infos.items():

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _arrays, _checks, _cpu
 from .kmeans import kmeans
-from .knn import knn
+from .knn import checked_knn
 
 _BLOCK = 8192  # rows per block of the penalty (a block x B similarity tile)
 _MIN_SQ_DIST = 1e-12  # duplicates of a pick get a large, finite penalty
@@ -75,9 +75,7 @@ def select_to_label(X, budget, *, k=20, n_iters=10, weight=0.5, momentum=0.9, al
     alpha = _checks.positive_float(alpha, "alpha")
     kmeans_iters = _checks.positive_int(kmeans_iters, "kmeans_iters")
     seed = _checks.seed(seed)
-    _checks.rows(X, "X")  # before knn, whose errors would name "queries"
-
-    sims, _ = knn(X, k, backend=backend)
+    sims, _ = checked_knn(X, k, backend=backend, q_name="X")  # its row check names X
     density = _density(_arrays.to_numpy(sims).astype(np.float64), count_self=True)
     clusters = _arrays.to_numpy(
         kmeans(X, budget, spherical=True, n_iters=kmeans_iters, seed=seed,

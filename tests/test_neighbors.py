@@ -447,7 +447,7 @@ BAD = [
     (fn_pos, dict(bank=with_row(BANK, 0.0)), ValueError, "bank has a zero-norm row"),
     (fn_pos, dict(bank=BANK[0]), ValueError, "bank must be 2-D"),
     (fn_pos, dict(z=with_row(X, np.nan)), ValueError, "z holds NaN or Inf"),
-    (fn_pos, dict(k=31), ValueError, "k=31 is larger than the 30 rows of bank"),
+    (fn_pos, dict(k=31), ValueError, "k=31 is larger than the 30 bank rows"),
     (fn_pos, dict(k=-1), ValueError, "k must be >= 1"),
     (fn_hard, dict(bank_unlabeled=BANK[:, :2]), ValueError, "but bank_unlabeled has 2"),
     (fn_hard, dict(bank_labeled=BANK[:, :3]), ValueError, "but bank_labeled has 3"),
