@@ -198,6 +198,26 @@ class CUDABackend:
                          db_name)
 
 
+def check_name(backend: str | None) -> None:
+    """Reject an unknown backend name, or a CPU backend that is not installed, before any
+    work starts (for work that other processes run: whether "cuda" works is theirs to say)."""
+    if backend is None:
+        return
+    _checks.choice(backend, "backend", NAMES)
+    if backend != "cuda" and not usable(backend):
+        raise RuntimeError(f"backend {backend!r} cannot be used here: it is not installed "
+                           "(see hdlfast.info())")
+
+
+def host_data_on_gpu(backend: str | None) -> bool:
+    """Whether work on host arrays should move to this process's GPU: ``backend`` (or
+    HDLFAST_BACKEND) is "cuda", or names nothing and a CUDA device is usable. Used by the dask
+    block tasks, which run wherever the scheduler puts them; the single-machine functions
+    keep host data on the CPU (the caller chose where the data lives)."""
+    name = backend if backend is not None else os.environ.get("HDLFAST_BACKEND") or None
+    return name in (None, "cuda") and usable("cuda")
+
+
 def select(backend: str | None, on_gpu: bool, like=None):
     """The backend object for data on the GPU (``on_gpu``) or the host; ``like`` is the
     caller's GPU array whose device the CUDA labeling kernels use."""

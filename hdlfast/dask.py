@@ -1,17 +1,26 @@
-"""Exact cosine kNN graph of a dask array (SPEC section 1, beyond one machine).
+"""Exact kNN graph and HDL labels on dask: beyond one machine, or beyond its memory.
 
-``hdlfast.dask.knn(X, k)`` splits the work by row blocks: one task per (query block,
-database block) pair runs the local :func:`hdlfast.knn` on the two numpy blocks, and the
-partial top-k lists of each query block are merged by a tree reduction over the database
-blocks (:func:`merge`, which keeps the SPEC tie rule, so the result does not depend on the
-chunking or on the shape of the tree). The answer equals the single-machine ``hdlfast.knn``
-on the same data: the same indices, similarities up to float32 rounding of the products.
+``knn(X, k)`` splits the work by row blocks: one task per (query block, database block) runs
+the local :func:`hdlfast.knn` on the two blocks (on the worker's GPU when it has one), and the
+partial top-k lists of each query block are merged by a tree reduction (:func:`merge`, which
+keeps the SPEC tie rule, so the result depends neither on the chunking nor on the tree).
+``hdl`` builds that graph on the cluster, gathers it to one worker for the labeling (linear
+in N k, far cheaper than the graph; see its docstring) and runs the fallback's kNN search on
+the cluster again. Both equal the single-machine results on the same data.
+
+``X`` is a dask array (its row chunks are the blocks; dask holds them in the workers' memory
+while tasks need them), or stored embeddings that each task reads itself: a ``.npy`` path or
+memmap, a zarr array or path, any array-like object. Stored embeddings keep the memory to a
+few blocks per task whatever N is: out of core on one machine.
 
 Needs the optional ``dask`` extra: ``pip install hdlfast[dask]``.
 """
 from __future__ import annotations
 
 import math
+import mmap
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -25,12 +34,16 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
 
 from . import _arrays, _backend, _checks
 from .knn import knn as _local_knn
+from .labeling import FALLBACK, HDLResult
+from .labeling import hdl as _local_hdl
 
-__all__ = ["knn", "merge"]
+__all__ = ["knn", "hdl", "merge", "save_graph", "load_graph", "NpyRows"]
 
 PAD_SIM = np.float32(-np.inf)
 PAD_IDX = np.iinfo(np.int64).max
 
+
+# ---------------------------------------------------------------- merging partial top-k lists
 
 def merge(a, b):
     """Merge two partial top-k results ``(sims, idx)`` of the same query rows.
@@ -54,6 +67,185 @@ def _merge_all(*parts):
     return out
 
 
+# ---------------------------------------------------------------- where the rows come from
+
+class NpyRows:
+    """Rows of a C-ordered 2-D array stored raw in a file from a byte offset (a ``.npy`` file
+    or a memmap of one). Reading rows [a, b) is one seek and one read into a fresh array, so
+    a task holds only its rows (no mapped pages) and pickles as a path."""
+
+    ndim = 2
+
+    def __init__(self, path, dtype, shape, offset):
+        self.path, self.dtype = os.fspath(path), np.dtype(dtype)
+        self.shape, self.offset = tuple(int(s) for s in shape), int(offset)
+
+    @classmethod
+    def open(cls, path):
+        """The array of a ``.npy`` file (header read, data left on disk)."""
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = {(1, 0): np.lib.format.read_array_header_1_0,
+                    (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read is None:
+                raise ValueError(f"{path}: unsupported .npy version {version}")
+            shape, fortran, dtype = read(fh)
+            if fortran and len(shape) > 1:
+                raise ValueError(f"{path}: Fortran-ordered array; save it C-ordered")
+            return cls(path, dtype, shape, fh.tell())
+
+    def __getitem__(self, key):
+        rows = key[0] if isinstance(key, tuple) else key
+        a, b, step = rows.indices(self.shape[0]) if isinstance(rows, slice) else (0, 0, 0)
+        if step != 1:
+            raise IndexError("NpyRows reads contiguous row ranges only")
+        d = self.shape[1]
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset + a * d * self.dtype.itemsize)
+            out = np.fromfile(fh, dtype=self.dtype, count=max(b - a, 0) * d)
+        if out.size != max(b - a, 0) * d:
+            raise ValueError(f"{self.path} is shorter than its header says (rows {a}:{b})")
+        return out.reshape(-1, d)
+
+    def __dask_tokenize__(self):
+        st = os.stat(self.path)
+        return (self.path, st.st_mtime_ns, st.st_size, self.offset, self.shape, self.dtype.str)
+
+
+class _Subset:
+    """The rows ``rows`` (sorted, unique) of a stored array, read run by run."""
+
+    ndim = 2
+
+    def __init__(self, base, rows):
+        self.base, self.rows = base, np.asarray(rows, np.int64)
+        self.shape, self.dtype = (self.rows.size, base.shape[1]), base.dtype
+
+    def __getitem__(self, key):
+        r = self.rows[key[0] if isinstance(key, tuple) else key]
+        if r.size == 0:
+            return np.empty((0, self.shape[1]), self.dtype)
+        cut = np.flatnonzero(np.diff(r) != 1) + 1  # runs of consecutive rows
+        parts = [np.asarray(self.base[int(run[0]):int(run[-1]) + 1])
+                 for run in np.split(r, cut)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _dtype_name(x, name):
+    if _arrays.kind(x) != "other":
+        return _arrays.info(x, name).dtype
+    try:
+        return _arrays._np_dtype_name(x.dtype)
+    except TypeError:
+        raise TypeError(f"{name} has a dtype numpy does not know: {x.dtype!r}") from None
+
+
+def _stored(x, name):
+    """A reader for stored embeddings given as a path, a memmap or an array-like object."""
+    if isinstance(x, (str, os.PathLike)):
+        p = Path(x)
+        if not p.exists():
+            raise ValueError(f"{name}: no such file or directory: {p}")
+        if p.is_dir():  # a zarr array
+            try:
+                import zarr
+            except ImportError:
+                raise ImportError(f"{name} is a directory (zarr?) but zarr is not installed: "
+                                  "pip install zarr") from None
+            return zarr.open_array(str(p), mode="r")
+        if p.suffix != ".npy":
+            raise ValueError(f"{name}: a path must name a .npy file or a zarr directory, "
+                             f"got {p.name}")
+        return NpyRows.open(p)
+    if isinstance(x, np.memmap) and isinstance(x.base, mmap.mmap) and x.flags.c_contiguous:
+        return NpyRows(x.filename, x.dtype, x.shape, x.offset)  # the whole mapping
+    if isinstance(x, (bytes, dict, set, list, tuple)) or not all(
+            hasattr(x, a) for a in ("shape", "dtype", "__getitem__")):
+        raise TypeError(f"{name} must be a dask array, a .npy/zarr path or an array, "
+                        f"got {type(x).__name__}")
+    return x
+
+
+class _Source:
+    """Row blocks of embeddings for the block tasks: the chunks of a dask array, or row ranges
+    of a stored array that the task reads itself (``stored``)."""
+
+    def __init__(self, x, name, block_rows=None):
+        self.name = name
+        self.stored = not isinstance(x, da.Array)
+        if self.stored:
+            x = _stored(x, name)
+        if len(x.shape) != 2:
+            raise ValueError(f"{name} must be 2-D (n, d), got shape {tuple(x.shape)}")
+        dt = _dtype_name(x, name)
+        if dt not in _arrays.FLOAT_DTYPES:
+            kind = "floating-point embeddings (float32, float16 or bfloat16)"
+            raise TypeError(f"{name} must hold {kind}, got dtype {dt}")
+        if not self.stored and any(math.isnan(c) for c in x.chunks[0] + x.chunks[1]):
+            raise ValueError(f"{name} has unknown chunk sizes: call {name}.compute_chunk_sizes()")
+        self.shape = tuple(int(s) for s in x.shape)
+        if 0 in self.shape:
+            raise ValueError(f"{name} is empty: shape {self.shape}")
+        if block_rows is not None:
+            block_rows = _checks.positive_int(block_rows, "block_rows")
+        if self.stored:
+            if block_rows is None:  # dask's chunk size, counted in float32 rows
+                size = dask.utils.parse_bytes(dask.config.get("array.chunk-size"))
+                block_rows = max(1, size // (4 * self.shape[1]))
+            self.x = x
+            self._reader = dask.delayed(x, pure=True, traverse=False)
+            self._bounds(range(0, self.shape[0], block_rows), block_rows)
+        else:
+            if block_rows is not None:
+                x = x.rechunk({0: block_rows})
+            if len(x.chunks[1]) > 1:  # a block task needs whole rows
+                x = x.rechunk({1: -1})
+            self.x = x
+            self._blocks = x.to_delayed().ravel()
+            off = np.concatenate([[0], np.cumsum(x.chunks[0])]).astype(int)
+            self.bounds = list(zip(off[:-1].tolist(), off[1:].tolist()))
+
+    def _bounds(self, starts, rows):
+        self.bounds = [(a, min(a + rows, self.shape[0])) for a in starts]
+
+    def like_rows_of(self, other):
+        """Use ``other``'s row blocks (query i is database row i with exclude_self)."""
+        if self.stored:
+            self.bounds = list(other.bounds)
+        else:
+            self.x = self.x.rechunk({0: tuple(b - a for a, b in other.bounds)})
+            self._blocks = self.x.to_delayed().ravel()
+            self.bounds = list(other.bounds)
+
+    def block(self, j):
+        """(what the task gets, start row, stop row, whether the task reads the rows)."""
+        a, b = self.bounds[j]
+        return (self._reader if self.stored else self._blocks[j]), a, b, self.stored
+
+    def subset(self, rows):
+        """A source of the rows ``rows`` (sorted, unique) only."""
+        if self.stored:
+            return _Source(_Subset(self.x, rows), self.name, self._block_rows())
+        return _Source(self.x[rows], self.name)
+
+    def _block_rows(self):
+        return max(b - a for a, b in self.bounds)
+
+
+def _as_source(x, name, block_rows=None):
+    return x if isinstance(x, _Source) else _Source(x, name, block_rows)
+
+
+# ---------------------------------------------------------------- block tasks
+
+def _read(src, a, b, stored):
+    """The rows [a, b) of a block task's input (already the rows unless ``stored``)."""
+    if not stored:
+        return src
+    x = src[a:b]
+    return x if _arrays.kind(x) != "other" else np.asarray(x)  # torch/cupy blocks stay
+
+
 def _check_rows(block, name, offset):
     finite, nonzero = _arrays.row_flags(block)
     if not finite.all():
@@ -62,115 +254,261 @@ def _check_rows(block, name, offset):
         _checks.bad_rows(name, None, offset + int(np.argmin(nonzero)))
 
 
-def _block_knn(q, d, k, q_off, d_off, exclude, q_name, d_name, backend, memory_budget):
+def _where(q, d, backend):
+    """The two blocks where this worker computes them: on its GPU when ``backend`` asks for
+    one or leaves the choice to the worker (see ``_backend.host_data_on_gpu``)."""
+    if _arrays.kind(q) != "numpy" or not _backend.host_data_on_gpu(backend):
+        return q, d
+    if q.dtype.name == "bfloat16":  # ml_dtypes: torch cannot take it from numpy
+        q, d = q.astype(np.float32), d.astype(np.float32)
+    g = _arrays.to_gpu(q)
+    return (q, d) if g is None else (g, _arrays.to_device(d, g))
+
+
+def _block_knn(q, qa, qb, q_stored, d, da_, db, d_stored, k, exclude, q_name, d_name, backend,
+               memory_budget, allow_tf32):
     """Top-k of one query block against one database block, global indices, padded to k."""
-    _check_rows(q, q_name, q_off)
-    _check_rows(d, d_name, d_off)
+    q, d = _read(q, qa, qb, q_stored), _read(d, da_, db, d_stored)
+    _check_rows(q, q_name, qa)
+    _check_rows(d, d_name, da_)
     nq = q.shape[0]
     sims = np.full((nq, k), PAD_SIM, np.float32)
     idx = np.full((nq, k), PAD_IDX, np.int64)
     kk = min(k, d.shape[0] - (1 if exclude else 0))
     if kk > 0:
+        q, d = _where(q, d, backend)
         s, i = _local_knn(q, kk, database=d, exclude_self=exclude, backend=backend,
-                          memory_budget=memory_budget)
+                          memory_budget=memory_budget, allow_tf32=allow_tf32)
         sims[:, :kk] = _arrays.to_numpy(s)
-        idx[:, :kk] = _arrays.to_numpy(i) + d_off
+        idx[:, :kk] = _arrays.to_numpy(i) + da_
     return sims, idx
 
 
-def _as_dask(x, name):
-    if not isinstance(x, da.Array):
-        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-            raise TypeError(f"{name} must be a dask array (or numpy array), "
-                            f"got {type(x).__name__}")
-        x = da.from_array(np.asarray(x), chunks=(-1, -1) if np.ndim(x) == 2 else -1)
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, d), got shape {x.shape}")
-    dt = _arrays._np_dtype_name(x.dtype)
-    if dt not in _arrays.FLOAT_DTYPES:
-        kind = "floating-point embeddings (float32, float16 or bfloat16)"
-        raise TypeError(f"{name} must hold {kind}, got dtype {dt}")
-    if any(math.isnan(c) for c in x.chunks[0]) or any(math.isnan(c) for c in x.chunks[1]):
-        raise ValueError(f"{name} has unknown chunk sizes: call {name}.compute_chunk_sizes()")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"{name} is empty: shape {x.shape}")
-    if len(x.chunks[1]) > 1:  # a block task needs whole rows
-        x = x.rechunk({1: -1})
-    return x
-
-
-def _offsets(chunks):
-    return np.concatenate([[0], np.cumsum(chunks)]).astype(np.int64).tolist()
-
+# ---------------------------------------------------------------- kNN graph
 
 def knn(X, k, *, database=None, exclude_self=None, backend=None, memory_budget=None,
-        split_every=4):
-    """Exact cosine top-k of the rows of a dask array, as dask arrays.
+        allow_tf32=False, block_rows=None, split_every=4):
+    """Exact cosine top-k of the rows of ``X`` by dask tasks, as lazy dask arrays.
 
     Parameters
     ----------
-    X : (N, d) dask array of float embeddings, chunked by rows (column chunks are merged into
-        one). A numpy array is taken as a single block.
-    k, exclude_self, backend, memory_budget : as in :func:`hdlfast.knn`; ``backend`` and
-        ``memory_budget`` apply to each block task. With a database and ``exclude_self=True``
-        the database is rechunked to X's row chunks (query i is database row i).
-    database : (Nd, d) dask or numpy array, or None for the graph of X against itself.
+    X : (N, d) float embeddings: a dask array chunked by rows (column chunks are merged), or
+        stored embeddings read by the tasks themselves — a ``.npy`` path or memmap, a zarr
+        array or directory, or any array-like (numpy included) — in blocks of ``block_rows``.
+    k, exclude_self, memory_budget, allow_tf32 : as in :func:`hdlfast.knn`, per block task.
+    database : (Nd, d) embeddings as X, or None for the graph of X against itself. With
+        ``exclude_self=True`` it is split like X (query i is database row i).
+    backend : None lets each worker use its GPU when it has one (and torch or cupy), else
+        its CPU; "native"/"numba" keep every task on the CPU, "cuda" requires a GPU.
+    block_rows : rows per block; default: X's row chunks for a dask array, else dask's
+        ``array.chunk-size`` (128 MiB) of float32 rows. There are (N / block_rows)^2 tasks.
     split_every : fan-in of the tree reduction over the database blocks (>= 2).
 
     Returns
     -------
-    sims, idx : (N, k) dask arrays (float32, int64) chunked like X's rows, equal to
-        ``hdlfast.knn(X.compute(), k, ...)``: rows by decreasing similarity, equal
-        similarities by increasing database index. Compute both together,
-        ``dask.compute(sims, idx)``, so that the block tasks run once. A bad row (NaN/Inf
-        or zero norm) raises ValueError naming the argument and the global row at compute
-        time.
+    sims, idx : (N, k) dask arrays (float32, int64) chunked by X's row blocks, equal to
+        ``hdlfast.knn`` on the whole arrays: rows by decreasing similarity, equal similarities
+        by increasing database index. Compute both together (``dask.compute(sims, idx)`` or
+        :func:`save_graph`) so that the block tasks run once. A bad row (NaN/Inf or zero
+        norm) raises ValueError naming the argument and the global row at compute time.
     """
-    X = _as_dask(X, "X")
+    src = _as_source(X, "X", block_rows)
     k = _checks.positive_int(k, "k")
     split_every = _checks.positive_int(split_every, "split_every")
     if split_every < 2:
         raise ValueError(f"split_every must be >= 2, got {split_every}")
     if memory_budget is not None:
         memory_budget = _checks.positive_int(memory_budget, "memory_budget")
-    _backend.select(backend, False)  # a bad or unusable backend fails here, not in a task
-    n = X.shape[0]
+    _backend.check_name(backend)  # the workers, not this process, decide if it is usable
+    n = src.shape[0]
     if database is None:
         exclude_self = True if exclude_self is None else bool(exclude_self)
-        D, d_name = X, "X"
+        dsrc = src
     else:
-        D, d_name = _as_dask(database, "database"), "database"
-        if D.shape[1] != X.shape[1]:
-            raise ValueError(f"X has {X.shape[1]} columns but database has {D.shape[1]}")
+        dsrc = _as_source(database, "database", block_rows)
+        if dsrc.shape[1] != src.shape[1]:
+            raise ValueError(f"X has {src.shape[1]} columns but database has {dsrc.shape[1]}")
         exclude_self = False if exclude_self is None else bool(exclude_self)
         if exclude_self:
-            if D.shape[0] != n:
+            if dsrc.shape[0] != n:
                 raise ValueError(
                     f"exclude_self=True with a database needs as many rows in X as in the "
-                    f"database (row i is database row i), got {n} and {D.shape[0]}")
-            D = D.rechunk({0: X.chunks[0]})
-    nd = D.shape[0]
+                    f"database (row i is database row i), got {n} and {dsrc.shape[0]}")
+            dsrc.like_rows_of(src)
+    nd = dsrc.shape[0]
     if exclude_self:
         _checks.k_at_most(k, nd - 1, "database rows other than the point itself")
     else:
         _checks.k_at_most(k, nd, "database rows")
 
-    q_blocks = X.to_delayed().ravel()
-    d_blocks = q_blocks if D is X else D.to_delayed().ravel()
-    q_off, d_off = _offsets(X.chunks[0]), _offsets(D.chunks[0])
-    block = dask.delayed(_block_knn, pure=True)
+    d_name = "X" if dsrc is src else "database"
+    task = dask.delayed(_block_knn, pure=True)
     merge_all = dask.delayed(_merge_all, pure=True)
+    d_blocks = [j for j, (a, b) in enumerate(dsrc.bounds) if b > a]
     sims_parts, idx_parts = [], []
-    for i, qb in enumerate(q_blocks):
-        level = [block(qb, db, k, q_off[i], d_off[j], exclude_self and i == j, "X", d_name,
-                       backend, memory_budget)
-                 for j, db in enumerate(d_blocks)]
+    for i, (qa, qb) in enumerate(src.bounds):
+        if qb == qa:  # an empty chunk (a row subset of a dask array)
+            sims_parts.append(da.zeros((0, k), np.float32))
+            idx_parts.append(da.zeros((0, k), np.int64))
+            continue
+        level = [task(*src.block(i), *dsrc.block(j), k,
+                      exclude_self and src.bounds[i] == dsrc.bounds[j], "X", d_name,
+                      backend, memory_budget, allow_tf32)
+                 for j in d_blocks]
         while len(level) > 1:  # tree reduction over the database blocks
             level = [merge_all(*level[g:g + split_every])
                      for g in range(0, len(level), split_every)]
-        rows = X.chunks[0][i]
         res = level[0]
-        sims_parts.append(da.from_delayed(res[0], (rows, k), dtype=np.float32))
-        idx_parts.append(da.from_delayed(res[1], (rows, k), dtype=np.int64))
+        sims_parts.append(da.from_delayed(res[0], (qb - qa, k), dtype=np.float32))
+        idx_parts.append(da.from_delayed(res[1], (qb - qa, k), dtype=np.int64))
     return da.concatenate(sims_parts, axis=0), da.concatenate(idx_parts, axis=0)
 
+
+# ---------------------------------------------------------------- HDL
+
+def _label_gathered(idx, sims, y, k, method, schedule, max_visits, weighting, backend):
+    """Phases A and B of :func:`hdlfast.hdl` on the whole graph, in the task's process."""
+    return _local_hdl(None, y, k, graph=(np.asarray(idx), np.asarray(sims)), method=method,
+                      schedule=schedule, max_visits=max_visits, fallback=None,
+                      weighting=weighting, backend=backend)
+
+
+def _graph_part(a, name):
+    if isinstance(a, da.Array):
+        return a
+    if isinstance(a, (str, os.PathLike)):
+        return np.load(a, mmap_mode="r") if Path(a).suffix == ".npy" else _stored(a, name)
+    return a
+
+
+def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels",
+        max_visits=64, fallback="auto", weighting="similarity", n_classes=None, backend=None,
+        memory_budget=None, allow_tf32=False, block_rows=None, split_every=4) -> HDLResult:
+    """:func:`hdlfast.hdl` with the kNN searches on dask; computes and returns numpy results.
+
+    The kNN graph is built by :func:`knn` (or given as ``graph=(idx, sims)``: dask arrays,
+    ``.npy`` paths, memmaps or zarr arrays, e.g. from :func:`load_graph`), then gathered to
+    one worker, which runs phases A and B (propagation level by level, then the search) on
+    its CPU. Those are O(N k) passes over the graph, cheap next to building it, and every
+    phase-A sub-level needs the labels of all neighbours of the frontier: spread over
+    workers that would be an all-to-all exchange per sub-level (hundreds of rounds), costing
+    more than the labeling itself. The worker needs about (16 k + 40) bytes per point for the
+    graph, its reverse and the labels (2.1 GB for 10 million points at k = 20), plus as much
+    again for the graph while dask assembles it. Phase C (kNN voting in embedding space for
+    the points the search could not reach) runs :func:`knn` on the cluster again.
+
+    Arguments as in :func:`hdlfast.hdl`; ``X`` as in :func:`knn`, ``labels`` an (N,) integer
+    array (numpy or dask). The result equals ``hdlfast.hdl`` on the same data. Uses the
+    current dask scheduler (a ``distributed.Client`` when one is the default).
+    """
+    _checks.choice(method, "method", ("hdl", "tree"))
+    _checks.choice(schedule, "schedule", ("levels", "sequential"))
+    _checks.choice(fallback, "fallback", ("auto", "knn-dv", None))
+    _checks.choice(weighting, "weighting", ("similarity", "uniform"))
+    k = _checks.positive_int(k, "k")
+    max_visits = _checks.positive_int(max_visits, "max_visits")
+    if memory_budget is not None:
+        memory_budget = _checks.positive_int(memory_budget, "memory_budget")
+    _backend.check_name(backend)
+    if backend == "cuda" and graph is not None and X is None:
+        raise ValueError("backend='cuda' applies to the kNN searches; the labeling of a given "
+                         "graph runs on the CPU (backend None, 'native' or 'numba')")
+    src = None if X is None else _as_source(X, "X", block_rows)
+    if graph is None and src is None:
+        raise ValueError("hdl needs embeddings X or a precomputed graph=(idx, sims)")
+    if graph is not None:
+        if not isinstance(graph, (tuple, list)) or len(graph) != 2:
+            raise TypeError("graph must be a pair (idx, sims) as returned by hdlfast.dask.knn")
+        g_idx, g_sims = (_graph_part(a, "graph") for a in graph)
+        n = int(g_idx.shape[0])
+        if src is not None and src.shape[0] != n:
+            raise ValueError(f"graph has {n} rows but X has {src.shape[0]}")
+    else:
+        n = src.shape[0]
+        _checks.k_at_most(k, n - 1, "other points")
+    if isinstance(labels, da.Array):
+        labels = labels.compute()
+    y = _checks.labels(labels, n, n_classes)
+    if fallback == "auto":
+        fallback = "knn-dv" if src is not None else None
+    if fallback == "knn-dv" and src is None:
+        raise ValueError("fallback='knn-dv' needs the embeddings X; pass X or fallback=None")
+    if schedule == "sequential" and backend == "cuda":
+        raise ValueError("schedule='sequential' runs on the CPU only; pass backend='native'")
+    search = dict(backend=backend, memory_budget=memory_budget, allow_tf32=allow_tf32,
+                  split_every=split_every)
+    if graph is None:
+        g_sims, g_idx = knn(src, k, **search)
+        g_idx, g_sims = g_idx[:, :k], g_sims[:, :k]
+    cpu = None if backend == "cuda" else backend  # the gathered labeling runs on a CPU
+    res = dask.delayed(_label_gathered, pure=True)(
+        g_idx, g_sims, y, k, method, schedule, max_visits, weighting, cpu).compute()
+
+    lab = np.array(res.labels)
+    todo = np.flatnonzero(lab < 0)
+    if todo.size and fallback == "knn-dv":
+        known = np.flatnonzero(lab >= 0)
+        kk = min(k, known.size)
+        sims, nbr = dask.compute(*knn(src.subset(todo), kk, database=src.subset(known),
+                                      **search))
+        out_lab = np.empty(todo.size, np.int64)
+        out_conf = np.empty(todo.size, np.float64)
+        kern = _backend.select(cpu, False).labeling
+        kern.vote_rows(np.ascontiguousarray(nbr), np.ascontiguousarray(sims),
+                       np.ascontiguousarray(lab[known]), weighting == "uniform", out_lab,
+                       out_conf)
+        conf, level, prov = (np.array(a) for a in (res.confidence, res.level, res.provenance))
+        lab[todo], conf[todo] = out_lab, out_conf
+        level[todo], prov[todo] = res.n_levels + 1, FALLBACK
+        res = HDLResult(lab, conf, level, prov, res.cycles, n_levels=res.n_levels, k=k)
+    return res
+
+
+# ---------------------------------------------------------------- graphs on disk
+
+def save_graph(sims, idx, path):
+    """Compute the graph ``(sims, idx)`` of :func:`knn` and write it to ``path`` block by
+    block, never whole in memory, in one pass over the block tasks: a zarr group with arrays
+    ``sims`` and ``idx`` when ``path`` ends with ``.zarr``, else a directory holding
+    ``sims.npy`` and ``idx.npy`` (the workers must see ``path``). Read it with
+    :func:`load_graph`."""
+    if not (isinstance(sims, da.Array) and isinstance(idx, da.Array)):
+        raise TypeError("save_graph needs the dask arrays (sims, idx) of hdlfast.dask.knn")
+    if sims.shape != idx.shape or sims.ndim != 2:
+        raise ValueError(f"sims and idx must both be (N, k), got {sims.shape} and {idx.shape}")
+    p = Path(path)
+    if p.suffix == ".zarr":
+        rows = max(sims.chunks[0])  # zarr wants regular chunks
+        parts = [da.to_zarr(a.rechunk({0: rows, 1: -1}), str(p), component=name,
+                            overwrite=True, compute=False)
+                 for name, a in (("sims", sims), ("idx", idx))]
+        dask.compute(*parts)
+        return
+    p.mkdir(parents=True, exist_ok=True)
+    writes = []
+    for name, a in (("sims", sims), ("idx", idx)):
+        f = p / f"{name}.npy"
+        np.lib.format.open_memmap(f, mode="w+", dtype=a.dtype, shape=a.shape).flush()
+        off = np.concatenate([[0], np.cumsum(a.chunks[0])]).astype(int)
+        for block, start in zip(a.to_delayed().ravel(), off[:-1].tolist()):
+            writes.append(dask.delayed(_write_rows, pure=False)(str(f), start, block))
+    dask.compute(*writes)
+
+
+def _write_rows(path, start, block):
+    out = np.lib.format.open_memmap(path, mode="r+")
+    out[start:start + block.shape[0]] = block
+    out.flush()
+    del out
+
+
+def load_graph(path):
+    """``(sims, idx)`` written by :func:`save_graph`, left on disk (memmaps or zarr arrays);
+    pass ``graph=(idx, sims)`` to :func:`hdl` or :func:`hdlfast.hdl`."""
+    p = Path(path)
+    if p.suffix == ".zarr":
+        import zarr
+
+        g = zarr.open_group(str(p), mode="r")
+        return g["sims"], g["idx"]
+    return tuple(np.load(p / f"{name}.npy", mmap_mode="r") for name in ("sims", "idx"))
