@@ -14,8 +14,10 @@ identical for any thread count.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -34,8 +36,49 @@ def _blas_controller() -> ThreadpoolController:
     return ThreadpoolController()
 
 
+_local = threading.local()
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved = None
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """BLAS on one thread while any caller is inside; the original limits come back when the
+    last one leaves. (BLAS thread counts are process-wide: nested or concurrent callers, such
+    as dask tasks on threads, must not restore each other's limits half-way.)"""
+    global _blas_users, _blas_saved
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_saved = _blas_controller().limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_saved.restore_original_limits()
+                _blas_saved = None
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """Run this thread's hdlfast CPU work on ``n`` worker threads (dask block tasks: the
+    scheduler already runs one task per core)."""
+    old = getattr(_local, "threads", None)
+    _local.threads = n
+    try:
+        yield
+    finally:
+        _local.threads = old
+
+
 def num_workers() -> int:
-    """HDLFAST_NUM_THREADS, else the cores this process may run on."""
+    """This thread's :func:`threads` setting, else HDLFAST_NUM_THREADS, else the cores this
+    process may run on."""
+    if getattr(_local, "threads", None):
+        return _local.threads
     env = os.environ.get("HDLFAST_NUM_THREADS")
     if env and env.isdigit() and int(env) > 0:
         return int(env)
@@ -128,13 +171,12 @@ def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bo
         for d0 in range(0, nd, bd):
             kernels.merge_rows(product(q0, d0), q0, d0, heap_s, heap_i, exclude_self)
 
-    if nq <= bq and symmetric:  # a single tile: multi-threaded BLAS, no pool
+    if nq <= bq and symmetric and workers > 1:  # a single tile: threaded BLAS, no pool
         symmetric_tile((0, 0))
-    elif nq <= bq and nd <= bd:
+    elif nq <= bq and nd <= bd and workers > 1:
         query_block(0)
     else:
-        with _blas_controller().limit(limits=1, user_api="blas"), \
-                ThreadPoolExecutor(workers) as pool:
+        with single_threaded_blas(), ThreadPoolExecutor(workers) as pool:
             if symmetric:
                 for pairs in symmetric_rounds(-(-nq // bq)):
                     list(pool.map(symmetric_tile, pairs))  # a round's tiles: disjoint heaps

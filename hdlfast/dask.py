@@ -32,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
         "hdlfast.dask needs dask: pip install hdlfast[dask]  (or: pip install 'dask[array]')"
     ) from exc
 
-from . import _arrays, _backend, _checks
+from . import _arrays, _backend, _checks, _cpu
 from .knn import knn as _local_knn
 from .labeling import FALLBACK, HDLResult
 from .labeling import hdl as _local_hdl
@@ -246,12 +246,14 @@ def _read(src, a, b, stored):
     return x if _arrays.kind(x) != "other" else np.asarray(x)  # torch/cupy blocks stay
 
 
-def _check_rows(block, name, offset):
-    finite, nonzero = _arrays.row_flags(block)
+def _check_block(src, a, b, stored, name):
+    """Raise for the first bad row (NaN/Inf or zero norm) of a block, named by its global
+    row. One task per block: the pair tasks depend on it, so they never see a bad row."""
+    finite, nonzero = _arrays.row_flags(_read(src, a, b, stored))
     if not finite.all():
-        _checks.bad_rows(name, offset + int(np.argmin(finite)), None)
+        _checks.bad_rows(name, a + int(np.argmin(finite)), None)
     if not nonzero.all():
-        _checks.bad_rows(name, None, offset + int(np.argmin(nonzero)))
+        _checks.bad_rows(name, None, a + int(np.argmin(nonzero)))
 
 
 def _where(q, d, backend):
@@ -265,20 +267,20 @@ def _where(q, d, backend):
     return (q, d) if g is None else (g, _arrays.to_device(d, g))
 
 
-def _block_knn(q, qa, qb, q_stored, d, da_, db, d_stored, k, exclude, q_name, d_name, backend,
-               memory_budget, allow_tf32):
-    """Top-k of one query block against one database block, global indices, padded to k."""
+def _block_knn(q, qa, qb, q_stored, d, da_, db, d_stored, k, exclude, opts, *checked):
+    """Top-k of one query block against one database block, global indices, padded to k.
+    ``checked``: the row checks of both blocks (run first, results unused)."""
     q, d = _read(q, qa, qb, q_stored), _read(d, da_, db, d_stored)
-    _check_rows(q, q_name, qa)
-    _check_rows(d, d_name, da_)
     nq = q.shape[0]
     sims = np.full((nq, k), PAD_SIM, np.float32)
     idx = np.full((nq, k), PAD_IDX, np.int64)
     kk = min(k, d.shape[0] - (1 if exclude else 0))
     if kk > 0:
-        q, d = _where(q, d, backend)
-        s, i = _local_knn(q, kk, database=d, exclude_self=exclude, backend=backend,
-                          memory_budget=memory_budget, allow_tf32=allow_tf32)
+        q, d = _where(q, d, opts["backend"])
+        with _cpu.threads(opts["threads"]):
+            s, i = _local_knn(q, kk, database=d, exclude_self=exclude,
+                              backend=opts["backend"], memory_budget=opts["memory_budget"],
+                              allow_tf32=opts["allow_tf32"])
         sims[:, :kk] = _arrays.to_numpy(s)
         idx[:, :kk] = _arrays.to_numpy(i) + da_
     return sims, idx
@@ -287,7 +289,7 @@ def _block_knn(q, qa, qb, q_stored, d, da_, db, d_stored, k, exclude, q_name, d_
 # ---------------------------------------------------------------- kNN graph
 
 def knn(X, k, *, database=None, exclude_self=None, backend=None, memory_budget=None,
-        allow_tf32=False, block_rows=None, split_every=4):
+        allow_tf32=False, block_rows=None, threads_per_task=1, split_every=4):
     """Exact cosine top-k of the rows of ``X`` by dask tasks, as lazy dask arrays.
 
     Parameters
@@ -302,6 +304,8 @@ def knn(X, k, *, database=None, exclude_self=None, backend=None, memory_budget=N
         its CPU; "native"/"numba" keep every task on the CPU, "cuda" requires a GPU.
     block_rows : rows per block; default: X's row chunks for a dask array, else dask's
         ``array.chunk-size`` (128 MiB) of float32 rows. There are (N / block_rows)^2 tasks.
+    threads_per_task : CPU threads of one block task (default 1: dask runs one task per
+        core; raise it for workers that run fewer tasks than they have cores).
     split_every : fan-in of the tree reduction over the database blocks (>= 2).
 
     Returns
@@ -320,6 +324,7 @@ def knn(X, k, *, database=None, exclude_self=None, backend=None, memory_budget=N
     if memory_budget is not None:
         memory_budget = _checks.positive_int(memory_budget, "memory_budget")
     _backend.check_name(backend)  # the workers, not this process, decide if it is usable
+    threads_per_task = _checks.positive_int(threads_per_task, "threads_per_task")
     n = src.shape[0]
     if database is None:
         exclude_self = True if exclude_self is None else bool(exclude_self)
@@ -341,9 +346,14 @@ def knn(X, k, *, database=None, exclude_self=None, backend=None, memory_budget=N
     else:
         _checks.k_at_most(k, nd, "database rows")
 
-    d_name = "X" if dsrc is src else "database"
+    opts = dict(backend=backend, memory_budget=memory_budget, allow_tf32=allow_tf32,
+                threads=threads_per_task)
     task = dask.delayed(_block_knn, pure=True)
     merge_all = dask.delayed(_merge_all, pure=True)
+    check = dask.delayed(_check_block, pure=True)
+    q_checks = [check(*src.block(i), "X") for i in range(len(src.bounds))]
+    d_checks = q_checks if dsrc is src else [check(*dsrc.block(j), "database")
+                                             for j in range(len(dsrc.bounds))]
     d_blocks = [j for j, (a, b) in enumerate(dsrc.bounds) if b > a]
     sims_parts, idx_parts = [], []
     for i, (qa, qb) in enumerate(src.bounds):
@@ -352,8 +362,8 @@ def knn(X, k, *, database=None, exclude_self=None, backend=None, memory_budget=N
             idx_parts.append(da.zeros((0, k), np.int64))
             continue
         level = [task(*src.block(i), *dsrc.block(j), k,
-                      exclude_self and src.bounds[i] == dsrc.bounds[j], "X", d_name,
-                      backend, memory_budget, allow_tf32)
+                      exclude_self and src.bounds[i] == dsrc.bounds[j], opts,
+                      q_checks[i], d_checks[j])
                  for j in d_blocks]
         while len(level) > 1:  # tree reduction over the database blocks
             level = [merge_all(*level[g:g + split_every])
@@ -383,7 +393,8 @@ def _graph_part(a, name):
 
 def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels",
         max_visits=64, fallback="auto", weighting="similarity", n_classes=None, backend=None,
-        memory_budget=None, allow_tf32=False, block_rows=None, split_every=4) -> HDLResult:
+        memory_budget=None, allow_tf32=False, block_rows=None, threads_per_task=1,
+        split_every=4) -> HDLResult:
     """:func:`hdlfast.hdl` with the kNN searches on dask; computes and returns numpy results.
 
     The kNN graph is built by :func:`knn` (or given as ``graph=(idx, sims)``: dask arrays,
@@ -436,7 +447,7 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
     if schedule == "sequential" and backend == "cuda":
         raise ValueError("schedule='sequential' runs on the CPU only; pass backend='native'")
     search = dict(backend=backend, memory_budget=memory_budget, allow_tf32=allow_tf32,
-                  split_every=split_every)
+                  threads_per_task=threads_per_task, split_every=split_every)
     if graph is None:
         g_sims, g_idx = knn(src, k, **search)
         g_idx, g_sims = g_idx[:, :k], g_sims[:, :k]
