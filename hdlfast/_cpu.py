@@ -186,6 +186,44 @@ def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bo
     return heap_s, heap_i
 
 
+def bipartite_rounds(nbq: int, nbd: int) -> list[list[tuple[int, int]]]:
+    """Every (query block, database block) pair once, in rounds where no query block and no
+    database block appears twice (pairs on the same wrapped diagonal of the grid)."""
+    m = max(nbq, nbd)
+    rounds = [[(a, (a + r) % m) for a in range(nbq) if (a + r) % m < nbd] for r in range(m)]
+    return [pairs for pairs in rounds if pairs]
+
+
+def topk_pair(kernels, q: np.ndarray, db: np.ndarray, kq: int, kd: int,
+              memory_budget: int | None):
+    """From one pass of tile products q @ db.T, both halves of an off-diagonal block pair of a
+    self-graph: the ``kq`` most similar ``db`` rows of each ``q`` row and the ``kd`` most
+    similar ``q`` rows of each ``db`` row (local indices; rows already unit-norm float32).
+    Half the products of two :func:`topk` calls."""
+    nq, nd = q.shape[0], db.shape[0]
+    budget = DEFAULT_BUDGET if memory_budget is None else int(memory_budget)
+    b = block_sizes(max(nq, nd), max(nq, nd), budget, True)[0]
+    heaps = [(np.full((n, kk), -np.inf, np.float32), np.full((n, kk), _INDEX_SENTINEL, np.int64))
+             for n, kk in ((nq, kq), (nd, kd))]
+    (qs, qi), (ds, di) = heaps
+
+    def tile(pair):
+        a, c = pair[0] * b, pair[1] * b
+        t = np.matmul(_two_rows(q[a:a + b]), _two_rows(db[c:c + b]).T)
+        t = np.ascontiguousarray(t[:min(b, nq - a), :min(b, nd - c)])  # see topk.product
+        kernels.merge_rows(t, a, c, qs, qi, False)
+        kernels.merge_cols(t, a, c, ds, di)
+
+    rounds = bipartite_rounds(-(-nq // b), -(-nd // b))
+    workers = num_workers()
+    with single_threaded_blas(), ThreadPoolExecutor(workers) as pool:
+        for pairs in rounds:
+            list(pool.map(tile, pairs))  # a round's tiles: disjoint heaps on both sides
+    for hs, hi in heaps:
+        kernels.finalize(hs, hi)
+    return heaps
+
+
 class SinkhornState:
     """One Sinkhorn run on the host: Q (the only N x K buffer, float32) and the float64 row
     scaling u, driven by ``hdlfast.sinkhorn`` through the backend's kernels."""

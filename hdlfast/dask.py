@@ -1,7 +1,8 @@
 """Exact kNN graph and HDL labels on dask: beyond one machine, or beyond its memory.
 
 ``knn(X, k)`` splits the work by row blocks: one task per (query block, database block) runs
-the local :func:`hdlfast.knn` on the two blocks (on the worker's GPU when it has one), and the
+the local :func:`hdlfast.knn` on the two blocks (on the worker's GPU when it has one; for a
+self-graph one task per pair i < j serves both blocks from one pass of products), and the
 partial top-k lists of each query block are merged by a tree reduction (:func:`merge`, which
 keeps the SPEC tie rule, so the result depends neither on the chunking nor on the tree).
 ``hdl`` builds that graph on the cluster, gathers it to one worker for the labeling (linear
@@ -267,23 +268,42 @@ def _where(q, d, backend):
     return (q, d) if g is None else (g, _arrays.to_device(d, g))
 
 
+def _padded(sims, idx, k, offset):
+    """(n, k) float32/int64 arrays of a partial top-k with global indices; the missing
+    columns hold padding that sorts last."""
+    n, kk = sims.shape
+    out_s = np.full((n, k), PAD_SIM, np.float32)
+    out_i = np.full((n, k), PAD_IDX, np.int64)
+    out_s[:, :kk] = _arrays.to_numpy(sims)
+    out_i[:, :kk] = _arrays.to_numpy(idx) + offset
+    return out_s, out_i
+
+
 def _block_knn(q, qa, qb, q_stored, d, da_, db, d_stored, k, exclude, opts, *checked):
     """Top-k of one query block against one database block, global indices, padded to k.
     ``checked``: the row checks of both blocks (run first, results unused)."""
     q, d = _read(q, qa, qb, q_stored), _read(d, da_, db, d_stored)
-    nq = q.shape[0]
-    sims = np.full((nq, k), PAD_SIM, np.float32)
-    idx = np.full((nq, k), PAD_IDX, np.int64)
     kk = min(k, d.shape[0] - (1 if exclude else 0))
-    if kk > 0:
-        q, d = _where(q, d, opts["backend"])
-        with _cpu.threads(opts["threads"]):
-            s, i = _local_knn(q, kk, database=d, exclude_self=exclude,
-                              backend=opts["backend"], memory_budget=opts["memory_budget"],
-                              allow_tf32=opts["allow_tf32"])
-        sims[:, :kk] = _arrays.to_numpy(s)
-        idx[:, :kk] = _arrays.to_numpy(i) + da_
-    return sims, idx
+    if kk <= 0:
+        return _padded(np.empty((q.shape[0], 0), np.float32), np.empty((q.shape[0], 0)), k, 0)
+    q, d = _where(q, d, opts["backend"])
+    with _cpu.threads(opts["threads"]):
+        s, i = _local_knn(q, kk, database=d, exclude_self=exclude, backend=opts["backend"],
+                          memory_budget=opts["memory_budget"], allow_tf32=opts["allow_tf32"])
+    return _padded(s, i, k, da_)
+
+
+def _pair_knn(q, qa, qb, q_stored, d, da_, db, d_stored, k, opts, *checked):
+    """An off-diagonal block pair (i < j) of a self-graph: the partial top-k of block i
+    against block j and of block j against block i, from one pass of products."""
+    q, d = _read(q, qa, qb, q_stored), _read(d, da_, db, d_stored)
+    q, d = _where(q, d, opts["backend"])
+    impl = _backend.select(opts["backend"], _arrays.info(q, "X").on_gpu, like=q)
+    with _cpu.threads(opts["threads"]):
+        (sq, iq), (sd, id_) = impl.knn_pair(q, d, min(k, d.shape[0]), min(k, q.shape[0]),
+                                            allow_tf32=opts["allow_tf32"],
+                                            memory_budget=opts["memory_budget"])
+    return _padded(sq, iq, k, da_), _padded(sd, id_, k, qa)
 
 
 # ---------------------------------------------------------------- kNN graph
@@ -355,16 +375,28 @@ def knn(X, k, *, database=None, exclude_self=None, backend=None, memory_budget=N
     d_checks = q_checks if dsrc is src else [check(*dsrc.block(j), "database")
                                              for j in range(len(dsrc.bounds))]
     d_blocks = [j for j, (a, b) in enumerate(dsrc.bounds) if b > a]
+    if dsrc is src:  # a self-graph: one task per pair i < j serves both blocks
+        pair = dask.delayed(_pair_knn, pure=True, nout=2)
+        halves = {}
+        for a, i in enumerate(d_blocks):
+            for j in d_blocks[a + 1:]:
+                halves[i, j], halves[j, i] = pair(*src.block(i), *src.block(j), k, opts,
+                                                  q_checks[i], q_checks[j])
     sims_parts, idx_parts = [], []
     for i, (qa, qb) in enumerate(src.bounds):
         if qb == qa:  # an empty chunk (a row subset of a dask array)
             sims_parts.append(da.zeros((0, k), np.float32))
             idx_parts.append(da.zeros((0, k), np.int64))
             continue
-        level = [task(*src.block(i), *dsrc.block(j), k,
-                      exclude_self and src.bounds[i] == dsrc.bounds[j], opts,
-                      q_checks[i], d_checks[j])
-                 for j in d_blocks]
+        if dsrc is src:
+            level = [halves[i, j] if j != i else
+                     task(*src.block(i), *src.block(i), k, exclude_self, opts, q_checks[i])
+                     for j in d_blocks]
+        else:
+            level = [task(*src.block(i), *dsrc.block(j), k,
+                          exclude_self and src.bounds[i] == dsrc.bounds[j], opts,
+                          q_checks[i], d_checks[j])
+                     for j in d_blocks]
         while len(level) > 1:  # tree reduction over the database blocks
             level = [merge_all(*level[g:g + split_every])
                      for g in range(0, len(level), split_every)]

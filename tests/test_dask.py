@@ -252,3 +252,40 @@ def test_dask_is_optional():
     code = "import sys, hdlfast; print('dask' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+# ---------------------------------------------------------------- both halves of a block pair
+
+@pytest.mark.parametrize("nq,nd,kq,kd", [(37, 50, 5, 9), (1, 40, 40, 1), (64, 3, 3, 20),
+                                         (130, 129, 17, 4)])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_pair_halves_equal_two_searches(nq, nd, kq, kd, threads):
+    """_cpu.topk_pair: one pass of tiles (small budget: many tiles, rounds on a thread pool)
+    gives both directions exactly as two hdlfast.knn searches; ties by index."""
+    from hdlfast import _backend, _cpu
+    from conftest import CPU_BACKENDS
+
+    rng = np.random.default_rng(nq + nd)
+    base = rng.choice([-1.0, 1.0], size=(5, 16))
+    q = base[rng.integers(0, 5, nq)].astype(np.float32)  # exact products: ties everywhere
+    d = base[rng.integers(0, 5, nd)].astype(np.float32)
+    for name in CPU_BACKENDS:
+        impl = _backend.select(name, False)
+        with _cpu.threads(threads):
+            (sq, iq), (sd, id_) = impl.knn_pair(q, d, kq, kd, allow_tf32=False,
+                                                memory_budget=64 * 16 * 16 * 4)
+        for (s, i), (a, b, k) in zip(((sq, iq), (sd, id_)), ((q, d, kq), (d, q, kd))):
+            ref_s, ref_i, _ = reference_knn(a, b, k, False)
+            np.testing.assert_array_equal(i, ref_i)
+            np.testing.assert_array_equal(s, ref_s.astype(np.float32))
+
+
+def test_bipartite_rounds_cover_every_pair_once():
+    from hdlfast._cpu import bipartite_rounds
+
+    for nbq, nbd in [(1, 1), (1, 5), (5, 1), (3, 7), (7, 3), (4, 4)]:
+        rounds = bipartite_rounds(nbq, nbd)
+        flat = [p for r in rounds for p in r]
+        assert sorted(flat) == [(a, b) for a in range(nbq) for b in range(nbd)]
+        for r in rounds:
+            assert len({a for a, _ in r}) == len(r) == len({b for _, b in r})

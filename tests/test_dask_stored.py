@@ -207,16 +207,16 @@ def test_save_and_load_graph(tmp_path, data, npy, fmt):
 
 def test_save_graph_runs_block_tasks_once(tmp_path, data, monkeypatch):
     calls = []
-    real = hdask._block_knn
+    for name in ("_block_knn", "_pair_knn"):
+        def counting(*a, _real=getattr(hdask, name), _name=name, **kw):
+            calls.append(_name)
+            return _real(*a, **kw)
 
-    def counting(*a, **kw):
-        calls.append(1)
-        return real(*a, **kw)
-
-    monkeypatch.setattr(hdask, "_block_knn", counting)
-    sims, idx = hdask.knn(data, 4, block_rows=101)  # 4 blocks: 16 pair tasks
+        monkeypatch.setattr(hdask, name, counting)
+    sims, idx = hdask.knn(data, 4, block_rows=101)  # 4 blocks
     hdask.save_graph(sims, idx, tmp_path / "g")
-    assert len(calls) == 16
+    # a self-graph: one task per diagonal block, one per pair i < j for both directions
+    assert sorted(calls) == ["_block_knn"] * 4 + ["_pair_knn"] * 6
 
 
 def test_save_graph_bad_input(tmp_path, data):
