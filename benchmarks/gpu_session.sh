@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # On a lent GPU machine: build, CUDA tests, compute-sanitizer, GPU benchmarks.
-# Usage (device tool): bash benchmarks/gpu_session.sh [build] [test] [sanitize] [bench]
-# (default: all four, writing under $OUT). One device call may run 10 minutes at most, so a
+# Usage (device tool): bash benchmarks/gpu_session.sh [build] [test] [sanitize] [bench] [dask]
+# (default: all five, writing under $OUT). One device call may run 10 minutes at most, so a
 # session runs "build test", then "sanitize", then "bench" as three calls (the machine stays
 # warm between calls and keeps the installed package).
 set -uo pipefail
-stages=${*:-build test sanitize bench}
+stages=${*:-build test sanitize bench dask}
 want() { [[ " $stages " == *" $1 "* ]]; }
 OUT=${OUT:-/tmp/hdlfast-out}
 mkdir -p "$OUT"
@@ -35,4 +35,15 @@ if want bench; then
   timeout 200 python3 "$repo/benchmarks/bench_knn_gpu.py" --out "$OUT/knn-gpu-$gpu.json"
   timeout 150 python3 "$repo/benchmarks/bench_sinkhorn_gpu.py" --out "$OUT/sinkhorn-gpu-$gpu.json"
   timeout 150 python3 "$repo/benchmarks/bench_kmeans_gpu.py" --out "$OUT/kmeans-gpu-$gpu.json"
+fi
+if want dask; then
+  if python3 -c "import dask.distributed" 2>/dev/null; then
+    # CPU scaling over the machine's cores, then the block tasks on its GPU (one worker)
+    timeout 300 python3 "$repo/benchmarks/dask_scaling.py" --n 200000 --block-rows 25000 \
+      --repeats 1 --backend native --out "$OUT/dask-scaling-cpu-host-of-$gpu.json"
+    timeout 200 python3 "$repo/benchmarks/dask_scaling.py" --n 200000 --d 512 \
+      --block-rows 50000 --repeats 1 --workers 1 --out "$OUT/dask-scaling-$gpu.json"
+  else
+    echo "dask stage skipped: dask.distributed is not installed on this machine"
+  fi
 fi

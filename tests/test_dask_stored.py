@@ -278,3 +278,13 @@ def test_block_tasks_on_the_gpu_equal_cpu(data, npy):
     s_gpu, i_gpu = compute(str(npy), 9, block_rows=100)  # the worker's GPU
     np.testing.assert_allclose(s_gpu, s_cpu, atol=1e-5, rtol=0)
     check_same(s_gpu, i_gpu, data, data, 9, True)
+
+
+@pytest.mark.cuda
+def test_gpu_blocks_of_a_dask_array(data):
+    """A dask array of cupy blocks: the tasks compute on the blocks' GPU, results in numpy."""
+    cupy = pytest.importorskip("cupy")
+    X = da.from_array(cupy.asarray(data), chunks=(100, 24), asarray=False)
+    s, i = dask.compute(*hdask.knn(X, 9), scheduler="threads")
+    assert isinstance(s, np.ndarray) and isinstance(i, np.ndarray)
+    check_same(s, i, data, data, 9, True)

@@ -118,3 +118,24 @@ def finalize(heap_s, heap_i):
         i = hi[order].copy()
         hs[:] = s
         hi[:] = i
+
+
+@nb.njit(cache=True, nogil=True)
+def merge_sorted(sa, ia, sb, ib, out_s, out_i):
+    """Row by row, the first ``out.shape[1]`` entries of two lists each sorted by the tie rule
+    (sim descending, index ascending): a two-pointer merge, O(k) per row. For the tree
+    reduction of ``hdlfast.dask`` (host data whatever the backend, so no native twin)."""
+    n, k = out_s.shape
+    ka, kb = sa.shape[1], sb.shape[1]
+    for r in range(n):
+        p = 0
+        q = 0
+        for c in range(k):
+            if q >= kb or (p < ka and not _worse(sa[r, p], ia[r, p], sb[r, q], ib[r, q])):
+                out_s[r, c] = sa[r, p]
+                out_i[r, c] = ia[r, p]
+                p += 1
+            else:
+                out_s[r, c] = sb[r, q]
+                out_i[r, c] = ib[r, q]
+                q += 1
