@@ -175,13 +175,14 @@ class CPUBackend:
         sims, idx = _cpu.topk(self.kernels, qn, dn, k, exclude_self, memory_budget)
         return _arrays.from_host(sims, q), _arrays.from_host(idx, q)
 
-    def knn_pair(self, q, db, kq, kd, *, allow_tf32, memory_budget):
+    def knn_pair(self, q, db, kq, kd, *, allow_tf32, memory_budget, floors=(None, None)):
         """(top-kq of q against db, top-kd of db against q) as numpy, from one pass of tile
-        products (an off-diagonal block pair of a self-graph; rows already checked)."""
+        products (an off-diagonal block pair of a self-graph; rows already checked). With
+        ``floors`` (see ``_cpu.topk_pair``) entries may hold the index sentinel int64 max."""
         del allow_tf32
         qn = _cpu.normalize(_arrays.host_float32(q), "X")
         dn = _cpu.normalize(_arrays.host_float32(db), "X")
-        return _cpu.topk_pair(self.kernels, qn, dn, kq, kd, memory_budget)
+        return _cpu.topk_pair(self.kernels, qn, dn, kq, kd, memory_budget, floors)
 
 
 class CUDABackend:
@@ -205,8 +206,10 @@ class CUDABackend:
         return _gpu.topk(self.mod, q, db, k, exclude_self, allow_tf32, memory_budget, q_name,
                          db_name)
 
-    def knn_pair(self, q, db, kq, kd, *, allow_tf32, memory_budget):
-        """As CPUBackend.knn_pair, by two fused searches (the GPU kernel keeps no columns)."""
+    def knn_pair(self, q, db, kq, kd, *, allow_tf32, memory_budget, floors=(None, None)):
+        """As CPUBackend.knn_pair, by two fused searches (the GPU kernel keeps no columns;
+        ``floors`` are not needed there)."""
+        del floors
         out = []
         for a, b, k in ((q, db, kq), (db, q, kd)):
             s, i = self.knn(a, b, k, exclude_self=False, allow_tf32=allow_tf32,

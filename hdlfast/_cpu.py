@@ -195,16 +195,25 @@ def bipartite_rounds(nbq: int, nbd: int) -> list[list[tuple[int, int]]]:
 
 
 def topk_pair(kernels, q: np.ndarray, db: np.ndarray, kq: int, kd: int,
-              memory_budget: int | None):
+              memory_budget: int | None, floors=(None, None)):
     """From one pass of tile products q @ db.T, both halves of an off-diagonal block pair of a
     self-graph: the ``kq`` most similar ``db`` rows of each ``q`` row and the ``kd`` most
     similar ``q`` rows of each ``db`` row (local indices; rows already unit-norm float32).
-    Half the products of two :func:`topk` calls."""
+    Half the products of two :func:`topk` calls.
+
+    ``floors``: per row of q and of db, a similarity the row's final k-th neighbour is known
+    to reach (e.g. its k-th best within its own block), or None. Heaps start full of
+    (floor, index sentinel) entries, so candidates below the floor are never pushed; entries
+    still holding the sentinel index at the end mean "nothing above the floor"."""
     nq, nd = q.shape[0], db.shape[0]
     budget = DEFAULT_BUDGET if memory_budget is None else int(memory_budget)
     b = block_sizes(max(nq, nd), max(nq, nd), budget, True)[0]
-    heaps = [(np.full((n, kk), -np.inf, np.float32), np.full((n, kk), _INDEX_SENTINEL, np.int64))
-             for n, kk in ((nq, kq), (nd, kd))]
+    heaps = []
+    for n, kk, floor in ((nq, kq, floors[0]), (nd, kd, floors[1])):
+        hs = np.full((n, kk), -np.inf, np.float32)
+        if floor is not None:
+            hs[:] = np.asarray(floor, np.float32)[:, None]
+        heaps.append((hs, np.full((n, kk), _INDEX_SENTINEL, np.int64)))
     (qs, qi), (ds, di) = heaps
 
     def tile(pair):

@@ -286,12 +286,15 @@ def _where(q, d, backend):
 
 def _padded(sims, idx, k, offset):
     """(n, k) float32/int64 arrays of a partial top-k with global indices; the missing
-    columns hold padding that sorts last."""
+    columns, and entries holding the index sentinel (nothing found above a floor), hold
+    padding that sorts last."""
     n, kk = sims.shape
     out_s = np.full((n, k), PAD_SIM, np.float32)
     out_i = np.full((n, k), PAD_IDX, np.int64)
-    out_s[:, :kk] = _arrays.to_numpy(sims)
-    out_i[:, :kk] = _arrays.to_numpy(idx) + offset
+    idx = _arrays.to_numpy(idx)
+    found = idx != PAD_IDX
+    out_s[:, :kk] = np.where(found, _arrays.to_numpy(sims), PAD_SIM)
+    out_i[:, :kk] = np.where(found, idx + np.where(found, offset, 0), PAD_IDX)
     return out_s, out_i
 
 
@@ -309,16 +312,20 @@ def _block_knn(q, qa, qb, q_stored, d, da_, db, d_stored, k, exclude, opts, *che
     return _padded(s, i, k, da_)
 
 
-def _pair_knn(q, qa, qb, q_stored, d, da_, db, d_stored, k, opts, *checked):
+def _pair_knn(q, qa, qb, q_stored, d, da_, db, d_stored, k, opts, diag_q, diag_d, *checked):
     """An off-diagonal block pair (i < j) of a self-graph: the partial top-k of block i
-    against block j and of block j against block i, from one pass of products."""
+    against block j and of block j against block i, from one pass of products. ``diag_q``,
+    ``diag_d``: the blocks' own top-k; a row's k-th similarity there is a floor for its final
+    k-th, so candidates below it are skipped (most of them: it saves most heap pushes)."""
     q, d = _read(q, qa, qb, q_stored), _read(d, da_, db, d_stored)
     q, d = _where(q, d, opts["backend"])
     impl = _backend.select(opts["backend"], _arrays.info(q, "X").on_gpu, like=q)
+    floors = (diag_q[0][:, k - 1], diag_d[0][:, k - 1])  # -inf (padding) when < k found
     with _cpu.threads(opts["threads"]):
         (sq, iq), (sd, id_) = impl.knn_pair(q, d, min(k, d.shape[0]), min(k, q.shape[0]),
                                             allow_tf32=opts["allow_tf32"],
-                                            memory_budget=opts["memory_budget"])
+                                            memory_budget=opts["memory_budget"],
+                                            floors=floors)
     return _padded(sq, iq, k, da_), _padded(sd, id_, k, qa)
 
 
@@ -393,11 +400,13 @@ def knn(X, k, *, database=None, exclude_self=None, backend=None, memory_budget=N
     d_blocks = [j for j, (a, b) in enumerate(dsrc.bounds) if b > a]
     if dsrc is src:  # a self-graph: one task per pair i < j serves both blocks
         pair = dask.delayed(_pair_knn, pure=True, nout=2)
-        halves = {}
+        halves = {(i, i): task(*src.block(i), *src.block(i), k, exclude_self, opts,
+                               q_checks[i]) for i in d_blocks}
         for a, i in enumerate(d_blocks):
             for j in d_blocks[a + 1:]:
                 halves[i, j], halves[j, i] = pair(*src.block(i), *src.block(j), k, opts,
-                                                  q_checks[i], q_checks[j])
+                                                  halves[i, i], halves[j, j], q_checks[i],
+                                                  q_checks[j])
     sims_parts, idx_parts = [], []
     for i, (qa, qb) in enumerate(src.bounds):
         if qb == qa:  # an empty chunk (a row subset of a dask array)
@@ -405,9 +414,7 @@ def knn(X, k, *, database=None, exclude_self=None, backend=None, memory_budget=N
             idx_parts.append(da.zeros((0, k), np.int64))
             continue
         if dsrc is src:
-            level = [halves[i, j] if j != i else
-                     task(*src.block(i), *src.block(i), k, exclude_self, opts, q_checks[i])
-                     for j in d_blocks]
+            level = [halves[i, j] for j in d_blocks]
         else:
             level = [task(*src.block(i), *dsrc.block(j), k,
                           exclude_self and src.bounds[i] == dsrc.bounds[j], opts,

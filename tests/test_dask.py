@@ -291,3 +291,32 @@ def test_bipartite_rounds_cover_every_pair_once():
         assert sorted(flat) == [(a, b) for a in range(nbq) for b in range(nbd)]
         for r in rounds:
             assert len({a for a, _ in r}) == len(r) == len({b for _, b in r})
+
+
+@pytest.mark.parametrize("backend", ["native", "numba"])
+def test_pair_floors_skip_only_what_cannot_enter(backend):
+    """With per-row floors the pair keeps exactly the reference entries at or above the
+    floor (ties at the floor included, by index), then index sentinels."""
+    from hdlfast import _backend, _cpu
+
+    if not _backend.usable(backend):
+        pytest.skip(f"{backend} not built")
+    rng = np.random.default_rng(3)
+    base = rng.choice([-1.0, 1.0], size=(6, 16))
+    q = base[rng.integers(0, 6, 40)].astype(np.float32)
+    d = base[rng.integers(0, 6, 70)].astype(np.float32)
+    fq = rng.integers(-4, 5, 40) / 4  # on the grid of possible cosines: exact ties
+    fd = np.full(70, -np.inf)
+    fd[::3] = rng.integers(-4, 5, 24)[:len(fd[::3])] / 4
+    impl = _backend.select(backend, False)
+    with _cpu.threads(2):
+        halves = impl.knn_pair(q, d, 9, 12, allow_tf32=False, memory_budget=32 * 32 * 4 * 64,
+                               floors=(fq, fd))
+    for (s, i), (a, b, k, floor) in zip(halves, ((q, d, 9, fq), (d, q, 12, fd))):
+        ref_s, ref_i, _ = reference_knn(a, b, k, False)
+        for r in range(a.shape[0]):
+            keep = ref_s[r] >= floor[r]
+            m = int(keep.sum())
+            np.testing.assert_array_equal(i[r, :m], ref_i[r][keep])
+            np.testing.assert_array_equal(s[r, :m], ref_s[r][keep].astype(np.float32))
+            assert (i[r, m:] == np.iinfo(np.int64).max).all()
