@@ -431,9 +431,20 @@ def knn(X, k, *, database=None, exclude_self=None, backend=None, memory_budget=N
 
 # ---------------------------------------------------------------- HDL
 
+def _blocks(a):
+    """The row blocks of an (N, k) graph array: its dask chunks (as delayed objects that keep
+    their keys, so tasks shared with other outputs run once), or the array itself."""
+    if isinstance(a, da.Array):
+        return list(a.rechunk({1: -1}).to_delayed(optimize_graph=False).ravel())
+    return [a]
+
+
 def _label_gathered(idx, sims, y, k, method, schedule, max_visits, weighting, backend):
-    """Phases A and B of :func:`hdlfast.hdl` on the whole graph, in the task's process."""
-    return _local_hdl(None, y, k, graph=(np.asarray(idx), np.asarray(sims)), method=method,
+    """Phases A and B of :func:`hdlfast.hdl` on the whole graph, in the task's process;
+    ``idx`` and ``sims`` arrive as lists of row blocks."""
+    idx, sims = (np.asarray(b[0]) if len(b) == 1 else np.concatenate([np.asarray(x) for x in b])
+                 for b in (idx, sims))
+    return _local_hdl(None, y, k, graph=(idx, sims), method=method,
                       schedule=schedule, max_visits=max_visits, fallback=None,
                       weighting=weighting, backend=backend)
 
@@ -508,7 +519,8 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
         g_idx, g_sims = g_idx[:, :k], g_sims[:, :k]
     cpu = None if backend == "cuda" else backend  # the gathered labeling runs on a CPU
     res = dask.delayed(_label_gathered, pure=True)(
-        g_idx, g_sims, y, k, method, schedule, max_visits, weighting, cpu).compute()
+        _blocks(g_idx), _blocks(g_sims), y, k, method, schedule, max_visits, weighting,
+        cpu).compute()
 
     lab = np.array(res.labels)
     todo = np.flatnonzero(lab < 0)
@@ -556,7 +568,7 @@ def save_graph(sims, idx, path):
         f = p / f"{name}.npy"
         np.lib.format.open_memmap(f, mode="w+", dtype=a.dtype, shape=a.shape).flush()
         off = np.concatenate([[0], np.cumsum(a.chunks[0])]).astype(int)
-        for block, start in zip(a.to_delayed().ravel(), off[:-1].tolist()):
+        for block, start in zip(_blocks(a), off[:-1].tolist()):
             writes.append(dask.delayed(_write_rows, pure=False)(str(f), start, block))
     dask.compute(*writes)
 

@@ -122,6 +122,20 @@ def test_on_a_local_cluster(client):
     same(out, hdlfast.hdl(X, Y, K, max_visits=5))
 
 
+@pytest.mark.parametrize("make", [lambda: X, lambda: da.from_array(X, chunks=(128, 16))])
+def test_graph_tasks_run_once(monkeypatch, make):
+    """Gathering idx and sims to the labeling task computes the graph's tasks once."""
+    calls = []
+    for name in ("_block_knn", "_pair_knn"):
+        def counting(*a, _real=getattr(hdask, name), _name=name, **kw):
+            calls.append(_name)
+            return _real(*a, **kw)
+
+        monkeypatch.setattr(hdask, name, counting)
+    hdask.hdl(make(), Y, K, block_rows=128, fallback=None)  # 6 blocks
+    assert sorted(calls) == ["_block_knn"] * 6 + ["_pair_knn"] * 15
+
+
 def test_fallback_search_runs_on_the_cluster(monkeypatch):
     """Phase C's kNN search goes through hdlfast.dask.knn: only the unreached rows against
     the labeled ones."""

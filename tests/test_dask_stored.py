@@ -205,7 +205,10 @@ def test_save_and_load_graph(tmp_path, data, npy, fmt):
     assert np.asarray(gi[:]).dtype == np.int64 and np.asarray(gs[:]).dtype == np.float32
 
 
-def test_save_graph_runs_block_tasks_once(tmp_path, data, monkeypatch):
+@pytest.mark.parametrize("fmt", ["npy", "zarr"])
+def test_save_graph_runs_block_tasks_once(tmp_path, data, monkeypatch, fmt):
+    if fmt == "zarr":
+        pytest.importorskip("zarr")
     calls = []
     for name in ("_block_knn", "_pair_knn"):
         def counting(*a, _real=getattr(hdask, name), _name=name, **kw):
@@ -213,8 +216,8 @@ def test_save_graph_runs_block_tasks_once(tmp_path, data, monkeypatch):
             return _real(*a, **kw)
 
         monkeypatch.setattr(hdask, name, counting)
-    sims, idx = hdask.knn(data, 4, block_rows=101)  # 4 blocks
-    hdask.save_graph(sims, idx, tmp_path / "g")
+    sims, idx = hdask.knn(da.from_array(data, chunks=(101, 24)), 4)  # 4 blocks
+    hdask.save_graph(sims, idx, tmp_path / ("g.zarr" if fmt == "zarr" else "g"))
     # a self-graph: one task per diagonal block, one per pair i < j for both directions
     assert sorted(calls) == ["_block_knn"] * 4 + ["_pair_knn"] * 6
 
