@@ -28,12 +28,29 @@ def clustered(n, d, seed, n_centres=6, spread=0.3):
     return x.astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+def local_cluster(processes):
+    """A client of a two-worker LocalCluster (threads or processes), not the default one."""
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=processes,
                                   dashboard_address=None) as cluster:
         with distributed.Client(cluster, set_as_default=False) as c:
             yield c
+
+
+@pytest.fixture(scope="module")
+def client():
+    yield from local_cluster(processes=False)
+
+
+def count_block_tasks(monkeypatch):
+    """A list that records the name of every block task run (diagonal or pair)."""
+    calls = []
+    for name in ("_block_knn", "_pair_knn"):
+        def counting(*a, _real=getattr(hdask, name), _name=name, **kw):
+            calls.append(_name)
+            return _real(*a, **kw)
+
+        monkeypatch.setattr(hdask, name, counting)
+    return calls
 
 
 @pytest.fixture(params=["threads", "distributed"])

@@ -11,6 +11,7 @@ distributed = pytest.importorskip("distributed")
 
 import hdlfast  # noqa: E402
 import hdlfast.dask as hdask  # noqa: E402
+from test_dask import count_block_tasks, local_cluster  # noqa: E402
 
 FIELDS = ("labels", "confidence", "level", "provenance", "cycles")
 
@@ -110,10 +111,7 @@ def test_npy_paths_as_graph(tmp_path):
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster:
-        with distributed.Client(cluster, set_as_default=False) as c:
-            yield c
+    yield from local_cluster(processes=False)
 
 
 def test_on_a_local_cluster(client):
@@ -125,13 +123,7 @@ def test_on_a_local_cluster(client):
 @pytest.mark.parametrize("make", [lambda: X, lambda: da.from_array(X, chunks=(128, 16))])
 def test_graph_tasks_run_once(monkeypatch, make):
     """Gathering idx and sims to the labeling task computes the graph's tasks once."""
-    calls = []
-    for name in ("_block_knn", "_pair_knn"):
-        def counting(*a, _real=getattr(hdask, name), _name=name, **kw):
-            calls.append(_name)
-            return _real(*a, **kw)
-
-        monkeypatch.setattr(hdask, name, counting)
+    calls = count_block_tasks(monkeypatch)
     hdask.hdl(make(), Y, K, block_rows=128, fallback=None)  # 6 blocks
     assert sorted(calls) == ["_block_knn"] * 6 + ["_pair_knn"] * 15
 

@@ -13,7 +13,8 @@ distributed = pytest.importorskip("distributed")
 import hdlfast  # noqa: E402
 import hdlfast.dask as hdask  # noqa: E402
 from hdlfast import _arrays, _backend  # noqa: E402
-from test_dask import check_same, clustered  # noqa: E402
+from test_dask import (check_same, clustered, count_block_tasks,  # noqa: E402
+                       local_cluster)
 
 
 @pytest.fixture(scope="module")
@@ -209,13 +210,7 @@ def test_save_and_load_graph(tmp_path, data, npy, fmt):
 def test_save_graph_runs_block_tasks_once(tmp_path, data, monkeypatch, fmt):
     if fmt == "zarr":
         pytest.importorskip("zarr")
-    calls = []
-    for name in ("_block_knn", "_pair_knn"):
-        def counting(*a, _real=getattr(hdask, name), _name=name, **kw):
-            calls.append(_name)
-            return _real(*a, **kw)
-
-        monkeypatch.setattr(hdask, name, counting)
+    calls = count_block_tasks(monkeypatch)
     sims, idx = hdask.knn(da.from_array(data, chunks=(101, 24)), 4)  # 4 blocks
     hdask.save_graph(sims, idx, tmp_path / ("g.zarr" if fmt == "zarr" else "g"))
     # a self-graph: one task per diagonal block, one per pair i < j for both directions
@@ -234,10 +229,7 @@ def test_save_graph_bad_input(tmp_path, data):
 
 @pytest.fixture(scope="module")
 def process_client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        with distributed.Client(cluster, set_as_default=False) as c:
-            yield c
+    yield from local_cluster(processes=True)
 
 
 def test_process_workers_read_stored_rows(process_client, tmp_path, data, npy):
