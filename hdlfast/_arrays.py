@@ -255,7 +255,10 @@ def with_columns(x, values) -> object:
 
 def to_gpu(arr: np.ndarray):
     """``arr`` on the current CUDA device as a torch tensor (or a cupy array without torch);
-    None when neither sees a GPU."""
+    None when neither sees a GPU. bfloat16 (ml_dtypes) arrives as float32: neither library
+    takes it from numpy."""
+    if _np_dtype_name(arr.dtype) == "bfloat16":
+        arr = arr.astype(np.float32)
     try:
         import torch
 

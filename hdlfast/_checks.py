@@ -34,19 +34,20 @@ def embeddings(x, name: str):
     return x, inf
 
 
-def rows(x, name: str) -> None:
+def rows(x, name: str, offset: int = 0) -> None:
     """Raise (see :func:`bad_rows`) for the first row of the 2-D embeddings ``x`` (already
     checked by :func:`embeddings`) that holds NaN/Inf or is all zeros. For functions that
     hand row subsets of ``x`` to the kNN search, so that errors name the caller's argument
-    and row. Runs where ``x`` lives, in blocks of rows (small temporaries); never writes."""
+    and row (``x`` being rows ``offset``.. of it). Runs where ``x`` lives, in blocks of rows
+    (small temporaries); never writes."""
     n, d = x.shape
     step = max(1, _ROW_CHECK_ELEMENTS // max(d, 1))
     for b in range(0, n, step):
         finite, nonzero = _arrays.row_flags(x[b:b + step])
         if not finite.all():
-            bad_rows(name, b + int(np.argmin(finite)), None)
+            bad_rows(name, offset + b + int(np.argmin(finite)), None)
         if not nonzero.all():
-            bad_rows(name, None, b + int(np.argmin(nonzero)))
+            bad_rows(name, None, offset + b + int(np.argmin(nonzero)))
 
 
 def seed(value, name: str = "seed") -> int:

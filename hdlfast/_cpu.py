@@ -136,6 +136,17 @@ def _two_rows(x: np.ndarray) -> np.ndarray:
     return x if x.shape[0] > 1 else np.concatenate([x, x])
 
 
+def tile_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The similarity tile a @ b.T (C-contiguous). A one-row operand would make BLAS take its
+    matrix-vector path, which rounds a dot product differently depending on the row's
+    position: identical rows would no longer tie. Padding to two rows keeps every tile on
+    the matrix-matrix path."""
+    if a.shape[0] > 1 and b.shape[0] > 1:
+        return np.matmul(a, b.T)
+    tile = np.matmul(_two_rows(a), _two_rows(b).T)
+    return np.ascontiguousarray(tile[:a.shape[0], :b.shape[0]])
+
+
 def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bool,
          memory_budget: int | None):
     """(sims, idx) of the k most similar rows of ``db`` (``q`` itself when None) for each row
@@ -151,14 +162,7 @@ def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bo
     workers = num_workers()
 
     def product(q0, d0):
-        a, b = q[q0:q0 + bq], db[d0:d0 + bd]
-        if a.shape[0] > 1 and b.shape[0] > 1:
-            return np.matmul(a, b.T)
-        # A one-row operand would make BLAS take its matrix-vector path, which rounds a dot
-        # product differently depending on the row's position: identical rows would no longer
-        # tie. Padding to two rows keeps every tile on the matrix-matrix path.
-        tile = np.matmul(_two_rows(a), _two_rows(b).T)
-        return np.ascontiguousarray(tile[:a.shape[0], :b.shape[0]])
+        return tile_product(q[q0:q0 + bq], db[d0:d0 + bd])
 
     def symmetric_tile(pair):
         i, j = pair
@@ -218,8 +222,7 @@ def topk_pair(kernels, q: np.ndarray, db: np.ndarray, kq: int, kd: int,
 
     def tile(pair):
         a, c = pair[0] * b, pair[1] * b
-        t = np.matmul(_two_rows(q[a:a + b]), _two_rows(db[c:c + b]).T)
-        t = np.ascontiguousarray(t[:min(b, nq - a), :min(b, nd - c)])  # see topk.product
+        t = tile_product(q[a:a + b], db[c:c + b])
         kernels.merge_rows(t, a, c, qs, qi, False)
         kernels.merge_cols(t, a, c, ds, di)
 

@@ -35,6 +35,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
 
 from . import _arrays, _backend, _checks, _cpu
 from .knn import knn as _local_knn
+from . import labeling
 from .labeling import FALLBACK, HDLResult
 from .labeling import hdl as _local_hdl
 
@@ -259,18 +260,13 @@ def _read(src, a, b, stored):
     """The rows [a, b) of a block task's input (already the rows unless ``stored``)."""
     if not stored:
         return src
-    x = src[a:b]
-    return x if _arrays.kind(x) != "other" else np.asarray(x)  # torch/cupy blocks stay
+    return _arrays.as_array(src[a:b], "X")  # numpy, torch and cupy blocks stay as they are
 
 
 def _check_block(src, a, b, stored, name):
     """Raise for the first bad row (NaN/Inf or zero norm) of a block, named by its global
     row. One task per block: the pair tasks depend on it, so they never see a bad row."""
-    finite, nonzero = _arrays.row_flags(_read(src, a, b, stored))
-    if not finite.all():
-        _checks.bad_rows(name, a + int(np.argmin(finite)), None)
-    if not nonzero.all():
-        _checks.bad_rows(name, None, a + int(np.argmin(nonzero)))
+    _checks.rows(_read(src, a, b, stored), name, offset=a)
 
 
 def _where(q, d, backend):
@@ -278,8 +274,6 @@ def _where(q, d, backend):
     one or leaves the choice to the worker (see ``_backend.host_data_on_gpu``)."""
     if _arrays.kind(q) != "numpy" or not _backend.host_data_on_gpu(backend):
         return q, d
-    if q.dtype.name == "bfloat16":  # ml_dtypes: torch cannot take it from numpy
-        q, d = q.astype(np.float32), d.astype(np.float32)
     g = _arrays.to_gpu(q)
     return (q, d) if g is None else (g, _arrays.to_device(d, g))
 
@@ -478,10 +472,10 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
     array (numpy or dask). The result equals ``hdlfast.hdl`` on the same data. Uses the
     current dask scheduler (a ``distributed.Client`` when one is the default).
     """
-    _checks.choice(method, "method", ("hdl", "tree"))
-    _checks.choice(schedule, "schedule", ("levels", "sequential"))
-    _checks.choice(fallback, "fallback", ("auto", "knn-dv", None))
-    _checks.choice(weighting, "weighting", ("similarity", "uniform"))
+    _checks.choice(method, "method", labeling.METHODS)
+    _checks.choice(schedule, "schedule", labeling.SCHEDULES)
+    _checks.choice(fallback, "fallback", labeling.FALLBACKS)
+    _checks.choice(weighting, "weighting", labeling.WEIGHTINGS)
     k = _checks.positive_int(k, "k")
     max_visits = _checks.positive_int(max_visits, "max_visits")
     if memory_budget is not None:

@@ -17,10 +17,10 @@ from .knn import checked_knn, knn
 
 PROVENANCE = ("given", "propagated", "searched", "fallback")
 GIVEN, PROPAGATED, SEARCHED, FALLBACK = range(4)
-_METHODS = ("hdl", "tree")
-_SCHEDULES = ("levels", "sequential")
-_WEIGHTINGS = ("similarity", "uniform")
-_FALLBACKS = ("auto", "knn-dv", None)
+METHODS = ("hdl", "tree")
+SCHEDULES = ("levels", "sequential")
+WEIGHTINGS = ("similarity", "uniform")
+FALLBACKS = ("auto", "knn-dv", None)
 
 
 @dataclass
@@ -59,7 +59,7 @@ def knn_vote(X, labels, k=20, *, weighting="similarity", n_classes=None, backend
     X, x_info = _checks.embeddings(X, "X")
     y = _checks.labels(labels, x_info.shape[0], n_classes)
     k = _checks.positive_int(k, "k")
-    _checks.choice(weighting, "weighting", _WEIGHTINGS)
+    _checks.choice(weighting, "weighting", WEIGHTINGS)
     if memory_budget is not None:
         memory_budget = _checks.positive_int(memory_budget, "memory_budget")
     kern = _backend.select(backend, x_info.on_gpu, like=X).labeling
@@ -91,10 +91,10 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
     ``memory_budget`` bounds the scratch of the kNN searches (graph and fallback), as in
     :func:`hdlfast.knn`; the labeling itself needs O(N k) (the graph and its reverse).
     """
-    _checks.choice(method, "method", _METHODS)
-    _checks.choice(schedule, "schedule", _SCHEDULES)
-    _checks.choice(fallback, "fallback", _FALLBACKS)
-    _checks.choice(weighting, "weighting", _WEIGHTINGS)
+    _checks.choice(method, "method", METHODS)
+    _checks.choice(schedule, "schedule", SCHEDULES)
+    _checks.choice(fallback, "fallback", FALLBACKS)
+    _checks.choice(weighting, "weighting", WEIGHTINGS)
     k = _checks.positive_int(k, "k")
     max_visits = _checks.positive_int(max_visits, "max_visits")
     if memory_budget is not None:
@@ -176,7 +176,7 @@ def vote_against(X, reference, ref_labels, k=20, *, weighting="similarity", back
     _checks.same_width(x_info, r_info, "X", "reference")
     y = _checks.labels(ref_labels, r_info.shape[0], name="ref_labels")
     k = _checks.positive_int(k, "k")
-    _checks.choice(weighting, "weighting", _WEIGHTINGS)
+    _checks.choice(weighting, "weighting", WEIGHTINGS)
     kern = _backend.select(backend, x_info.on_gpu, like=X).labeling
     _checks.rows(X, "X")
     _checks.rows(reference, "reference")

@@ -39,6 +39,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def clustered(n, d, seed, n_centres=6, spread=0.3):
+    """(n, d) float32 points around n_centres Gaussian centres (spread: the noise scale)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_centres, d))
+    x = centres[rng.integers(0, n_centres, n)] + spread * rng.standard_normal((n, d))
+    return x.astype(np.float32)
+
+
 def to_kind(x: np.ndarray, kind: str, dtype: str = "float32"):
     """x (numpy) as an array of the given kind and dtype."""
     if kind == "numpy":

@@ -16,16 +16,10 @@ from hypothesis import strategies as st  # noqa: E402
 
 import hdlfast  # noqa: E402
 import hdlfast.dask as hdask  # noqa: E402
-from conftest import assert_knn, reference_knn  # noqa: E402
+from conftest import assert_knn, clustered, reference_knn  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def clustered(n, d, seed, n_centres=6, spread=0.3):
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((n_centres, d))
-    x = centres[rng.integers(0, n_centres, n)] + spread * rng.standard_normal((n, d))
-    return x.astype(np.float32)
 
 
 def local_cluster(processes):

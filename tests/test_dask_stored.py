@@ -13,8 +13,8 @@ distributed = pytest.importorskip("distributed")
 import hdlfast  # noqa: E402
 import hdlfast.dask as hdask  # noqa: E402
 from hdlfast import _arrays, _backend  # noqa: E402
-from test_dask import (check_same, clustered, count_block_tasks,  # noqa: E402
-                       local_cluster)
+from conftest import clustered  # noqa: E402
+from test_dask import check_same, count_block_tasks, local_cluster  # noqa: E402
 
 
 @pytest.fixture(scope="module")

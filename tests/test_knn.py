@@ -1,18 +1,15 @@
 """hdlfast.knn and reverse_graph against a float64 NumPy reference, on every backend."""
+import functools
 import os
 
 import numpy as np
 import pytest
 
+import conftest
 import hdlfast
 from conftest import CPU_BACKENDS, GPU_KINDS, assert_knn, reference_knn, to_kind, to_numpy
 
-
-def clustered(n, d, seed, n_centres=8, spread=0.3):
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((n_centres, d))
-    x = centres[rng.integers(0, n_centres, n)] + spread * rng.standard_normal((n, d))
-    return x.astype(np.float32)
+clustered = functools.partial(conftest.clustered, n_centres=8)
 
 
 SHAPES = [(2, 1, 1), (3, 5, 2), (17, 3, 16), (100, 8, 7), (257, 64, 20), (700, 33, 699),

@@ -1,16 +1,14 @@
 """hdlfast.neighbors (SCAN and NCL utilities) against float64 NumPy references."""
+import functools
+
 import numpy as np
 import pytest
 
+import conftest
 from conftest import CPU_BACKENDS, GPU_KINDS, to_kind, to_numpy
 from hdlfast import neighbors as nb
 
-
-def clustered(n, d, seed, n_centres=6, spread=0.4):
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((n_centres, d))
-    x = centres[rng.integers(0, n_centres, n)] + spread * rng.standard_normal((n, d))
-    return x.astype(np.float32)
+clustered = functools.partial(conftest.clustered, spread=0.4)
 
 
 def unit(x):
