@@ -126,19 +126,41 @@ def allreduce(x: np.ndarray, group, op: str) -> np.ndarray:
     return buf.numpy()
 
 
-def row_flags(x):
-    """(finite, nonzero) per row of the 2-D array ``x``, computed where x lives and returned
-    as numpy bool vectors (for input checks; never writes)."""
+def row_peaks(x) -> np.ndarray:
+    """The largest magnitude of each row of the 2-D array ``x`` (NaN for a row holding NaN,
+    Inf for one holding Inf, 0 for a zero row), computed where x lives and returned as a
+    float64 numpy vector (for input checks and scale decisions; never writes)."""
     k = kind(x)
     if k == "torch":
-        x = x.detach()
-        t = _torch()
-        return to_numpy(t.isfinite(x).all(dim=1)), to_numpy((x != 0).any(dim=1))
+        return to_numpy(x.detach().abs().amax(dim=1).double())
     if k == "cupy":
-        cp = _cupy()
         with x.device:
-            return to_numpy(cp.isfinite(x).all(axis=1)), to_numpy((x != 0).any(axis=1))
-    return np.isfinite(x).all(axis=1), (x != 0).any(axis=1)
+            return to_numpy(abs(x).max(axis=1)).astype(np.float64)
+    return np.maximum(x.max(axis=1), -x.min(axis=1)).astype(np.float64)  # no |x| temporary
+
+
+def divide_rows(x, divisors: np.ndarray):
+    """A C-contiguous copy of the 2-D array ``x`` with row i divided by ``divisors[i]``, in x's
+    kind, device and dtype (the division in float32)."""
+    d32 = np.ascontiguousarray(divisors, dtype=np.float32)[:, None]
+    if kind(x) == "torch":
+        t = _torch()
+        out = x.detach().float() / t.from_numpy(d32).to(x.device)
+        return out.to(x.dtype).contiguous()
+    xp = _cupy() if kind(x) == "cupy" else np
+    with device_ctx(x):
+        out = xp.asarray(x, dtype=xp.float32) / xp.asarray(d32)
+        return xp.ascontiguousarray(out.astype(x.dtype, copy=False))
+
+
+def scaled(x, exponent: int):
+    """``x * 2**exponent`` in x's kind, device and dtype: exact (a power of two), applied in
+    steps small enough that the factor itself fits the dtype."""
+    while exponent:
+        step = max(-100, min(100, exponent))
+        x = x * (2.0 ** step)
+        exponent -= step
+    return x
 
 
 def host_float32(x) -> np.ndarray:
@@ -321,7 +343,8 @@ def gpu_free_bytes(like) -> int:
 
 def unit_mixtures(a, rows_a, b, rows_b, weight, like):
     """Mixtures ``w * a[rows_a] + (1 - w) * b[rows_b]`` of the rows of a and b scaled to unit
-    length, each rescaled to unit length (a zero mixture stays zero, as torch's F.normalize):
+    length (scale-safe: whatever the rows' magnitude), each rescaled to unit length (a zero
+    mixture stays zero, as torch's F.normalize):
     float32, detached, shape ``rows_a.shape + (d,)``, in the kind and on the device of ``like``.
     ``rows_a``, ``rows_b`` and ``weight`` are numpy arrays of one shape; a and b live on like's
     device."""
@@ -332,8 +355,10 @@ def unit_mixtures(a, rows_a, b, rows_b, weight, like):
         t = _torch()
         unit = t.nn.functional.normalize
 
-        def take(x, rows):
-            return unit(x.detach().float())[t.from_numpy(rows).to(x.device)]
+        def take(x, rows):  # rows divided by their largest magnitude first: scale-safe
+            x = x.detach()
+            x = (x / x.abs().amax(dim=1, keepdim=True)).float()
+            return unit(x)[t.from_numpy(rows).to(x.device)]
 
         w = t.from_numpy(w).to(like.device)
         return unit(w * take(a, rows_a) + (1 - w) * take(b, rows_b)).reshape(shape)
@@ -343,8 +368,12 @@ def unit_mixtures(a, rows_a, b, rows_b, weight, like):
     def unit(x):
         return x / xp.maximum(xp.sqrt((x * x).sum(axis=1, keepdims=True)), 1e-12)
 
-    def take(x, rows):
-        return unit(xp.asarray(x if on_cupy else to_host(x), dtype=xp.float32))[xp.asarray(rows)]
+    def take(x, rows):  # rows divided by their largest magnitude first: scale-safe
+        x = xp.asarray(x if on_cupy else to_host(x))
+        if x.dtype != xp.float64:
+            x = x.astype(xp.float32)
+        x = (x / xp.abs(x).max(axis=1, keepdims=True)).astype(xp.float32)
+        return unit(x)[xp.asarray(rows)]
 
     with device_ctx(like):
         w = xp.asarray(w)

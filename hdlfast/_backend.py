@@ -170,9 +170,12 @@ class CPUBackend:
 
     def knn(self, q, db, k, *, exclude_self, allow_tf32, memory_budget, q_name, db_name):
         del allow_tf32  # fp32 BLAS on the CPU
-        qn = _cpu.normalize(_arrays.host_float32(q), q_name)
-        dn = None if db is None else _cpu.normalize(_arrays.host_float32(db), db_name)
+        qn = _cpu.normalize(q, q_name)
+        dn = None if db is None else _cpu.normalize(db, db_name)
         sims, idx = _cpu.topk(self.kernels, qn, dn, k, exclude_self, memory_budget)
+        rep = _cpu.duplicate_reps(qn if dn is None else dn)
+        if rep is not None:
+            _cpu.tie_duplicates(sims, idx, rep, exclude_self)
         return _arrays.from_host(sims, q), _arrays.from_host(idx, q)
 
     def knn_pair(self, q, db, kq, kd, *, allow_tf32, memory_budget, floors=(None, None)):
@@ -180,8 +183,8 @@ class CPUBackend:
         products (an off-diagonal block pair of a self-graph; rows already checked). With
         ``floors`` (see ``_cpu.topk_pair``) entries may hold the index sentinel int64 max."""
         del allow_tf32
-        qn = _cpu.normalize(_arrays.host_float32(q), "X")
-        dn = _cpu.normalize(_arrays.host_float32(db), "X")
+        qn = _cpu.normalize(q, "X")
+        dn = _cpu.normalize(db, "X")
         return _cpu.topk_pair(self.kernels, qn, dn, kq, kd, memory_budget, floors)
 
 

@@ -6,6 +6,7 @@ never modifies the caller's array.
 from __future__ import annotations
 
 import numbers
+import os
 
 import numpy as np
 
@@ -34,20 +35,31 @@ def embeddings(x, name: str):
     return x, inf
 
 
-def rows(x, name: str, offset: int = 0) -> None:
+def rows(x, name: str, offset: int = 0, zero_ok: bool = False) -> float:
     """Raise (see :func:`bad_rows`) for the first row of the 2-D embeddings ``x`` (already
-    checked by :func:`embeddings`) that holds NaN/Inf or is all zeros. For functions that
-    hand row subsets of ``x`` to the kNN search, so that errors name the caller's argument
-    and row (``x`` being rows ``offset``.. of it). Runs where ``x`` lives, in blocks of rows
-    (small temporaries); never writes."""
+    checked by :func:`embeddings`) that holds NaN/Inf or (unless ``zero_ok``) is all zeros;
+    return the largest magnitude in ``x``. For functions that hand row subsets of ``x`` to
+    the kNN search, so that errors name the caller's argument and row (``x`` being rows
+    ``offset``.. of it). Runs where ``x`` lives, in blocks of rows (small temporaries); never
+    writes."""
     n, d = x.shape
     step = max(1, _ROW_CHECK_ELEMENTS // max(d, 1))
+    peak = 0.0
     for b in range(0, n, step):
-        finite, nonzero = _arrays.row_flags(x[b:b + step])
-        if not finite.all():
-            bad_rows(name, offset + b + int(np.argmin(finite)), None)
-        if not nonzero.all():
-            bad_rows(name, None, offset + b + int(np.argmin(nonzero)))
+        peaks = _arrays.row_peaks(x[b:b + step])
+        bad_peaks(np.where(peaks == 0, 1.0, peaks) if zero_ok else peaks, name, offset + b)
+        peak = max(peak, float(peaks.max()))
+    return peak
+
+
+def bad_peaks(peaks: np.ndarray, name: str, offset: int = 0) -> None:
+    """Raise (see :func:`bad_rows`) for the first row whose largest magnitude (from
+    ``_arrays.row_peaks``) is NaN/Inf or zero; ``peaks`` are rows ``offset``.. of ``name``."""
+    finite = np.isfinite(peaks)
+    if not finite.all():
+        bad_rows(name, offset + int(np.argmin(finite)), None)
+    if not (peaks > 0).all():
+        bad_rows(name, None, offset + int(np.argmin(peaks > 0)))
 
 
 def seed(value, name: str = "seed") -> int:
@@ -153,7 +165,7 @@ def labels(y, n: int | None, n_classes: int | None = None, name: str = "labels")
         raise ValueError(f"{name} is empty")
     if inf.shape[0] >= 2**31:
         raise ValueError(f"{name}: {inf.shape[0]} points; at most 2**31 - 1 on one machine")
-    host = _arrays.to_numpy(y).astype(np.int64)
+    host = int64_host(y, name)
     if host.min() < -1:
         raise ValueError(f"{name} must be >= -1 (-1 = unlabeled), got {host.min()}")
     if host.max() < 0:
@@ -178,7 +190,7 @@ def indices(idx, name: str, n: int | None):
         raise ValueError(f"{name} must be 2-D (N, k), got shape {inf.shape}")
     if 0 in inf.shape:
         raise ValueError(f"{name} is empty: shape {inf.shape}")
-    host = np.ascontiguousarray(_arrays.to_numpy(idx), dtype=np.int64)
+    host = int64_host(idx, name)
     if n is None:
         n = max(host.shape[0], int(host.max()) + 1)
     if host.min() < 0 or host.max() >= n:
@@ -229,4 +241,41 @@ def int_vector(x, name: str, n: int | None = None, other: str = "") -> np.ndarra
         raise ValueError(f"{name} is empty")
     if n is not None and inf.shape[0] != n:
         raise ValueError(f"{name} has {inf.shape[0]} entries but {other} has {n}")
-    return _arrays.to_numpy(x).astype(np.int64)
+    return int64_host(x, name)
+
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def int64_host(x, name: str) -> np.ndarray:
+    """The integer array ``x`` as a C-contiguous int64 numpy copy; unsigned values above
+    int64's range (which a cast would wrap to negative numbers, e.g. to -1 = unlabeled) are
+    refused."""
+    raw = _arrays.to_numpy(x)
+    if raw.dtype.kind == "u" and raw.dtype.itemsize >= 8 and raw.size and \
+            int(raw.max()) > _INT64_MAX:
+        raise ValueError(f"{name} holds {int(raw.max())}, which does not fit in int64")
+    return np.ascontiguousarray(raw, dtype=np.int64)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (Linux MemAvailable), None if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def fits_in_memory(nbytes: int, what: str) -> None:
+    """Refuse, before allocating, work that needs more memory than is available."""
+    avail = available_memory()
+    if avail is not None and nbytes > avail:
+        raise ValueError(f"{what} would need {nbytes / 2**30:.1f} GiB, more than the "
+                         f"{avail / 2**30:.1f} GiB of memory available")

@@ -87,16 +87,110 @@ def num_workers() -> int:
     return os.cpu_count() or 1
 
 
-def normalize(x: np.ndarray, name: str) -> np.ndarray:
-    """Rows scaled to unit L2 norm (float32 copy); NaN/Inf and zero rows are bad input."""
-    sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
-    finite = np.isfinite(sq)
-    if not finite.all():
-        _checks.bad_rows(name, int(np.argmin(finite)), None)
-    if not (sq > 0).all():
-        _checks.bad_rows(name, None, int(np.argmin(sq > 0)))
-    inv = (1.0 / np.sqrt(sq)).astype(np.float32)
-    return x * inv[:, None]
+_NORM_BLOCK_ELEMENTS = 1 << 14  # float64 temporaries of normalize: 128 KiB per block
+
+
+def normalize(x, name: str, dtype=np.float32) -> np.ndarray:
+    """Rows of the 2-D array ``x`` (any kind, on the host or copied there block by block)
+    scaled to unit L2 norm, as a C-contiguous copy of ``dtype``. NaN/Inf and zero rows are
+    bad input.
+
+    Scale-safe: in float64, each row is first divided by its largest magnitude, then by its
+    norm, so every finite non-zero row works however tiny (1e-40, 1e-300) or large (1e300)
+    its entries are: the norm can neither underflow to 0 nor overflow to Inf. Rows are done
+    in blocks, so the temporaries stay a few MiB whatever N is."""
+    n, d = x.shape
+    out = np.empty((n, d), dtype)
+    step = max(1, _NORM_BLOCK_ELEMENTS // max(d, 1))
+    for b in range(0, n, step):
+        blk = np.array(_arrays.to_host(x[b:b + step]), dtype=np.float64)
+        peak = _arrays.row_peaks(blk)
+        _checks.bad_peaks(peak, name, b)
+        blk /= peak[:, None]
+        blk /= np.sqrt(np.einsum("ij,ij->i", blk, blk))[:, None]
+        out[b:b + step] = blk
+    return out
+
+
+_HASH_BLOCK_ELEMENTS = 1 << 15  # uint64 temporaries of duplicate_reps: 256 KiB per block
+
+
+def duplicate_reps(u: np.ndarray):
+    """For each row of ``u``, the smallest index of a row holding the same bytes (itself for
+    a row without copies); None when no row has a copy. Rows are hashed (64-bit, blocks of
+    rows), then rows with equal hashes compared exactly."""
+    n, d = u.shape
+    words = u.view(np.uint32)
+    mult = np.random.default_rng(0x5EED).integers(1, 2**62, d, dtype=np.uint64) * 2 + 1
+    h = np.empty(n, np.uint64)
+    step = max(1, _HASH_BLOCK_ELEMENTS // d)
+    for b in range(0, n, step):
+        h[b:b + step] = words[b:b + step].astype(np.uint64) @ mult
+    order = np.argsort(h, kind="stable")
+    hs = h[order]
+    same = hs[1:] == hs[:-1]
+    if not same.any():
+        return None
+    cand = np.sort(order[np.concatenate([same, [False]]) | np.concatenate([[False], same])])
+    _, first, inv = np.unique(np.ascontiguousarray(u[cand]).view(np.dtype((np.void, 4 * d))),
+                              return_index=True, return_inverse=True)
+    rep = np.arange(n, dtype=np.int64)
+    rep[cand] = cand[first[inv.ravel()]]  # cand ascending: the first copy is the smallest
+    return None if (rep == np.arange(n)).all() else rep
+
+
+def tie_duplicates(sims: np.ndarray, idx: np.ndarray, rep: np.ndarray, exclude_self: bool):
+    """Enforce the tie rule on exact copies of database rows, in place. BLAS rounds a dot
+    product differently depending on where a row sits in the tile (OpenBLAS: by column
+    panel), so two copies of a row can come out one rounding apart. Every copy a row lists
+    takes the largest similarity computed for the copies it lists, the copies listed become
+    the group's smallest indices (the point itself left out with ``exclude_self``), and the
+    row is sorted again (similarity descending, index ascending)."""
+    n = rep.shape[0]
+    members = np.lexsort((np.arange(n), rep))  # grouped by representative, ascending
+    start = np.searchsorted(rep[members], np.arange(n))
+    size = np.bincount(rep, minlength=n)
+    rank = np.empty(n, np.int64)
+    rank[members] = np.arange(n) - start[rep[members]]
+    rows = np.nonzero((size[rep[idx]] > 1).any(axis=1))[0]
+    if rows.size == 0:
+        return
+    s, i = sims[rows], idx[rows]
+    g = rep[i]
+    nr, k = i.shape
+    r = np.repeat(np.arange(nr, dtype=np.int64), k)
+    order = np.argsort(r * n + g.ravel(), kind="stable")  # runs: one row's copies of a group
+    g_o, r_o = g.ravel()[order], r[order]
+    new_run = np.ones(order.size, bool)
+    new_run[1:] = (g_o[1:] != g_o[:-1]) | (r_o[1:] != r_o[:-1])
+    starts = np.nonzero(new_run)[0]
+    run_start = np.repeat(starts, np.diff(np.append(starts, order.size)))
+    pos = np.arange(order.size) - run_start  # rank of the entry among its row's copies
+    if exclude_self:  # skip the point itself among its group's members
+        me = rows[r_o]
+        pos = pos + ((rep[me] == g_o) & (pos >= rank[me]))
+    out_s = np.empty(order.size, np.float32)
+    out_i = np.empty(order.size, np.int64)
+    out_s[order] = np.repeat(np.maximum.reduceat(s.ravel()[order], starts),
+                             np.diff(np.append(starts, order.size)))
+    out_i[order] = members[start[g_o] + pos]
+    # sort again by row, similarity descending, index ascending (similarities in [-1, 1]:
+    # order-preserving integer keys of -s)
+    neg = (-out_s).view(np.int32).astype(np.int64)
+    neg = np.where(neg < 0, -(neg & 0x7FFFFFFF), neg) + 2**31
+    resort = np.lexsort((out_i, (r << 33) | neg)).reshape(nr, k) - np.arange(nr)[:, None] * k
+    sims[rows] = np.take_along_axis(out_s.reshape(nr, k), resort, 1)
+    idx[rows] = np.take_along_axis(out_i.reshape(nr, k), resort, 1)
+
+
+def check_filled(heap_s: np.ndarray, what: str = "kNN search") -> None:
+    """Internal check after a top-k of unit rows: every entry must hold a real neighbour
+    (similarity in [-1, 1]), never the (-inf, index sentinel) padding, which would reach the
+    caller or index arrays out of bounds in the kernels that read the graph."""
+    if heap_s.size and not (heap_s[:, -1] >= -1.5).all():
+        row = int(np.argmin(heap_s[:, -1] >= -1.5))
+        raise RuntimeError(f"hdlfast internal error: the {what} left row {row} without its "
+                           "k neighbours; please report this with the input's shape and dtype")
 
 
 def block_sizes(nq: int, nd: int, budget: int, symmetric: bool) -> tuple[int, int]:
@@ -110,12 +204,12 @@ def block_sizes(nq: int, nd: int, budget: int, symmetric: bool) -> tuple[int, in
     return bq, bd
 
 
-def symmetric_rounds(nb: int) -> list[list[tuple[int, int]]]:
+def symmetric_rounds(nb: int):
     """Every block pair (i <= j) once, in rounds where no block appears twice (the circle
-    method of round-robin tournaments; diagonal tiles fill the bye)."""
+    method of round-robin tournaments; diagonal tiles fill the bye). A generator: one round
+    (nb / 2 pairs) exists at a time, so the schedule's memory does not grow as nb^2."""
     m = nb + nb % 2
     ids = list(range(m))
-    rounds = []
     for _ in range(m - 1):
         pairs = []
         for t in range(m // 2):
@@ -124,11 +218,10 @@ def symmetric_rounds(nb: int) -> list[list[tuple[int, int]]]:
                 pairs.append((min(a, b), min(a, b)))
             else:
                 pairs.append((min(a, b), max(a, b)))
-        rounds.append(pairs)
+        yield pairs
         ids = [ids[0], ids[-1]] + ids[1:-1]
     if nb % 2 == 0:
-        rounds.append([(i, i) for i in range(nb)])
-    return rounds
+        yield [(i, i) for i in range(nb)]
 
 
 def _two_rows(x: np.ndarray) -> np.ndarray:
@@ -175,27 +268,48 @@ def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bo
         for d0 in range(0, nd, bd):
             kernels.merge_rows(product(q0, d0), q0, d0, heap_s, heap_i, exclude_self)
 
-    if nq <= bq and symmetric and workers > 1:  # a single tile: threaded BLAS, no pool
-        symmetric_tile((0, 0))
-    elif nq <= bq and nd <= bd and workers > 1:
-        query_block(0)
-    else:
-        with single_threaded_blas(), ThreadPoolExecutor(workers) as pool:
-            if symmetric:
-                for pairs in symmetric_rounds(-(-nq // bq)):
-                    list(pool.map(symmetric_tile, pairs))  # a round's tiles: disjoint heaps
-            else:
-                list(pool.map(query_block, range(0, nq, bq)))
+    # BLAS on one thread everywhere: OpenBLAS rounds a product differently on several
+    # threads than on one, which would make results depend on the thread count.
+    with single_threaded_blas():
+        if nq <= bq and symmetric:  # a single tile: no pool
+            symmetric_tile((0, 0))
+        elif nq <= bq:  # a single row of tiles
+            query_block(0)
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                if symmetric:
+                    for pairs in symmetric_rounds(-(-nq // bq)):
+                        run_all(pool, symmetric_tile, pairs)  # a round: disjoint heaps
+                else:
+                    run_all(pool, query_block, range(0, nq, bq))
     kernels.finalize(heap_s, heap_i)
+    check_filled(heap_s)
     return heap_s, heap_i
 
 
-def bipartite_rounds(nbq: int, nbd: int) -> list[list[tuple[int, int]]]:
+def run_all(pool: ThreadPoolExecutor, fn, items) -> None:
+    """fn(item) for every item on the pool, waiting for all; when the wait is interrupted
+    (Ctrl-C) or a task fails, the tasks not yet started are cancelled, so the call returns
+    after the running ones instead of after all of them."""
+    futures = [pool.submit(fn, item) for item in items]
+    try:
+        for f in futures:
+            f.result()
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        raise
+
+
+def bipartite_rounds(nbq: int, nbd: int):
     """Every (query block, database block) pair once, in rounds where no query block and no
-    database block appears twice (pairs on the same wrapped diagonal of the grid)."""
+    database block appears twice (pairs on the same wrapped diagonal of the grid). A
+    generator, one round at a time, as :func:`symmetric_rounds`."""
     m = max(nbq, nbd)
-    rounds = [[(a, (a + r) % m) for a in range(nbq) if (a + r) % m < nbd] for r in range(m)]
-    return [pairs for pairs in rounds if pairs]
+    for r in range(m):
+        pairs = [(a, (a + r) % m) for a in range(nbq) if (a + r) % m < nbd]
+        if pairs:
+            yield pairs
 
 
 def topk_pair(kernels, q: np.ndarray, db: np.ndarray, kq: int, kd: int,
@@ -230,7 +344,7 @@ def topk_pair(kernels, q: np.ndarray, db: np.ndarray, kq: int, kd: int,
     workers = num_workers()
     with single_threaded_blas(), ThreadPoolExecutor(workers) as pool:
         for pairs in rounds:
-            list(pool.map(tile, pairs))  # a round's tiles: disjoint heaps on both sides
+            run_all(pool, tile, pairs)  # a round's tiles: disjoint heaps on both sides
     for hs, hi in heaps:
         kernels.finalize(hs, hi)
     return heaps
@@ -285,18 +399,18 @@ class KMeansState:
     def __init__(self, kernels, kmeans_kernels, x, spherical: bool, memory_budget):
         self._kern, self._km, self._budget = kernels, kmeans_kernels, memory_budget
         self._like, self._spherical = x, spherical
-        host = _arrays.host_float32(x)
         if spherical:
-            self.rows = normalize(host, "X")  # the update sums unit rows
+            self.rows = normalize(x, "X")  # the update sums unit rows
             self.q = self.rows
         else:
+            host = _arrays.host_float32(x)
             self.rows = host
             aug = np.concatenate([host, np.ones((host.shape[0], 1), np.float32),
                                   np.zeros((host.shape[0], 1), np.float32)], axis=1)
             sq = np.einsum("ij,ij->i", aug, aug, dtype=np.float64)
             self.q = normalize(aug, "X")
             self.aug_norms = np.sqrt(sq)
-        self.labels = np.full(host.shape[0], -1, np.int64)
+        self.labels = np.full(x.shape[0], -1, np.int64)
         self._sims = None
 
     def host_rows(self, rows: np.ndarray) -> np.ndarray:

@@ -38,15 +38,30 @@ def inverse_norms(cuda, x, name: str):
     return inv
 
 
+_SAFE_PEAKS = (2.0 ** -40, 2.0 ** 40)
+
+
+def safe_rows(x, name: str):
+    """``x`` itself when every row's largest magnitude lies within 2**+-40, where the kernels'
+    float32 squares and dot products can neither overflow nor underflow; else a copy with each
+    row divided by its largest magnitude (cosines unchanged), so tiny (1e-40) and huge
+    (1e38) rows work as on the CPU. NaN/Inf and zero rows raise here, naming ``name``."""
+    peaks = _arrays.row_peaks(x)
+    _checks.bad_peaks(peaks, name)
+    if _SAFE_PEAKS[0] <= peaks.min() and peaks.max() <= _SAFE_PEAKS[1]:
+        return x
+    return _arrays.divide_rows(x, peaks)
+
+
 def topk(cuda, q, db, k: int, exclude_self: bool, allow_tf32: bool,
          memory_budget: int | None, q_name: str = "queries", db_name: str = "database"):
     """(sims, idx) on the device of ``q``; ``db`` None means the self-graph. The names are
     the caller's argument names, used in error messages."""
     name_db = q_name if db is None else db_name
     with _arrays.device_ctx(q):
-        q = _arrays.gpu_contiguous(q)
-        db = q if db is None else _arrays.gpu_contiguous(db)
         dtype = dtype_code(q, q_name)
+        q = safe_rows(_arrays.gpu_contiguous(q), q_name)
+        db = q if db is None else safe_rows(_arrays.gpu_contiguous(db), db_name)
         dtype_name = _arrays.info(q, q_name).dtype
         if _arrays.info(db, name_db).dtype != dtype_name:
             raise TypeError(f"{q_name} and {name_db} must have the same dtype on the GPU, got "
@@ -296,6 +311,7 @@ class KMeansState:
             x = _arrays.gpu_contiguous(x)
             self._x, self._dtype, self._spherical = x, dtype_code(x, "X"), spherical
             if spherical:
+                x = self._x = safe_rows(x, "X")
                 self._inv = inverse_norms(cuda_module, x, "X")  # the update sums unit rows
                 self.q = x
             else:

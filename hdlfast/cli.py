@@ -6,13 +6,18 @@ line and exit with code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from . import _checks
 
 EXIT_USAGE = 2
 
@@ -56,25 +61,64 @@ def _input_file(path: str, what: str) -> Path:
     return p
 
 
-def _load_npy(p: Path) -> np.ndarray:
+_GIB = 1 << 30
+
+
+def max_bytes(max_gib) -> int:
+    """The size limit of one loaded array: ``--max-gib``, else half the available memory."""
+    if max_gib is not None:
+        return int(max_gib * _GIB)
+    avail = _checks.available_memory()
+    return avail // 2 if avail else 1 << 62
+
+
+def _check_size(fh, where: str, limit: int) -> None:
+    """Read the .npy header at fh's position (fh is left there) and refuse an array larger
+    than ``limit`` bytes, before anything is allocated."""
+    pos = fh.tell()
+    try:
+        major, _ = np.lib.format.read_magic(fh)
+        read = (np.lib.format.read_array_header_1_0 if major == 1 else
+                np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read(fh)
+    except Exception:  # noqa: BLE001 - np.load reports a malformed header in its own words
+        shape, dtype = None, None
+    fh.seek(pos)
+    if shape is None:
+        return
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if nbytes > limit:
+        raise UsageError(f"{where}: the array {tuple(shape)} {dtype} needs "
+                         f"{nbytes / _GIB:.2f} GiB, above the limit of {limit / _GIB:.2f} GiB "
+                         "(raise it with --max-gib)")
+
+
+def _load_npy(p: Path, limit: int) -> np.ndarray:
     """One array from a .npy file; anything else (an .npz archive, a pickle) is an error.
     The file is opened here so that it is closed whatever np.load makes of it."""
     with open(p, "rb") as fh, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if fh.read(6) == b"\x93NUMPY":
+            fh.seek(0)
+            _check_size(fh, str(p), limit)
+        fh.seek(0)
         arr = np.load(fh, allow_pickle=False)
         if not isinstance(arr, np.ndarray):  # np.load opened a zip archive
             raise UsageError(f"{p}: a zip (.npz) archive, not a .npy array")
     return arr
 
 
-def load_embeddings(path: str) -> np.ndarray:
+def load_embeddings(path: str, limit: int | None = None) -> np.ndarray:
     """(N, d) float array from .npy, .npz (key 'embeddings' or 'X', or its only array) or
     .pt/.pth (a tensor, or a dict holding one under 'embeddings'). Every row must be finite
-    and non-zero (cosine similarity is undefined for a zero row)."""
+    and non-zero (cosine similarity is undefined for a zero row). Arrays above ``limit``
+    bytes (default: half the available memory) are refused from their headers, before
+    anything is allocated."""
+    limit = max_bytes(None) if limit is None else limit
     p = _input_file(path, "embeddings")
     try:
         if p.suffix == ".npy":
-            arr = _load_npy(p)
+            arr = _load_npy(p, limit)
         elif p.suffix == ".npz":
             with open(p, "rb") as fh, warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -86,6 +130,8 @@ def load_embeddings(path: str) -> np.ndarray:
                 if len(keys) != 1 and not set(keys) & {"embeddings", "X"}:
                     raise UsageError(f"{path}: {len(z.files)} arrays {z.files[:8]}; name one "
                                      "'embeddings'")
+                with z.zip.open(f"{keys[0]}.npy") as member:
+                    _check_size(member, f"{path} ({keys[0]!r})", limit)
                 arr = z[keys[0]]
                 if not isinstance(arr, np.ndarray):  # a member that is no .npy file
                     raise UsageError(f"{path}: {keys[0]!r} is not a .npy array")
@@ -94,7 +140,10 @@ def load_embeddings(path: str) -> np.ndarray:
 
             with warnings.catch_warnings():  # e.g. on the pickle protocol of the file
                 warnings.simplefilter("ignore")
-                obj = torch.load(p, map_location="cpu", weights_only=True)
+                try:  # memory-mapped: storages are read only when touched
+                    obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+                except RuntimeError:  # the legacy (non-zip) format cannot be mapped
+                    obj = torch.load(p, map_location="cpu", weights_only=True)
             if isinstance(obj, dict):
                 obj = obj.get("embeddings", obj.get("X"))
             if not isinstance(obj, torch.Tensor):
@@ -102,48 +151,56 @@ def load_embeddings(path: str) -> np.ndarray:
             if not obj.is_floating_point() or obj.layout != torch.strided:
                 raise UsageError(f"{path}: embeddings must be a dense float tensor, got "
                                  f"{obj.dtype} ({obj.layout}) {tuple(obj.shape)}")
-            arr = obj.detach().float().numpy()
+            nbytes = obj.numel() * 4  # as float32, every element of a view held
+            if nbytes > limit:
+                raise UsageError(f"{path}: the tensor {tuple(obj.shape)} needs "
+                                 f"{nbytes / _GIB:.2f} GiB as float32, above the limit of "
+                                 f"{limit / _GIB:.2f} GiB (raise it with --max-gib)")
+            arr = np.ascontiguousarray(obj.detach().float().numpy())
         else:
             raise UsageError(f"{path}: unknown embeddings format (use .npy, .npz or .pt)")
+        if arr.ndim != 2 or arr.dtype.kind != "f" or arr.dtype.itemsize not in _EMB_ITEMSIZES:
+            raise UsageError(f"{path}: embeddings must be a 2-D float16/32/64 array, got "
+                             f"{_one_line(arr.dtype)} {arr.shape}")
+        if not arr.dtype.isnative:  # e.g. written on a big-endian machine
+            arr = arr.astype(arr.dtype.newbyteorder("="))
+        if arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise UsageError(f"{path}: no embeddings (shape {arr.shape})")
+        _checks.rows(arr, "embeddings")  # scale-safe: any finite non-zero row passes
     except UsageError:
         raise
     except ImportError:
         raise UsageError(f"{path}: reading .pt files needs torch (pip install torch)") from None
+    except MemoryError:
+        raise UsageError(f"{path}: not enough memory to load the embeddings") from None
+    except ValueError as exc:
+        if "embeddings" in str(exc):  # a bad row, from the row check
+            raise UsageError(f"{path}: {_one_line(exc)}") from None
+        raise UsageError(f"{path}: cannot read embeddings ({_reason(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - any failure to parse is the file's fault
         raise UsageError(f"{path}: cannot read embeddings ({_reason(exc)})") from None
-    if arr.ndim != 2 or arr.dtype.kind != "f" or arr.dtype.itemsize not in _EMB_ITEMSIZES:
-        raise UsageError(f"{path}: embeddings must be a 2-D float16/32/64 array, got "
-                         f"{_one_line(arr.dtype)} {arr.shape}")
-    if not arr.dtype.isnative:  # e.g. written on a big-endian machine
-        arr = arr.astype(arr.dtype.newbyteorder("="))
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise UsageError(f"{path}: no embeddings (shape {arr.shape})")
-    sq = np.einsum("ij,ij->i", arr, arr, dtype=np.float64)
-    finite = np.isfinite(sq)
-    if not finite.all():
-        raise UsageError(f"{path}: row {int(np.argmin(finite))} holds NaN or Inf (or values "
-                         "too large to square)")
-    if not (sq > 0).all():
-        raise UsageError(f"{path}: row {int(np.argmin(sq > 0))} is all zeros; cosine "
-                         "similarity is undefined for it")
     return arr
 
 
-def load_labels(path: str) -> np.ndarray:
-    """(N,) int64 labels from .npy or a text file (one integer per line; -1 = unlabeled)."""
+def load_labels(path: str, limit: int | None = None) -> np.ndarray:
+    """(N,) int64 labels from .npy or a text file (one integer per line; -1 = unlabeled);
+    .npy arrays above ``limit`` bytes are refused from their headers."""
+    limit = max_bytes(None) if limit is None else limit
     p = _input_file(path, "labels")
     if p.suffix in (".npz", ".pt", ".pth"):
         raise UsageError(f"{path}: labels must be a .npy array or a text file with one "
                          "integer per line")
     try:
         if p.suffix == ".npy":
-            arr = _load_npy(p)
+            arr = _load_npy(p, limit)
         else:
             with warnings.catch_warnings():  # e.g. "input contained no data"
                 warnings.simplefilter("ignore")
                 arr = np.loadtxt(p, dtype=np.float64, ndmin=1)
     except UsageError:
         raise
+    except MemoryError:
+        raise UsageError(f"{path}: not enough memory to load the labels") from None
     except Exception as exc:  # noqa: BLE001
         raise UsageError(f"{path}: cannot read labels ({_reason(exc)})") from None
     if arr.ndim == 2 and 1 in arr.shape:
@@ -172,8 +229,14 @@ def _info(args) -> int:
 def _label(args) -> int:
     from . import _arrays
 
-    x = load_embeddings(args.embeddings)
-    y = load_labels(args.labels)
+    npz, report = output_names(args.output)
+    outputs = {"-o": npz, "-o (report)": report}
+    if args.plot:
+        outputs["--plot"] = Path(args.plot)
+    _check_outputs(outputs, [Path(args.embeddings), Path(args.labels)], args.force)
+    limit = max_bytes(args.max_gib)
+    x = load_embeddings(args.embeddings, limit)
+    y = load_labels(args.labels, limit)
     if y.shape[0] != x.shape[0]:
         raise UsageError(f"{args.labels} has {y.shape[0]} labels but {args.embeddings} has "
                          f"{x.shape[0]} embeddings")
@@ -192,34 +255,84 @@ def _label(args) -> int:
         x = _arrays.to_gpu(x)
         if x is None:
             raise UsageError("--device cuda needs torch or cupy with a visible CUDA GPU")
-    out = Path(args.output)
-    if out.suffix != ".npz":
-        out = out.with_suffix(".npz")
-    _output_file(out, "-o")
-    _output_file(out.with_suffix(".json"), "-o")
-    if args.plot:
-        _output_file(Path(args.plot), "--plot")
 
     stages = ["kNN graph", "choose k", "label", "write"]
     bar = _progress(len(stages), args.quiet)
     try:
-        return _label_run(args, x, y, out, bar, stages)
+        return _label_run(args, x, y, npz, report, bar, stages)
     finally:
         bar.close()  # an error line then starts on a clean line
 
 
-def _output_file(path: Path, option: str):
-    """A UsageError unless ``path`` can be written: its folder exists, it is no folder."""
+def output_names(output: str) -> tuple[Path, Path]:
+    """The two files ``-o OUTPUT`` writes: OUTPUT itself when it ends in .npz, else
+    OUTPUT.npz (``-o run.v2`` writes run.v2.npz), and the report beside it, .json for .npz."""
+    out = Path(output)
+    npz = out if out.suffix == ".npz" else out.with_name(out.name + ".npz")
+    return npz, npz.with_suffix(".json")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether a and b name one file: the same resolved path (symlinks followed), or two
+    links to one inode."""
     try:
-        if not path.parent.is_dir():
-            raise UsageError(f"{option}: directory not found: {path.parent}")
-        if path.is_dir():
-            raise UsageError(f"{option}: {path} is a directory")
+        if os.path.realpath(a) == os.path.realpath(b):
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_outputs(outputs: dict, inputs: list, force: bool) -> None:
+    """Before any work: every output can be written (its folder exists, it is no folder), is
+    none of the inputs nor another output (symlinks resolved), and does not exist yet unless
+    ``force``."""
+    seen = []
+    for option, path in outputs.items():
+        try:
+            if not path.parent.is_dir():
+                raise UsageError(f"{option}: directory not found: {path.parent}")
+            if path.is_dir():
+                raise UsageError(f"{option}: {path} is a directory")
+            for inp in inputs:
+                if _same_file(path, inp):
+                    raise UsageError(f"{option}: {path} is the input {inp}; refusing to write "
+                                     "over an input")
+            for other_option, other in seen:
+                if _same_file(path, other):
+                    raise UsageError(f"{option}: {path} is also the {other_option} output")
+            if os.path.lexists(path) and not force:
+                raise UsageError(f"{option}: {path} exists; pass --force to replace it")
+        except OSError as exc:
+            raise UsageError(f"{option}: cannot write {path} ({_reason(exc)})") from None
+        seen.append((option, path))
+
+
+@contextlib.contextmanager
+def _atomic(path: Path, option: str):
+    """A binary file object whose content replaces ``path`` only once fully written: a
+    temporary file beside it, renamed over it at the end (a failure leaves ``path`` as it
+    was; a symlink at ``path`` is replaced, its target untouched)."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise UsageError(f"{option}: cannot write {path} ({_reason(exc)})") from None
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise UsageError(f"{option}: cannot write {path} ({_reason(exc)})") from None
+        raise
 
 
-def _label_run(args, x, y, out, bar, stages) -> int:
+def _label_run(args, x, y, out, report_path, bar, stages) -> int:
     from . import _arrays, hdl, knn, knn_vote, label_clusterability, select_k
     from .clusterability import DEFAULT_CANDIDATES
     from .labeling import PROVENANCE
@@ -258,10 +371,8 @@ def _label_run(args, x, y, out, bar, stages) -> int:
     bar.update()
 
     bar.set_description(stages[3])
-    try:
-        np.savez(out, labels=lab, confidence=conf, level=level, provenance=prov)
-    except OSError as exc:
-        raise UsageError(f"-o: cannot write {out} ({_reason(exc)})") from None
+    with _atomic(out, "-o") as fh:
+        np.savez(fh, labels=lab, confidence=conf, level=level, provenance=prov)
     lv, lc = np.unique(level, return_counts=True)
     report = {
         "n_points": int(x.shape[0]), "n_labeled": int((y >= 0).sum()), "method": method,
@@ -272,17 +383,14 @@ def _label_run(args, x, y, out, bar, stages) -> int:
         "level_counts": {str(int(a)): int(b) for a, b in zip(lv, lc)},
         "timings": timings, "output": str(out),
     }
-    try:
-        out.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    except OSError as exc:
-        raise UsageError(f"-o: cannot write {out.with_suffix('.json')} ({_reason(exc)})") \
-            from None
+    with _atomic(report_path, "-o") as fh:
+        fh.write(json.dumps(report, indent=2).encode())
     if args.plot:
         _plot(args.plot, curve, level)
     bar.update()
     bar.close()
     if not args.quiet:
-        print(f"labeled {x.shape[0]} points (k={k}, {rule}) -> {out}, {out.with_suffix('.json')}")
+        print(f"labeled {x.shape[0]} points (k={k}, {rule}) -> {out}, {report_path}")
         print("provenance:", report["provenance_counts"])
     return 0
 
@@ -308,9 +416,11 @@ def _plot(path, curve, level):
     b.set_ylabel("points")
     b.set_title("points per level")
     fig.tight_layout()
+    fmt = Path(path).suffix[1:].lower() or "png"
     try:
-        fig.savefig(path, dpi=100)
-    except (OSError, ValueError) as exc:  # ValueError: an image format matplotlib lacks
+        with _atomic(Path(path), "--plot") as fh:
+            fig.savefig(fh, dpi=100, format=fmt)
+    except ValueError as exc:  # an image format matplotlib lacks
         raise UsageError(f"--plot: cannot write {path} ({_reason(exc)})") from None
     finally:
         plt.close(fig)
@@ -387,7 +497,9 @@ def _bench(args) -> int:
                              f", got {type(sizes).__name__}")
     out = Path(args.out) if args.out else None
     if out is not None:
-        _output_file(out, "--out")
+        sizes_file = [Path(args.sizes)] if args.sizes and not args.sizes.lstrip().startswith("{") \
+            else []
+        _check_outputs({"--out": out}, sizes_file, args.force)
     t0 = time.perf_counter()
     result = bench.run(quick=args.quick, capabilities=capabilities, sizes=sizes,
                        repeats=args.repeats, progress=lambda line: print(line, file=sys.stderr))
@@ -395,10 +507,8 @@ def _bench(args) -> int:
     print(bench.format_table(result))
     print(f"{len(result['records'])} measurements in {time.perf_counter() - t0:.1f} s")
     if out is not None:
-        try:
-            out.write_text(json.dumps(result, indent=2))
-        except OSError as exc:
-            raise UsageError(f"--out: cannot write {out} ({_reason(exc)})") from None
+        with _atomic(out, "--out") as fh:
+            fh.write(json.dumps(result, indent=2).encode())
         print(f"wrote {out}")
     return 0
 
@@ -425,7 +535,12 @@ def main(argv=None) -> int:
     lab = sub.add_parser("label", help="label every point of an embedding file")
     lab.add_argument("embeddings", help=".npy, .npz or .pt embeddings (N, d)")
     lab.add_argument("labels", help=".npy or text labels (N,), -1 = unlabeled")
-    lab.add_argument("-o", "--output", required=True, help="output .npz (+ .json report)")
+    lab.add_argument("-o", "--output", required=True,
+                     help="output OUTPUT.npz (.npz added unless given) and its .json report")
+    lab.add_argument("--force", action="store_true", help="replace outputs that exist")
+    lab.add_argument("--max-gib", type=float,
+                     help="largest input array to load, in GiB (default: half the available "
+                          "memory); checked from the file header before loading")
     lab.add_argument("--k", default="auto", help="'auto' (select_k) or a number")
     lab.add_argument("--method", choices=["hdl", "knn-dv", "tree"], default="hdl")
     lab.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -438,6 +553,7 @@ def main(argv=None) -> int:
     ben.add_argument("--quick", action="store_true", help="small sizes (well under a minute)")
     ben.add_argument("--only", help="comma-separated capabilities: knn,hdl,sinkhorn,kmeans,label")
     ben.add_argument("--out", help="write the results (machine, floors, records) as JSON")
+    ben.add_argument("--force", action="store_true", help="replace --out if it exists")
     ben.add_argument("--repeats", type=int, help="timed runs per measurement (default 3)")
     ben.add_argument("--sizes", help=argparse.SUPPRESS)
     ben.set_defaults(fn=_bench)
@@ -451,6 +567,10 @@ def main(argv=None) -> int:
         return args.fn(args)
     except (UsageError, ValueError, TypeError) as exc:  # also hdlfast's own bad-input errors
         print(f"hdlfast {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError:
+        print(f"hdlfast {args.command}: error: out of memory; use a smaller input (or more "
+              "memory)", file=sys.stderr)
         return EXIT_USAGE
 
 

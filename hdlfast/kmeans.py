@@ -64,7 +64,13 @@ def kmeans(X, n_clusters, *, spherical=True, n_iters=100, tol=0.0, init="k-means
     if memory_budget is not None:
         memory_budget = _checks.positive_int(memory_budget, "memory_budget")
     impl = _backend.select(backend, x_info.on_gpu, like=X)
-    state = impl.kmeans_state(X, bool(spherical), memory_budget, allow_tf32)
+    exponent = 0 if spherical else _euclidean_exponent(X)
+    if exponent:  # computed on X * 2**-exponent, results scaled back
+        X_run = _arrays.scaled(X, -exponent)
+        given = None if given is None else given * 2.0 ** -exponent
+    else:
+        X_run = X
+    state = impl.kmeans_state(X_run, bool(spherical), memory_budget, allow_tf32)
 
     rng = np.random.default_rng(seed)
     if given is not None:
@@ -86,9 +92,31 @@ def kmeans(X, n_clusters, *, spherical=True, n_iters=100, tol=0.0, init="k-means
         sums, counts = state.update(n_clusters)
         centroids = _update(sums, counts, spherical, state, scale)
         updates += 1
-    inertia = float(_sq_dist(state, spherical, scale).sum())
+    inertia = float(_sq_dist(state, spherical, scale).sum()) * 4.0 ** exponent
+    centroids = centroids * 2.0 ** exponent
     out = _arrays.from_host(centroids.astype(np.float32), X)
     return KMeansResult(out, state.labels_out(), inertia, updates)
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_SAFE_EXPONENT = 20  # |X| within 2**+-20 runs as it is
+
+
+def _euclidean_exponent(X) -> int:
+    """e such that Euclidean k-means runs on X * 2**-e: 0 when X's largest magnitude is
+    within 2**+-20, else the exponent bringing it into [0.5, 1). The float32 search squares
+    distances, which would overflow or underflow for data far from unit scale; a power of two
+    scales exactly. Values beyond float32's range cannot be returned as float32 centroids and
+    are refused."""
+    peak = _checks.rows(X, "X", zero_ok=True)
+    if peak > _FLOAT32_MAX:
+        raise ValueError(f"X holds values up to {peak:.3g}, beyond float32's range (about "
+                         "3.4e38): Euclidean k-means returns float32 centroids; scale X first "
+                         "(spherical k-means takes any finite scale)")
+    if peak == 0.0:
+        return 0
+    exponent = math.frexp(peak)[1]
+    return exponent if abs(exponent) > _SAFE_EXPONENT else 0
 
 
 def _initial_centroids(init, n_clusters: int, d: int, spherical: bool) -> np.ndarray:

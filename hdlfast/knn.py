@@ -64,6 +64,9 @@ def checked_knn(queries, k, database=None, exclude_self=None, backend=None, memo
                     memory_budget=memory_budget, q_name=q_name, db_name=db_name)
 
 
+_MAX_POINTS = 2**31 - 1  # as labels: the labeling kernels index points with int32
+
+
 def reverse_graph(idx, n=None, *, backend=None):
     """Who lists whom: CSR ``(indptr, indices)`` with ``indices[indptr[j]:indptr[j+1]]`` the
     rows i that have j among their neighbours, in increasing i (numpy arrays, int64).
@@ -71,9 +74,14 @@ def reverse_graph(idx, n=None, *, backend=None):
     ``idx`` is an (N, k) neighbour-index array (any kind); ``n`` the number of database points
     (default: max index + 1, at least N). O(N k), a counting sort in the CPU kernels.
     """
-    if n is not None:
+    n_given = n is not None
+    if n_given:
         n = _checks.positive_int(n, "n")
     host, n = _checks.indices(idx, "idx", n)
+    what = "n" if n_given else "idx (n = max(idx) + 1)"
+    if n > _MAX_POINTS:
+        raise ValueError(f"{what}: {n} points; at most 2**31 - 1 on one machine")
+    _checks.fits_in_memory(8 * (n + 1) + 4 * host.size, f"{what}: the reverse graph of {n} points")
     like = _arrays.as_array(idx, "idx")
     on_gpu = _arrays.info(like, "idx").on_gpu  # GPU indices: the CUDA kernel by default
     kern = _backend.select(backend, on_gpu, like=like if on_gpu else None).labeling

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _arrays, _backend, _checks
+from . import _arrays, _backend, _checks, _cpu
 from .knn import checked_knn
 
 
@@ -153,13 +153,9 @@ def neighborhood_positives(z, bank, k, *, backend=None):
 
 
 def _unit_rows(x, name: str) -> np.ndarray:
-    """float64 host copy of x with unit rows; NaN/Inf and zero rows are bad input."""
-    h = np.asarray(_arrays.to_numpy(x), np.float64)
-    norm = np.sqrt(np.einsum("ij,ij->i", h, h))
-    finite, nonzero = np.isfinite(norm), norm > 0
-    _checks.bad_rows(name, None if finite.all() else int(np.argmin(finite)),
-                     None if nonzero.all() else int(np.argmin(nonzero)))
-    return h / norm[:, None]
+    """float64 host copy of x with unit rows (scale-safe); NaN/Inf and zero rows are bad
+    input."""
+    return _cpu.normalize(x, name, np.float64)
 
 
 def _smallest(s: np.ndarray, n: int) -> np.ndarray:

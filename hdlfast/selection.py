@@ -82,7 +82,7 @@ def select_to_label(X, budget, *, k=20, n_iters=10, weight=0.5, momentum=0.9, al
                backend=backend).labels).astype(np.int64)
     picks = _best_per_cluster(density, clusters, budget)
     if n_iters > 0 and budget > 1:
-        rows = _cpu.normalize(_arrays.host_float32(X), "X")
+        rows = _cpu.normalize(X, "X")
         penalty = np.zeros(n)
         for _ in range(n_iters):
             new = _penalty(rows, clusters, picks, alpha)

@@ -297,7 +297,7 @@ def test_bipartite_rounds_cover_every_pair_once():
     from hdlfast._cpu import bipartite_rounds
 
     for nbq, nbd in [(1, 1), (1, 5), (5, 1), (3, 7), (7, 3), (4, 4)]:
-        rounds = bipartite_rounds(nbq, nbd)
+        rounds = list(bipartite_rounds(nbq, nbd))
         flat = [p for r in rounds for p in r]
         assert sorted(flat) == [(a, b) for a in range(nbq) for b in range(nbd)]
         for r in rounds:
