@@ -72,9 +72,26 @@ def max_bytes(max_gib) -> int:
     return avail // 2 if avail else 1 << 62
 
 
-def _check_size(fh, where: str, limit: int) -> None:
-    """Read the .npy header at fh's position (fh is left there) and refuse an array larger
-    than ``limit`` bytes, before anything is allocated."""
+class Expect:
+    """What a loaded array may be: at most ``limit`` bytes and, when ``rows`` is set, exactly
+    that many rows (``rows_from``: the file they come from). Checked from headers."""
+
+    def __init__(self, limit: int, rows: int | None = None, rows_from: str = ""):
+        self.limit, self.rows, self.rows_from = limit, rows, rows_from
+
+    def check(self, where: str, shape, nbytes: int) -> None:
+        if nbytes > self.limit:
+            raise UsageError(f"{where}: the array {tuple(shape)} needs {nbytes / _GIB:.2f} GiB, "
+                             f"above the limit of {self.limit / _GIB:.2f} GiB (raise it with "
+                             "--max-gib)")
+        if self.rows is not None and len(shape) == 2 and shape[0] != self.rows:
+            raise UsageError(f"{self.rows_from} has {self.rows} labels but {where} has "
+                             f"{shape[0]} embeddings")
+
+
+def _check_header(fh, where: str, expect: Expect) -> None:
+    """Check the .npy header at fh's position against ``expect`` (fh is left there), before
+    anything is allocated."""
     pos = fh.tell()
     try:
         major, _ = np.lib.format.read_magic(fh)
@@ -84,23 +101,18 @@ def _check_size(fh, where: str, limit: int) -> None:
     except Exception:  # noqa: BLE001 - np.load reports a malformed header in its own words
         shape, dtype = None, None
     fh.seek(pos)
-    if shape is None:
-        return
-    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    if nbytes > limit:
-        raise UsageError(f"{where}: the array {tuple(shape)} {dtype} needs "
-                         f"{nbytes / _GIB:.2f} GiB, above the limit of {limit / _GIB:.2f} GiB "
-                         "(raise it with --max-gib)")
+    if shape is not None:
+        expect.check(where, shape, int(np.prod(shape, dtype=object)) * dtype.itemsize)
 
 
-def _load_npy(p: Path, limit: int) -> np.ndarray:
+def _load_npy(p: Path, expect: Expect) -> np.ndarray:
     """One array from a .npy file; anything else (an .npz archive, a pickle) is an error.
     The file is opened here so that it is closed whatever np.load makes of it."""
     with open(p, "rb") as fh, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if fh.read(6) == b"\x93NUMPY":
             fh.seek(0)
-            _check_size(fh, str(p), limit)
+            _check_header(fh, str(p), expect)
         fh.seek(0)
         arr = np.load(fh, allow_pickle=False)
         if not isinstance(arr, np.ndarray):  # np.load opened a zip archive
@@ -108,17 +120,17 @@ def _load_npy(p: Path, limit: int) -> np.ndarray:
     return arr
 
 
-def load_embeddings(path: str, limit: int | None = None) -> np.ndarray:
+def load_embeddings(path: str, expect: Expect | None = None) -> np.ndarray:
     """(N, d) float array from .npy, .npz (key 'embeddings' or 'X', or its only array) or
     .pt/.pth (a tensor, or a dict holding one under 'embeddings'). Every row must be finite
-    and non-zero (cosine similarity is undefined for a zero row). Arrays above ``limit``
-    bytes (default: half the available memory) are refused from their headers, before
-    anything is allocated."""
-    limit = max_bytes(None) if limit is None else limit
+    and non-zero (cosine similarity is undefined for a zero row). The size (default limit:
+    half the available memory) and row count in ``expect`` are checked from the headers,
+    before anything is allocated."""
+    expect = Expect(max_bytes(None)) if expect is None else expect
     p = _input_file(path, "embeddings")
     try:
         if p.suffix == ".npy":
-            arr = _load_npy(p, limit)
+            arr = _load_npy(p, expect)
         elif p.suffix == ".npz":
             with open(p, "rb") as fh, warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -131,7 +143,7 @@ def load_embeddings(path: str, limit: int | None = None) -> np.ndarray:
                     raise UsageError(f"{path}: {len(z.files)} arrays {z.files[:8]}; name one "
                                      "'embeddings'")
                 with z.zip.open(f"{keys[0]}.npy") as member:
-                    _check_size(member, f"{path} ({keys[0]!r})", limit)
+                    _check_header(member, path, expect)
                 arr = z[keys[0]]
                 if not isinstance(arr, np.ndarray):  # a member that is no .npy file
                     raise UsageError(f"{path}: {keys[0]!r} is not a .npy array")
@@ -151,11 +163,7 @@ def load_embeddings(path: str, limit: int | None = None) -> np.ndarray:
             if not obj.is_floating_point() or obj.layout != torch.strided:
                 raise UsageError(f"{path}: embeddings must be a dense float tensor, got "
                                  f"{obj.dtype} ({obj.layout}) {tuple(obj.shape)}")
-            nbytes = obj.numel() * 4  # as float32, every element of a view held
-            if nbytes > limit:
-                raise UsageError(f"{path}: the tensor {tuple(obj.shape)} needs "
-                                 f"{nbytes / _GIB:.2f} GiB as float32, above the limit of "
-                                 f"{limit / _GIB:.2f} GiB (raise it with --max-gib)")
+            expect.check(path, tuple(obj.shape), obj.numel() * 4)  # float32, views expanded
             arr = np.ascontiguousarray(obj.detach().float().numpy())
         else:
             raise UsageError(f"{path}: unknown embeddings format (use .npy, .npz or .pt)")
@@ -185,14 +193,14 @@ def load_embeddings(path: str, limit: int | None = None) -> np.ndarray:
 def load_labels(path: str, limit: int | None = None) -> np.ndarray:
     """(N,) int64 labels from .npy or a text file (one integer per line; -1 = unlabeled);
     .npy arrays above ``limit`` bytes are refused from their headers."""
-    limit = max_bytes(None) if limit is None else limit
+    expect = Expect(max_bytes(None) if limit is None else limit)
     p = _input_file(path, "labels")
     if p.suffix in (".npz", ".pt", ".pth"):
         raise UsageError(f"{path}: labels must be a .npy array or a text file with one "
                          "integer per line")
     try:
         if p.suffix == ".npy":
-            arr = _load_npy(p, limit)
+            arr = _load_npy(p, expect)
         else:
             with warnings.catch_warnings():  # e.g. "input contained no data"
                 warnings.simplefilter("ignore")
@@ -235,8 +243,8 @@ def _label(args) -> int:
         outputs["--plot"] = Path(args.plot)
     _check_outputs(outputs, [Path(args.embeddings), Path(args.labels)], args.force)
     limit = max_bytes(args.max_gib)
-    x = load_embeddings(args.embeddings, limit)
-    y = load_labels(args.labels, limit)
+    y = load_labels(args.labels, limit)  # first: the embeddings' header must match its length
+    x = load_embeddings(args.embeddings, Expect(limit, y.shape[0], args.labels))
     if y.shape[0] != x.shape[0]:
         raise UsageError(f"{args.labels} has {y.shape[0]} labels but {args.embeddings} has "
                          f"{x.shape[0]} embeddings")
