@@ -66,6 +66,21 @@ WORKLOADS = {
         hdlfast.sinkhorn(s[:200] if tiny else s, kind="sela", lam=100.0, n_iters=5,
                          backend=backend, memory_budget=budget)
     """, 10_000 * 500 * 4),  # Q, the output
+    # N = 300,000 with an 8 MiB budget: nothing may grow with the number of tiles (a
+    # schedule built up front) or allocate full-size temporaries beside the working copies.
+    "knn_vote_300k": ("""
+    x = rng.standard_normal((300_000, 16), dtype=np.float32)
+    y = np.full(300_000, -1); y[::150] = rng.integers(0, 5, 2000)
+    def run(budget, tiny):
+        n = 3000 if tiny else 300_000
+        hdlfast.knn_vote(x[:n], y[:n], 10, backend=backend, memory_budget=budget)
+    """, 300_000 * 16 * 4 * 2 + 300_000 * 10 * 12 * 2 + 300_000 * 40),  # unit rows, lists,
+    "kmeans_300k": ("""                                                  # labels and votes
+    x = rng.standard_normal((300_000, 16), dtype=np.float32)
+    def run(budget, tiny):
+        hdlfast.kmeans(x[:3000] if tiny else x, 20, n_iters=3, tol=None, backend=backend,
+                       memory_budget=budget)
+    """, 300_000 * 16 * 4 + 300_000 * 8 * 3),  # unit rows, labels, sims
 }
 SLACK = 40 * MB  # allocator pools, thread stacks, small vectors
 
@@ -99,3 +114,25 @@ def test_sinkhorn_budget_changes_the_peak():
     free = extra_bytes("sinkhorn", CPU_BACKENDS[0], 1 << 40)
     bounded = extra_bytes("sinkhorn", CPU_BACKENDS[0], 8 * MB)
     assert free > bounded + 100 * MB
+
+
+def test_self_graph_schedule_is_generated_lazily():
+    """The self-graph's tile schedule for N = 300,000 points at an 8 MiB budget (181-row
+    blocks: 1.4 million block pairs) holds one round at a time: its memory does not grow with
+    the number of pairs (it held every pair as a tuple: about 150 MiB here, 1 GiB at
+    N = 1,000,000)."""
+    import tracemalloc
+
+    from hdlfast import _cpu
+
+    n = 300_000
+    b, _ = _cpu.block_sizes(n, n, 8 * MB, True)
+    nb = -(-n // b)
+    tracemalloc.start()
+    try:
+        pairs = sum(len(r) for r in _cpu.symmetric_rounds(nb))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert pairs == nb * (nb + 1) // 2
+    assert peak < 2 * MB, peak
