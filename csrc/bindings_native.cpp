@@ -21,6 +21,19 @@ static T* ptr(uintptr_t p) {
   return reinterpret_cast<T*>(p);
 }
 
+// Polled by long kernels (cpu/interrupt.h): runs Python's signal handlers, so Ctrl-C sets
+// KeyboardInterrupt and the kernel returns early. Only the main thread handles signals.
+static bool python_interrupted() {
+  py::gil_scoped_acquire gil;
+  return PyErr_CheckSignals() != 0;
+}
+
+// A phase-A kernel returned -1: it was interrupted and the Python error is set.
+static int64_t checked(int64_t result) {
+  if (result < 0) throw py::error_already_set();
+  return result;
+}
+
 PYBIND11_MODULE(_native, m) {
   m.doc() = "hdlfast CPU kernels (C++, std::thread workers)";
   m.def(
@@ -78,22 +91,33 @@ PYBIND11_MODULE(_native, m) {
       "propagate_levels",
       [](uintptr_t idx, uintptr_t sims, int64_t n, int64_t k, uintptr_t indptr, uintptr_t src,
          uintptr_t labels, uintptr_t conf, uintptr_t level, uintptr_t prov, bool uniform) {
-        py::gil_scoped_release nogil;
-        return c::propagate_levels(ptr<const int64_t>(idx), ptr<const float>(sims), n, k,
-                                   ptr<const int64_t>(indptr), ptr<const int32_t>(src),
-                                   ptr<int64_t>(labels), ptr<double>(conf), ptr<int32_t>(level),
-                                   ptr<int8_t>(prov), uniform);
+        c::Interrupt stop(python_interrupted);
+        int64_t h;
+        {
+          py::gil_scoped_release nogil;
+          h = c::propagate_levels(ptr<const int64_t>(idx), ptr<const float>(sims), n, k,
+                                  ptr<const int64_t>(indptr), ptr<const int32_t>(src),
+                                  ptr<int64_t>(labels), ptr<double>(conf), ptr<int32_t>(level),
+                                  ptr<int8_t>(prov), uniform, stop);
+        }
+        return checked(h);
       },
-      "HDL phase A (levels schedule), in place; returns the number of levels.");
+      "HDL phase A (levels schedule), in place; returns the number of levels (Ctrl-C: "
+      "KeyboardInterrupt).");
   m.def(
       "propagate_sequential",
       [](uintptr_t idx, uintptr_t sims, int64_t n, int64_t k, uintptr_t indptr, uintptr_t src,
          uintptr_t labels, uintptr_t conf, uintptr_t level, uintptr_t prov, bool uniform) {
-        py::gil_scoped_release nogil;
-        return c::propagate_sequential(ptr<const int64_t>(idx), ptr<const float>(sims), n, k,
-                                       ptr<const int64_t>(indptr), ptr<const int32_t>(src),
-                                       ptr<int64_t>(labels), ptr<double>(conf),
-                                       ptr<int32_t>(level), ptr<int8_t>(prov), uniform);
+        c::Interrupt stop(python_interrupted);
+        int64_t steps;
+        {
+          py::gil_scoped_release nogil;
+          steps = c::propagate_sequential(ptr<const int64_t>(idx), ptr<const float>(sims), n, k,
+                                          ptr<const int64_t>(indptr), ptr<const int32_t>(src),
+                                          ptr<int64_t>(labels), ptr<double>(conf),
+                                          ptr<int32_t>(level), ptr<int8_t>(prov), uniform, stop);
+        }
+        return checked(steps);
       },
       "HDL phase A (sequential schedule), in place; returns the number of steps.");
   m.def(

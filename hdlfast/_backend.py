@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import sys
 
 import numpy as np
 
@@ -129,6 +130,40 @@ def _p(a: np.ndarray) -> int:
     """Pointer of a C-contiguous numpy array handed to a native kernel."""
     assert a.flags.c_contiguous
     return a.ctypes.data
+
+
+_FORKED_AFTER_OPENMP = False
+
+
+def _after_fork_in_child() -> None:
+    """numba's GNU OpenMP worker threads do not survive fork(): in a child forked after they
+    started, OpenMP aborts the whole process at the next parallel kernel. Remember it, so the
+    numba backend can refuse with a clear error instead."""
+    global _FORKED_AFTER_OPENMP
+    numba = sys.modules.get("numba")
+    if numba is None:
+        return
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run: the child starts its own threads
+        return
+    omp = sys.modules.get("numba.np.ufunc.omppool")
+    if layer == "omp" and getattr(omp, "openmp_vendor", "GNU") == "GNU":
+        _FORKED_AFTER_OPENMP = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _check_numba_after_fork() -> None:
+    if _FORKED_AFTER_OPENMP:
+        raise RuntimeError(
+            "backend 'numba' cannot run in this process: it was forked after numba started "
+            "its GNU OpenMP threads, which do not survive fork() (OpenMP would abort the "
+            "process). Use backend='native', start worker processes with multiprocessing's "
+            "'spawn' or 'forkserver' method, or choose a fork-safe numba threading layer "
+            "(NUMBA_THREADING_LAYER=tbb with tbb installed) before numba starts")
 
 
 def _numba_labeling():
@@ -263,6 +298,7 @@ def select(backend: str | None, on_gpu: bool, like=None):
         mod = _module("native")
         return CPUBackend("native", _NativeKernels(mod), _NativeLabeling(mod),
                           _NativeSinkhorn(mod), _NativeKMeans(mod))
+    _check_numba_after_fork()
     return CPUBackend("numba", _module("numba"), _numba_labeling(), _numba_sinkhorn(),
                       _numba_kmeans())
 

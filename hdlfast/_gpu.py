@@ -117,13 +117,20 @@ class CudaLabeling:
     def __init__(self, cuda_module, like):
         self._m = cuda_module
         self._like = like
+        self._graph_host = self._graph_dev = None
 
     def _dev(self, a, dtype):
         return _arrays.to_device(np.ascontiguousarray(a, dtype=dtype), self._like)
 
     def _graph(self, idx, sims, indptr, src):
-        return (self._dev(idx, np.int64), self._dev(sims, np.float32),
-                self._dev(indptr, np.int64), self._dev(src, np.int32))
+        """The graph on the device, copied once per host graph (phase A and the chunks of
+        the search reuse it; the host arrays are held, so identity is a safe key)."""
+        host = (idx, sims, indptr, src)
+        if self._graph_host is None or any(a is not b for a, b in zip(host, self._graph_host)):
+            self._graph_host = host
+            self._graph_dev = (self._dev(idx, np.int64), self._dev(sims, np.float32),
+                               self._dev(indptr, np.int64), self._dev(src, np.int32))
+        return self._graph_dev
 
     def _empty(self, shape, dtype: str):
         return _arrays.empty(self._like, shape, dtype)

@@ -74,6 +74,9 @@ def knn_vote(X, labels, k=20, *, weighting="similarity", n_classes=None, backend
             _arrays.from_host(out_conf.astype(np.float32), X))
 
 
+_SEARCH_CHUNK_WORK = 1 << 23  # candidate visits per search call (about 0.1 s on one core)
+
+
 def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels",
         max_visits=64, fallback="auto", weighting="similarity", n_classes=None,
         backend=None, memory_budget=None) -> HDLResult:
@@ -147,8 +150,13 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
         s_conf = np.empty(todo.size, np.float64)
         s_steps = np.empty(todo.size, np.int64)
         s_cyc = np.empty(todo.size, np.int64)
-        kern.search(idx, sims, k, indptr, src, lab, todo, max_visits, uniform,
-                    s_lab, s_conf, s_steps, s_cyc)
+        # independent searches (phase-B labels do not count), in chunks of bounded work so
+        # that Ctrl-C is seen between chunks
+        chunk = max(1024, _SEARCH_CHUNK_WORK // (max_visits * k))
+        for a in range(0, todo.size, chunk):
+            b = a + chunk
+            kern.search(idx, sims, k, indptr, src, lab, todo[a:b], max_visits, uniform,
+                        s_lab[a:b], s_conf[a:b], s_steps[a:b], s_cyc[a:b])
         cycles[todo] = s_cyc
         found = s_lab >= 0
         hit = todo[found]

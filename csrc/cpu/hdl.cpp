@@ -4,6 +4,7 @@
 #include "cpu/hdl.h"
 
 #include <algorithm>
+#include <cassert>
 #include <numeric>
 #include <queue>
 #include <utility>
@@ -135,6 +136,7 @@ void reverse_indptr(const int64_t* idx, int64_t rows, int64_t k, int64_t n, int6
   parallel_for(n, 1 << 16, [&](int64_t b, int64_t e, int) {
     for (int64_t i = 0; i < rows * k; ++i) {
       const int64_t t = idx[i];
+      assert(t >= 0 && t < n);  // debug builds: a neighbour index in range
       if (t >= b && t < e) ++indptr[t + 1];
     }
   });
@@ -147,6 +149,7 @@ void reverse_fill(const int64_t* idx, int64_t rows, int64_t k, int64_t n, const 
   parallel_for(n, 1 << 16, [&](int64_t b, int64_t e, int) {
     for (int64_t i = 0; i < rows * k; ++i) {
       const int64_t t = idx[i];
+      assert(t >= 0 && t < n);  // debug builds: a neighbour index in range
       if (t >= b && t < e) src[fill[t]++] = static_cast<int32_t>(i / k);
     }
   });
@@ -167,7 +170,7 @@ void vote_rows(const int64_t* nbr_idx, const float* nbr_sims, int64_t rows, int6
 
 int64_t propagate_levels(const int64_t* idx, const float* sims, int64_t n, int64_t k,
                          const int64_t* indptr, const int32_t* src, int64_t* labels, double* conf,
-                         int32_t* level, int8_t* prov, bool uniform) {
+                         int32_t* level, int8_t* prov, bool uniform, Interrupt& stop) {
   // A point's label and support share one 8-byte slot: the random accesses of the votes and
   // of the support updates each touch one cache line (labels are < 2^31, checked in Python).
   struct Slot {
@@ -208,6 +211,7 @@ int64_t propagate_levels(const int64_t* idx, const float* sims, int64_t n, int64
       const auto& members = by_support[s];
       const int64_t m = static_cast<int64_t>(members.size());
       if (m == 0) continue;
+      if (stop.requested()) return -1;
       votes.resize(static_cast<size_t>(m));
       parallel_for(m, 4096, [&](int64_t b, int64_t e, int) {
         std::vector<int64_t> cls(static_cast<size_t>(k));
@@ -221,6 +225,7 @@ int64_t propagate_levels(const int64_t* idx, const float* sims, int64_t n, int64
           const int64_t u = members[i];
           int64_t cnt = 0;
           for (int64_t c = 0; c < k; ++c) {
+            assert(idx[u * k + c] >= 0 && idx[u * k + c] < n);  // debug builds
             const int32_t lab = st[idx[u * k + c]].label;
             if (lab >= 0) {
               cls[cnt] = lab;
@@ -247,7 +252,8 @@ int64_t propagate_levels(const int64_t* idx, const float* sims, int64_t n, int64
 
 int64_t propagate_sequential(const int64_t* idx, const float* sims, int64_t n, int64_t k,
                              const int64_t* indptr, const int32_t* src, int64_t* labels,
-                             double* conf, int32_t* level, int8_t* prov, bool uniform) {
+                             double* conf, int32_t* level, int8_t* prov, bool uniform,
+                             Interrupt& stop) {
   struct Key {
     int64_t support;
     double purity, raw;
@@ -286,6 +292,7 @@ int64_t propagate_sequential(const int64_t* idx, const float* sims, int64_t n, i
   }
   int64_t step = 0;
   while (!heap.empty()) {
+    if ((step & 4095) == 0 && stop.requested()) return -1;
     const Key top = heap.top();
     heap.pop();
     const Key& now = current[top.u];

@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 
+#include "cpu/interrupt.h"
+
 namespace hdlfast {
 namespace cpu {
 
@@ -18,17 +20,19 @@ void reverse_fill(const int64_t* idx, int64_t rows, int64_t k, int64_t n, const 
 void vote_rows(const int64_t* nbr_idx, const float* nbr_sims, int64_t rows, int64_t k,
                const int64_t* db_labels, bool uniform, int64_t* out_lab, double* out_conf);
 
-// Phase A, schedule "levels", in place (provenance 1, level h). Returns the number of levels.
+// Phase A, schedule "levels", in place (provenance 1, level h). Returns the number of levels,
+// or -1 when `stop` asked it to stop (between sub-levels; the outputs are then partial).
 int64_t propagate_levels(const int64_t* idx, const float* sims, int64_t n, int64_t k,
                          const int64_t* indptr, const int32_t* src, int64_t* labels, double* conf,
-                         int32_t* level, int8_t* prov, bool uniform);
+                         int32_t* level, int8_t* prov, bool uniform, Interrupt& stop);
 
 // Phase A, schedule "sequential": one point at a time, the unlabeled point with the most labeled
 // neighbours (then vote purity, similarity sum, smaller index), updating after each; level =
-// step. Returns the number of steps.
+// step. Returns the number of steps, or -1 when `stop` asked it to stop.
 int64_t propagate_sequential(const int64_t* idx, const float* sims, int64_t n, int64_t k,
                              const int64_t* indptr, const int32_t* src, int64_t* labels,
-                             double* conf, int32_t* level, int8_t* prov, bool uniform);
+                             double* conf, int32_t* level, int8_t* prov, bool uniform,
+                             Interrupt& stop);
 
 // Phase B from every target independently; out_lab -1 where the search failed.
 void search(const int64_t* idx, const float* sims, int64_t n, int64_t k, const int64_t* indptr,

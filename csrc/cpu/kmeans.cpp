@@ -5,6 +5,7 @@
 #include "cpu/kmeans.h"
 
 #include <algorithm>
+#include <cassert>
 #include <vector>
 
 #include "cpu/clones.h"
@@ -25,7 +26,10 @@ void add_row(const float* row, double w, double* acc, int64_t d) {
 void cluster_sums(const float* x, int64_t n, int64_t d, const float* inv, const int64_t* labels,
                   int64_t n_clusters, double* sums, int64_t* counts) {
   std::vector<int64_t> start(static_cast<size_t>(n_clusters) + 1, 0);
-  for (int64_t i = 0; i < n; ++i) ++start[labels[i] + 1];
+  for (int64_t i = 0; i < n; ++i) {
+    assert(labels[i] >= 0 && labels[i] < n_clusters);  // debug builds: a valid assignment
+    ++start[labels[i] + 1];
+  }
   for (int64_t c = 0; c < n_clusters; ++c) {
     counts[c] = start[c + 1];
     start[c + 1] += start[c];

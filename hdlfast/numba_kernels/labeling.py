@@ -87,10 +87,23 @@ def _vote_members(idx, sims, k, labels, members, uniform, out_lab, out_conf):
         out_conf[m] = conf
 
 
-@nb.njit(cache=True)
 def propagate_levels(idx, sims, k, indptr, src, labels, conf, level, prov, uniform):
     """Phase A, schedule "levels", in place on labels/conf/level/prov (-1 = unlabeled).
-    Returns the number of levels that labeled at least one point."""
+    Returns the number of levels that labeled at least one point. One compiled call per
+    level, so Ctrl-C (KeyboardInterrupt) is seen between levels."""
+    support = _initial_support(idx, k, labels)
+    frontier = np.nonzero((labels < 0) & (support > 0))[0]
+    h = 0
+    while frontier.shape[0] > 0:
+        h += 1
+        frontier = _level(idx, sims, k, indptr, src, labels, conf, level, prov, uniform,
+                          support, frontier, h)
+    return h
+
+
+@nb.njit(cache=True)
+def _initial_support(idx, k, labels):
+    """Labeled out-neighbours of every unlabeled point."""
     n = idx.shape[0]
     support = np.zeros(n, np.int64)
     for u in range(n):
@@ -98,41 +111,43 @@ def propagate_levels(idx, sims, k, indptr, src, labels, conf, level, prov, unifo
             for c in range(k):
                 if labels[idx[u, c]] >= 0:
                     support[u] += 1
-    frontier = np.nonzero((labels < 0) & (support > 0))[0]
-    h = 0
-    while frontier.shape[0] > 0:
-        h += 1
-        s_u = support[frontier]
-        # sub-levels in decreasing recorded support; members in increasing index
-        order = np.argsort(-s_u, kind="mergesort")
-        start = 0
-        while start < order.shape[0]:
-            stop = start
-            while stop < order.shape[0] and s_u[order[stop]] == s_u[order[start]]:
-                stop += 1
-            members = frontier[order[start:stop]]
-            new_lab = np.empty(members.shape[0], np.int64)
-            new_conf = np.empty(members.shape[0], np.float64)
-            _vote_members(idx, sims, k, labels, members, uniform, new_lab, new_conf)
-            for m in range(members.shape[0]):
-                u = members[m]
-                labels[u] = new_lab[m]
-                conf[u] = new_conf[m]
-                level[u] = h
-                prov[u] = 1
-            start = stop
-        # supports through the reverse graph; the next frontier is who rose from 0
-        nxt = []
-        for f in range(frontier.shape[0]):
-            w = frontier[f]
-            for e in range(indptr[w], indptr[w + 1]):
-                u = src[e]
-                if labels[u] < 0:
-                    if support[u] == 0:
-                        nxt.append(u)
-                    support[u] += 1
-        frontier = np.sort(np.array(nxt, np.int64)) if len(nxt) else np.empty(0, np.int64)
-    return h
+    return support
+
+
+@nb.njit(cache=True)
+def _level(idx, sims, k, indptr, src, labels, conf, level, prov, uniform, support, frontier, h):
+    """Level h of phase A: label the frontier sub-level by sub-level, update the supports
+    through the reverse graph; returns the next frontier."""
+    s_u = support[frontier]
+    # sub-levels in decreasing recorded support; members in increasing index
+    order = np.argsort(-s_u, kind="mergesort")
+    start = 0
+    while start < order.shape[0]:
+        stop = start
+        while stop < order.shape[0] and s_u[order[stop]] == s_u[order[start]]:
+            stop += 1
+        members = frontier[order[start:stop]]
+        new_lab = np.empty(members.shape[0], np.int64)
+        new_conf = np.empty(members.shape[0], np.float64)
+        _vote_members(idx, sims, k, labels, members, uniform, new_lab, new_conf)
+        for m in range(members.shape[0]):
+            u = members[m]
+            labels[u] = new_lab[m]
+            conf[u] = new_conf[m]
+            level[u] = h
+            prov[u] = 1
+        start = stop
+    # supports through the reverse graph; the next frontier is who rose from 0
+    nxt = []
+    for f in range(frontier.shape[0]):
+        w = frontier[f]
+        for e in range(indptr[w], indptr[w + 1]):
+            u = src[e]
+            if labels[u] < 0:
+                if support[u] == 0:
+                    nxt.append(u)
+                support[u] += 1
+    return np.sort(np.array(nxt, np.int64)) if len(nxt) else np.empty(0, np.int64)
 
 
 @nb.njit(cache=True, nogil=True)
