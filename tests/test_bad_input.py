@@ -74,3 +74,57 @@ def test_arrays_on_two_devices_are_refused():
         pytest.skip("needs a CUDA device")
     with pytest.raises(ValueError, match="same device"):
         hdlfast.knn(torch.from_numpy(X).cuda(), 2, database=torch.from_numpy(X))
+
+
+# --- integers that do not fit, and graphs too large for the machine ---------------------------
+
+BIG = np.uint64(2**63 + 5)  # int64 would read it as a negative number (as -1 = unlabeled)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_unsigned_labels_beyond_int64_are_refused(backend):
+    y = np.zeros(20, np.uint64)
+    y[:3] = [0, 1, 2]
+    y[5] = BIG
+    before = y.copy()
+    for call in (lambda: hdlfast.hdl(X, y, 3, backend=backend),
+                 lambda: hdlfast.knn_vote(X, y, 3, backend=backend),
+                 lambda: hdlfast.label_clusterability(X, y, (1,), backend=backend)):
+        with pytest.raises(ValueError, match="labels holds 9223372036854775813"):
+            call()
+    y[5] = np.uint64(2**64 - 1)  # the value a cast would wrap to -1
+    with pytest.raises(ValueError, match="labels holds 18446744073709551615"):
+        hdlfast.hdl(X, y, 3, backend=backend)
+    np.testing.assert_array_equal(y[:5], before[:5])
+    with pytest.raises(ValueError, match="target holds 9223372036854775813"):
+        hdlfast.cluster_accuracy(np.zeros(20, np.int64), np.full(20, BIG))
+    with pytest.raises(ValueError, match="idx holds 9223372036854775813"):
+        hdlfast.reverse_graph(np.full((3, 2), BIG))
+
+
+def test_torch_uint64_labels_beyond_int64_are_refused():
+    torch = pytest.importorskip("torch")
+    if not hasattr(torch, "uint64"):
+        pytest.skip("torch without uint64")
+    y = np.zeros(20, np.uint64)
+    y[5] = BIG
+    y = torch.from_numpy(y)
+    with pytest.raises(ValueError, match="labels holds 9223372036854775813"):
+        hdlfast.knn_vote(torch.from_numpy(X), y, 3)
+
+
+def test_reverse_graph_refuses_sizes_before_allocating(monkeypatch):
+    idx = np.zeros((4, 2), np.int64)
+    with pytest.raises(ValueError, match=r"^n: 2147483648 points; at most 2\*\*31 - 1"):
+        hdlfast.reverse_graph(idx, n=2**31)
+    idx[1, 1] = 2**31  # one index far beyond the rows: n = max + 1 would be 16 GiB of offsets
+    with pytest.raises(ValueError, match=r"idx \(n = max\(idx\) \+ 1\): 2147483649 points"):
+        hdlfast.reverse_graph(idx)
+    from hdlfast import _checks
+
+    monkeypatch.setattr(_checks, "available_memory", lambda: 1 << 30)  # a 1 GiB machine
+    with pytest.raises(ValueError, match=r"^n: the reverse graph of 1000000000 points would "
+                                         r"need 7.5 GiB, more than the 1.0 GiB"):
+        hdlfast.reverse_graph(np.zeros((4, 2), np.int64), n=10**9)
+    indptr, _ = hdlfast.reverse_graph(np.zeros((4, 2), np.int64), n=10**6)  # 8 MB: fine
+    assert indptr.shape == (10**6 + 1,)
