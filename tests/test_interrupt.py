@@ -35,12 +35,18 @@ SCRIPT = textwrap.dedent("""
             g = np.arange(n) // 40 * 40
             idx = g[:, None] + (np.arange(n)[:, None] - g[:, None] + np.arange(1, k + 1)) % 40
             kw = dict(method="tree", max_visits=40, fallback=None)
-        else:  # a path: one propagation level per point
+        elif what == "levels":  # a path: one propagation level per point
             n, k = 1_000_000, 2
             i = np.arange(n)
             idx = np.stack([np.maximum(i - 1, 0), np.minimum(i + 1, n - 1)], 1)
             idx[0, 0], idx[-1, 1] = 2, n - 3
             kw = {}
+        else:  # the sequential schedule on a random graph: O(N k^2 log N)
+            n, k = 300_000, 20
+            rng = np.random.default_rng(0)
+            idx = rng.integers(0, n - 1, (n, k))
+            idx += idx >= np.arange(n)[:, None]
+            kw = dict(schedule="sequential")
         idx = idx.astype(np.int64)
         sims = np.ones(idx.shape, np.float32)
         y = np.full(n, -1)
@@ -68,11 +74,15 @@ def run(backend, what, delay):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
-@pytest.mark.parametrize("what", ["knn", "search", "levels"])
+# The long loops of each backend (the native propagation by levels needs no case: it is
+# O(N k) with no per-level overhead, under a second for a million points; numba's sequential
+# schedule, a comparison mode, runs as one compiled call and is not interruptible).
+CASES = [(b, w) for b in CPU_BACKENDS for w in ("knn", "search", "levels", "sequential")
+         if (b, w) not in {("numba", "knn"), ("native", "levels"), ("numba", "sequential")}]
+
+
+@pytest.mark.parametrize("backend,what", CASES)
 def test_ctrl_c_stops_long_calls_within_a_second(backend, what):
-    if what == "knn" and backend == "numba":
-        pytest.skip("the tile loop is shared by both CPU backends: native covers it")
     full = run(backend, what, 1e4)  # no signal during the call: how long it takes
     assert not full["interrupted"] and full["seconds"] > 2.0, full  # the case is long enough
     got = run(backend, what, 0.3)

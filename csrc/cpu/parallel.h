@@ -14,7 +14,10 @@
 namespace hdlfast {
 namespace cpu {
 
-// Worker count: HDLFAST_NUM_THREADS, else OMP_NUM_THREADS, else the hardware's.
+// Worker count: HDLFAST_NUM_THREADS, else OMP_NUM_THREADS (read at every call: they may
+// change between calls), else the hardware's (read once: on Linux each query reads sysfs, a
+// few microseconds that phase A, with one small parallel loop per sub-level, would pay a
+// million times on a long propagation).
 inline int num_threads() {
   for (const char* var : {"HDLFAST_NUM_THREADS", "OMP_NUM_THREADS"}) {
     if (const char* v = std::getenv(var)) {
@@ -22,14 +25,15 @@ inline int num_threads() {
       if (n > 0) return n;
     }
   }
-  return std::max(1u, std::thread::hardware_concurrency());
+  static const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return hardware;
 }
 
 // fn(begin, end, worker) on contiguous ranges; ranges are multiples of `grain` except the last.
 template <typename Fn>
 void parallel_for(int64_t n, int64_t grain, Fn fn) {
   const int64_t chunks = (n + grain - 1) / grain;
-  const int64_t workers = std::min<int64_t>(num_threads(), chunks);
+  const int64_t workers = chunks <= 1 ? chunks : std::min<int64_t>(num_threads(), chunks);
   if (workers <= 1) {
     if (n > 0) fn(int64_t{0}, n, 0);
     return;
