@@ -139,23 +139,40 @@ def row_peaks(x) -> np.ndarray:
     return np.maximum(x.max(axis=1), -x.min(axis=1)).astype(np.float64)  # no |x| temporary
 
 
-def divide_rows(x, divisors: np.ndarray):
-    """A C-contiguous copy of the 2-D array ``x`` with row i divided by ``divisors[i]``, in x's
-    kind, device and dtype (the division in float32)."""
-    d32 = np.ascontiguousarray(divisors, dtype=np.float32)[:, None]
+def _half(x) -> bool:
+    return info(x, "x").dtype in ("float16", "bfloat16")
+
+
+def scale_rows_to_unit_peak(x, peaks: np.ndarray):
+    """A C-contiguous copy of the 2-D array ``x`` with row i multiplied by the power of two
+    that brings its largest magnitude ``peaks[i]`` into [0.5, 1): exact in every binary
+    float type, so a row keeps its direction to the last bit. In x's kind, device and dtype
+    (two multiplications, so that each factor is representable in float32 and bfloat16)."""
+    e = -np.frexp(np.asarray(peaks, np.float64))[1].astype(np.int64)
+    f1 = np.ldexp(1.0, e // 2).astype(np.float32)[:, None]
+    f2 = np.ldexp(1.0, e - e // 2).astype(np.float32)[:, None]
     if kind(x) == "torch":
         t = _torch()
-        out = x.detach().float() / t.from_numpy(d32).to(x.device)
-        return out.to(x.dtype).contiguous()
+        x = x.detach()
+        return (x * t.from_numpy(f1).to(x.device, x.dtype) *
+                t.from_numpy(f2).to(x.device, x.dtype)).contiguous()
     xp = _cupy() if kind(x) == "cupy" else np
     with device_ctx(x):
-        out = xp.asarray(x, dtype=xp.float32) / xp.asarray(d32)
-        return xp.ascontiguousarray(out.astype(x.dtype, copy=False))
+        out = x * xp.asarray(f1).astype(x.dtype) * xp.asarray(f2).astype(x.dtype)
+        return xp.ascontiguousarray(out)
 
 
 def scaled(x, exponent: int):
-    """``x * 2**exponent`` in x's kind, device and dtype: exact (a power of two), applied in
-    steps small enough that the factor itself fits the dtype."""
+    """``x * 2**exponent`` in x's kind and device: exact (a power of two). float16 and
+    bfloat16 are widened to float32 first (their exponent range could not hold the factor);
+    torch multiplies in steps small enough for the factor to fit float32."""
+    if _half(x):
+        x = x.float() if kind(x) == "torch" else x.astype(np.float32)
+    if kind(x) != "torch":
+        xp = _cupy() if kind(x) == "cupy" else np
+        with device_ctx(x):
+            return xp.ldexp(x, exponent)
+    x = x.detach()
     while exponent:
         step = max(-100, min(100, exponent))
         x = x * (2.0 ** step)
@@ -357,6 +374,7 @@ def unit_mixtures(a, rows_a, b, rows_b, weight, like):
 
         def take(x, rows):  # rows divided by their largest magnitude first: scale-safe
             x = x.detach()
+            x = x if x.dtype == t.float64 else x.float()
             x = (x / x.abs().amax(dim=1, keepdim=True)).float()
             return unit(x)[t.from_numpy(rows).to(x.device)]
 

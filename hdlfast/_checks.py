@@ -259,18 +259,32 @@ def int64_host(x, name: str) -> np.ndarray:
 
 
 def available_memory() -> int | None:
-    """Bytes of memory this machine can still give (Linux MemAvailable), None if unknown."""
+    """Bytes of memory this process can still get: the machine's (Linux MemAvailable, else
+    free pages) and, inside a container, what its cgroup v2 limit leaves; None if unknown."""
+    avail = None
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    avail = int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            pass
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+        with open("/sys/fs/cgroup/memory.max") as fh:
+            limit = fh.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as fh:
+            used = int(fh.read().strip())
+        if limit != "max":
+            left = max(int(limit) - used, 0)
+            avail = left if avail is None else min(avail, left)
+    except (OSError, ValueError):
+        pass
+    return avail
 
 
 def fits_in_memory(nbytes: int, what: str) -> None:

@@ -108,6 +108,7 @@ def normalize(x, name: str, dtype=np.float32) -> np.ndarray:
         _checks.bad_peaks(peak, name, b)
         blk /= peak[:, None]
         blk /= np.sqrt(np.einsum("ij,ij->i", blk, blk))[:, None]
+        blk += 0.0  # -0.0 -> +0.0: rows of equal values are equal bytes (duplicate_reps)
         out[b:b + step] = blk
     return out
 
@@ -178,6 +179,7 @@ def tie_duplicates(sims: np.ndarray, idx: np.ndarray, rep: np.ndarray, exclude_s
     # order-preserving integer keys of -s)
     neg = (-out_s).view(np.int32).astype(np.int64)
     neg = np.where(neg < 0, -(neg & 0x7FFFFFFF), neg) + 2**31
+    # one key of row and similarity (rows < 2**30: hdlfast handles at most 2**31 - 1 points)
     resort = np.lexsort((out_i, (r << 33) | neg)).reshape(nr, k) - np.arange(nr)[:, None] * k
     sims[rows] = np.take_along_axis(out_s.reshape(nr, k), resort, 1)
     idx[rows] = np.take_along_axis(out_i.reshape(nr, k), resort, 1)
@@ -264,8 +266,12 @@ def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bo
         if i != j:
             kernels.merge_cols(tile, i * bq, j * bd, heap_s, heap_i)
 
+    cancel = threading.Event()
+
     def query_block(q0):
         for d0 in range(0, nd, bd):
+            if cancel.is_set():  # the caller was interrupted: stop between tiles
+                return
             kernels.merge_rows(product(q0, d0), q0, d0, heap_s, heap_i, exclude_self)
 
     # BLAS on one thread everywhere: OpenBLAS rounds a product differently on several
@@ -279,23 +285,25 @@ def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bo
             with ThreadPoolExecutor(workers) as pool:
                 if symmetric:
                     for pairs in symmetric_rounds(-(-nq // bq)):
-                        run_all(pool, symmetric_tile, pairs)  # a round: disjoint heaps
+                        run_all(pool, symmetric_tile, pairs, cancel)  # a round: disjoint heaps
                 else:
-                    run_all(pool, query_block, range(0, nq, bq))
+                    run_all(pool, query_block, range(0, nq, bq), cancel)
     kernels.finalize(heap_s, heap_i)
     check_filled(heap_s)
     return heap_s, heap_i
 
 
-def run_all(pool: ThreadPoolExecutor, fn, items) -> None:
+def run_all(pool: ThreadPoolExecutor, fn, items, cancel: threading.Event | None = None):
     """fn(item) for every item on the pool, waiting for all; when the wait is interrupted
-    (Ctrl-C) or a task fails, the tasks not yet started are cancelled, so the call returns
-    after the running ones instead of after all of them."""
+    (Ctrl-C) or a task fails, the tasks not yet started are cancelled and ``cancel`` is set
+    (long tasks check it between tiles), so the call returns soon instead of after all."""
     futures = [pool.submit(fn, item) for item in items]
     try:
         for f in futures:
             f.result()
     except BaseException:
+        if cancel is not None:
+            cancel.set()
         for f in futures:
             f.cancel()
         raise

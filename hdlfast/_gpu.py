@@ -44,13 +44,14 @@ _SAFE_PEAKS = (2.0 ** -40, 2.0 ** 40)
 def safe_rows(x, name: str):
     """``x`` itself when every row's largest magnitude lies within 2**+-40, where the kernels'
     float32 squares and dot products can neither overflow nor underflow; else a copy with each
-    row divided by its largest magnitude (cosines unchanged), so tiny (1e-40) and huge
+    row scaled by the power of two that brings its largest magnitude near 1 (exact: cosines
+    unchanged to the last bit), so tiny (1e-40) and huge
     (1e38) rows work as on the CPU. NaN/Inf and zero rows raise here, naming ``name``."""
     peaks = _arrays.row_peaks(x)
     _checks.bad_peaks(peaks, name)
     if _SAFE_PEAKS[0] <= peaks.min() and peaks.max() <= _SAFE_PEAKS[1]:
         return x
-    return _arrays.divide_rows(x, peaks)
+    return _arrays.scale_rows_to_unit_peak(x, peaks)
 
 
 def topk(cuda, q, db, k: int, exclude_self: bool, allow_tf32: bool,
@@ -118,13 +119,15 @@ class CudaLabeling:
         self._m = cuda_module
         self._like = like
         self._graph_host = self._graph_dev = None
+        self._labels_host = self._labels_dev = None
 
     def _dev(self, a, dtype):
         return _arrays.to_device(np.ascontiguousarray(a, dtype=dtype), self._like)
 
     def _graph(self, idx, sims, indptr, src):
         """The graph on the device, copied once per host graph (phase A and the chunks of
-        the search reuse it; the host arrays are held, so identity is a safe key)."""
+        the search reuse it; the host arrays are held, so identity is a safe key: the
+        labeling driver never changes a graph, nor the labels between chunks of a search)."""
         host = (idx, sims, indptr, src)
         if self._graph_host is None or any(a is not b for a, b in zip(host, self._graph_host)):
             self._graph_host = host
@@ -180,7 +183,9 @@ class CudaLabeling:
         nnz = int(indptr[-1])
         with _arrays.device_ctx(self._like):
             d_idx, d_sims, d_indptr, d_src = self._graph(idx, sims, indptr, src)
-            d_lab, d_tgt = self._dev(labels, np.int64), self._dev(targets, np.int64)
+            if self._labels_host is not labels:  # chunks of one search share the labels
+                self._labels_host, self._labels_dev = labels, self._dev(labels, np.int64)
+            d_lab, d_tgt = self._labels_dev, self._dev(targets, np.int64)
             outs = [self._empty((n_targets,), dt)
                     for dt in ("int64", "float64", "int64", "int64")]
             # Targets per launch: the per-target scratch (visited list, path, scan positions)

@@ -64,6 +64,17 @@ def _input_file(path: str, what: str) -> Path:
 _GIB = 1 << 30
 
 
+def _gib(text: str) -> float:
+    """argparse type of --max-gib: a finite number of GiB above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (0 < value < 1 << 40):
+        raise argparse.ArgumentTypeError(f"must be a number of GiB above 0, got {text!r}")
+    return value
+
+
 def max_bytes(max_gib) -> int:
     """The size limit of one loaded array: ``--max-gib``, else half the available memory."""
     if max_gib is not None:
@@ -172,21 +183,22 @@ def load_embeddings(path: str, expect: Expect | None = None) -> np.ndarray:
                              f"{_one_line(arr.dtype)} {arr.shape}")
         if not arr.dtype.isnative:  # e.g. written on a big-endian machine
             arr = arr.astype(arr.dtype.newbyteorder("="))
-        if arr.shape[0] == 0 or arr.shape[1] == 0:
-            raise UsageError(f"{path}: no embeddings (shape {arr.shape})")
-        _checks.rows(arr, "embeddings")  # scale-safe: any finite non-zero row passes
     except UsageError:
         raise
     except ImportError:
         raise UsageError(f"{path}: reading .pt files needs torch (pip install torch)") from None
     except MemoryError:
         raise UsageError(f"{path}: not enough memory to load the embeddings") from None
-    except ValueError as exc:
-        if "embeddings" in str(exc):  # a bad row, from the row check
-            raise UsageError(f"{path}: {_one_line(exc)}") from None
-        raise UsageError(f"{path}: cannot read embeddings ({_reason(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - any failure to parse is the file's fault
         raise UsageError(f"{path}: cannot read embeddings ({_reason(exc)})") from None
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise UsageError(f"{path}: no embeddings (shape {arr.shape})")
+    try:
+        _checks.rows(arr, "embeddings")  # scale-safe: any finite non-zero row passes
+    except ValueError as exc:  # a NaN/Inf or zero row
+        raise UsageError(f"{path}: {_one_line(exc)}") from None
+    except MemoryError:
+        raise UsageError(f"{path}: not enough memory to check the embeddings") from None
     return arr
 
 
@@ -326,10 +338,11 @@ def _atomic(path: Path, option: str):
     except OSError as exc:
         raise UsageError(f"{option}: cannot write {path} ({_reason(exc)})") from None
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
         with os.fdopen(fd, "wb") as fh:
+            umask = os.umask(0)
+            os.umask(umask)
+            with contextlib.suppress(OSError):  # mkstemp makes it private: a normal file's mode
+                os.fchmod(fh.fileno(), 0o666 & ~umask)
             yield fh
         os.replace(tmp, path)
     except BaseException as exc:
@@ -546,7 +559,7 @@ def main(argv=None) -> int:
     lab.add_argument("-o", "--output", required=True,
                      help="output OUTPUT.npz (.npz added unless given) and its .json report")
     lab.add_argument("--force", action="store_true", help="replace outputs that exist")
-    lab.add_argument("--max-gib", type=float,
+    lab.add_argument("--max-gib", type=_gib,
                      help="largest input array to load, in GiB (default: half the available "
                           "memory); checked from the file header before loading")
     lab.add_argument("--k", default="auto", help="'auto' (select_k) or a number")

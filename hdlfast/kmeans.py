@@ -67,7 +67,7 @@ def kmeans(X, n_clusters, *, spherical=True, n_iters=100, tol=0.0, init="k-means
     exponent = 0 if spherical else _euclidean_exponent(X)
     if exponent:  # computed on X * 2**-exponent, results scaled back
         X_run = _arrays.scaled(X, -exponent)
-        given = None if given is None else given * 2.0 ** -exponent
+        given = None if given is None else np.ldexp(given, -exponent)
     else:
         X_run = X
     state = impl.kmeans_state(X_run, bool(spherical), memory_budget, allow_tf32)
@@ -92,8 +92,8 @@ def kmeans(X, n_clusters, *, spherical=True, n_iters=100, tol=0.0, init="k-means
         sums, counts = state.update(n_clusters)
         centroids = _update(sums, counts, spherical, state, scale)
         updates += 1
-    inertia = float(_sq_dist(state, spherical, scale).sum()) * 4.0 ** exponent
-    centroids = centroids * 2.0 ** exponent
+    inertia = float(np.ldexp(_sq_dist(state, spherical, scale).sum(), 2 * exponent))
+    centroids = np.ldexp(centroids, exponent)  # float32 below: values under its range are 0
     out = _arrays.from_host(centroids.astype(np.float32), X)
     return KMeansResult(out, state.labels_out(), inertia, updates)
 

@@ -142,6 +142,9 @@ def test_sizes_are_checked_from_headers(files, capsys):
     refused(capsys, d / "emb.npy", d / "lab.npy", "-o", d / "o.npz", "--max-gib", "1e-7",
             words=["--max-gib"])
     assert run(capsys, d / "emb.npy", d / "lab.npy", "-o", d / "o.npz", "--max-gib", "1")[0] == 0
+    for bad in ("inf", "nan", "-1", "0", "x"):
+        refused(capsys, d / "emb.npy", d / "lab.npy", "-o", d / "p.npz", "--max-gib", bad,
+                words=["--max-gib"])
 
 
 def test_npz_members_are_checked_before_inflating(files, capsys, tmp_path):

@@ -185,3 +185,46 @@ def test_cuda_cosine_functions_ignore_row_scale(data, kind, e):
     km = hdlfast.kmeans(big_x, 5)
     lab = to_numpy(km.labels)
     assert lab.min() >= 0 and lab.max() < 5
+
+
+# --- review cases: half precision, sub-normal float64, exact rescaling, signed zeros ----------
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_euclidean_kmeans_float16_and_below_float64_normal(backend):
+    x, _ = base_data()
+    tiny16 = np.ldexp(x, -23).astype(np.float16)  # largest values near float16's subnormals
+    km = hdlfast.kmeans(tiny16, 4, spherical=False, init="random", backend=backend)
+    assert np.isfinite(km.inertia) and km.labels.max() < 4
+    sub = np.ldexp(x, -1040)  # float64 subnormals, with an init array at the same scale
+    km = hdlfast.kmeans(sub, 3, spherical=False, init=sub[:3].copy(), backend=backend)
+    ref = hdlfast.kmeans(x, 3, spherical=False, init=x[:3].copy(), backend=backend)
+    assert (np.asarray(km.labels) == np.asarray(ref.labels)).mean() > 0.95
+
+
+def test_gpu_row_rescaling_is_exact():
+    """The GPU path rescales rows outside its safe range by powers of two: every row keeps
+    its direction to the last bit, in float32 and bfloat16 (checked here on CPU arrays)."""
+    from hdlfast import _arrays
+
+    torch = pytest.importorskip("torch")
+    x, _ = base_data()
+    rows = np.ldexp(x[:20], np.random.default_rng(0).integers(-120, 120, (20, 1)))
+    for arr in (rows.astype(np.float32), torch.from_numpy(rows.astype(np.float32)),
+                torch.from_numpy(rows.astype(np.float32)).bfloat16()):
+        out = _arrays.scale_rows_to_unit_peak(arr, _arrays.row_peaks(arr))
+        a, b = to_numpy(arr).astype(np.float64), to_numpy(out).astype(np.float64)
+        ratio = b / a
+        assert (ratio == ratio[:, :1]).all()  # one factor per row, applied exactly
+        m, _ = np.frexp(ratio[:, 0])
+        assert (m == 0.5).all()  # a power of two
+        assert ((np.abs(b).max(axis=1) >= 0.5) & (np.abs(b).max(axis=1) < 1)).all()
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_signed_zeros_do_not_split_copies(backend):
+    x = np.array([[-0.0, 1.0, 2.0], [0.0, 1.0, 2.0], [3.0, 1.0, 0.0], [0.0, 1.0, 2.0],
+                  [1.0, 1.0, 1.0]])
+    sims, idx = hdlfast.knn(x[[2, 4]], 3, database=x, backend=backend)
+    for row in idx:  # the three copies (rows 0, 1, 3) listed in index order
+        copies = [j for j in row if j in (0, 1, 3)]
+        assert copies == sorted(copies) and copies == [0, 1, 3][:len(copies)]
