@@ -1,7 +1,7 @@
 """Selection quality (not speed): which points to label, USL's select_to_label against random.
 
 For a labeling budget B, the points chosen by hdlfast.selection.select_to_label (k=20, 10
-regularised re-picking rounds, spherical k-means into B clusters seeded with the draw's seed)
+selection rounds counted as USL's iters, spherical k-means into B clusters seeded with the draw's seed)
 and B points drawn uniformly at random (same seed, without replacement) are labeled with their
 true class, then HDL (k=20, on the exact kNN graph of all points) labels every point.
 Reported per budget over several seeds: mean ± std of the HDL accuracy on the points that were

@@ -46,14 +46,25 @@ def _density(sims: np.ndarray, count_self: bool) -> np.ndarray:
 
 
 def select_to_label(X, budget, *, k=20, n_iters=10, weight=0.5, momentum=0.9, alpha=0.5,
-                    kmeans_iters=100, seed=0, backend=None):
+                    horizon_dist=None, cluster_labels=None, spherical=True, kmeans_iters=100,
+                    seed=0, backend=None):
     """Indices of ``budget`` points to label first (USL), one per k-means cluster.
 
-    k : neighbours for the density (USL: 20 on ImageNet, 400 on CIFAR).
-    n_iters : rounds of regularised re-picking (USL: 10; 0 keeps the densest point per cluster).
+    k : neighbours for the density, the point itself not counted (USL's KNN_K counts it:
+        its CIFAR setting KNN_K = 400 is k = 399 here, ImageNet's 20 is k = 19).
+    n_iters : selection rounds, as USL's ``iters`` (its default 10): round 1 picks the
+        densest point of each cluster (no penalty yet), every later round re-picks with the
+        penalty of the picks before it; 1 keeps the densest points.
     weight, momentum, alpha : USL's w, momentum and alpha of the penalty
-        sum over other clusters' picks of 1 / |x - pick|^(2 alpha).
-    kmeans_iters, seed : spherical k-means into ``budget`` clusters (:func:`hdlfast.kmeans`).
+        sum over other clusters' picks of 1 / |x - pick|^(2 alpha) (unit rows).
+    horizon_dist : picks at squared distance >= horizon_dist add no penalty (USL's
+        HORIZON_DIST; its CIFAR-100 setting is 1; None: no horizon).
+    cluster_labels : (N,) ints in [0, budget): use these clusters (for example USL's own
+        k-means) instead of running :func:`hdlfast.kmeans`.
+    spherical, kmeans_iters, seed : the k-means into ``budget`` clusters: spherical
+        k-means++ (default), or with ``spherical=False`` Euclidean Lloyd from random rows for
+        exactly ``kmeans_iters`` updates, as USL runs it (its random draw is torch's, so the
+        clusters differ from USL's; pass ``cluster_labels`` to reuse them).
 
     The kNN graph and k-means run on the backend (the GPU for GPU arrays); the refinement runs
     on the host in float64 over blocks of rows. Returns (budget,) int64 indices, ordered by
@@ -66,26 +77,37 @@ def select_to_label(X, budget, *, k=20, n_iters=10, weight=0.5, momentum=0.9, al
         raise ValueError(f"budget={budget} is larger than the {n} rows of X")
     k = _checks.positive_int(k, "k")
     _checks.k_at_most(k, n - 1, "rows of X other than the point itself")
-    if isinstance(n_iters, bool) or not isinstance(n_iters, (int, np.integer)) or n_iters < 0:
-        raise ValueError(f"n_iters must be an integer >= 0, got {n_iters!r}")
+    if isinstance(n_iters, bool) or not isinstance(n_iters, (int, np.integer)) or n_iters < 1:
+        raise ValueError(f"n_iters must be an integer >= 1 (USL's iters: round 1 picks the "
+                         f"densest points), got {n_iters!r}")
     weight = _checks.positive_float(weight, "weight", zero=True)
     momentum = _checks.positive_float(momentum, "momentum", zero=True)
     if momentum >= 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     alpha = _checks.positive_float(alpha, "alpha")
+    if horizon_dist is not None:
+        horizon_dist = _checks.positive_float(horizon_dist, "horizon_dist")
+    clusters = None
+    if cluster_labels is not None:
+        clusters = _checks.int_vector(cluster_labels, "cluster_labels", n, "X")
+        if clusters.min() < 0 or clusters.max() >= budget:
+            raise ValueError(f"cluster_labels must be in [0, budget={budget}), got "
+                             f"[{clusters.min()}, {clusters.max()}]")
     kmeans_iters = _checks.positive_int(kmeans_iters, "kmeans_iters")
     seed = _checks.seed(seed)
     sims, _ = checked_knn(X, k, backend=backend, q_name="X")  # its row check names X
     density = _density(_arrays.to_numpy(sims).astype(np.float64), count_self=True)
-    clusters = _arrays.to_numpy(
-        kmeans(X, budget, spherical=True, n_iters=kmeans_iters, seed=seed,
-               backend=backend).labels).astype(np.int64)
+    if clusters is None:
+        km = kmeans(X, budget, spherical=bool(spherical), n_iters=kmeans_iters,
+                    init="k-means++" if spherical else "random",
+                    tol=0.0 if spherical else None, seed=seed, backend=backend)
+        clusters = _arrays.to_numpy(km.labels).astype(np.int64)
     picks = _best_per_cluster(density, clusters, budget)
-    if n_iters > 0 and budget > 1:
+    if n_iters > 1 and budget > 1:
         rows = _cpu.normalize(X, "X")
         penalty = np.zeros(n)
-        for _ in range(n_iters):
-            new = _penalty(rows, clusters, picks, alpha)
+        for _ in range(n_iters - 1):
+            new = _penalty(rows, clusters, picks, alpha, horizon_dist)
             penalty = penalty * momentum + new * (1.0 - momentum)
             picks = _best_per_cluster(density - weight * penalty, clusters, budget)
     return _arrays.from_host(picks, X)
@@ -105,8 +127,11 @@ def _best_per_cluster(score: np.ndarray, clusters: np.ndarray, n_clusters: int) 
     return picks
 
 
-def _penalty(rows: np.ndarray, clusters: np.ndarray, picks: np.ndarray, alpha: float):
-    """sum over picks of other clusters of 1 / (squared distance)^alpha, per row (float64)."""
+def _penalty(rows: np.ndarray, clusters: np.ndarray, picks: np.ndarray, alpha: float,
+             horizon_dist: float | None = None):
+    """sum over picks of other clusters (and, with a horizon, closer than it) of
+    1 / (squared distance)^alpha, per row (float64). USL gives a pick of the row's own
+    cluster, or one beyond the horizon, the squared distance 1e10 (nearly no penalty)."""
     p = rows[picks]
     pick_cluster = clusters[picks]
     out = np.empty(rows.shape[0])
@@ -114,5 +139,7 @@ def _penalty(rows: np.ndarray, clusters: np.ndarray, picks: np.ndarray, alpha: f
         dots = (rows[b:b + _BLOCK] @ p.T).astype(np.float64)
         sq = np.maximum(2.0 - 2.0 * dots, _MIN_SQ_DIST)
         sq[clusters[b:b + _BLOCK, None] == pick_cluster[None, :]] = _SAME_CLUSTER_SQ_DIST
+        if horizon_dist is not None:
+            sq[sq >= horizon_dist] = _SAME_CLUSTER_SQ_DIST
         out[b:b + _BLOCK] = (sq ** -alpha).sum(axis=1)
     return out

@@ -408,10 +408,19 @@ def build_cases() -> list:
     add(cases_for(f, "X", bad_embeddings("X", X)))
     add(cases_for(f, "budget", bad_int("budget", N + 1)))
     add(cases_for(f, "k", bad_int("k", N)))
-    add(cases_for(f, "n_iters", [("neg", -1, ValueError, names("n_iters", ">= 0")),
+    add(cases_for(f, "n_iters", [("neg", -1, ValueError, names("n_iters", ">= 1")),
+                                 ("zero", 0, ValueError, names("n_iters", ">= 1")),
                                  ("float", 2.5, (TypeError, ValueError),
                                   names("n_iters", "integer"))]))
     add(cases_for(f, "kmeans_iters", bad_int("kmeans_iters")))
+    add(cases_for(f, "horizon_dist", bad_real("horizon_dist", [(0.0, ValueError),
+                                                               (np.nan, ValueError),
+                                                               ("a", TypeError)])))
+    add(cases_for(f, "cluster_labels", [
+        ("out_of_range", np.full(N, 3), ValueError,
+         names("cluster_labels", re.escape("[0, budget=3)"))),
+        ("short", np.zeros(N - 1, np.int64), ValueError, names("cluster_labels", "entries")),
+        ("floats", np.zeros(N), TypeError, names("cluster_labels", "integer"))]))
     add(cases_for(f, "seed", [("float", 1.5, TypeError, names("seed", "integer")),
                               ("negative", -1, ValueError, names("seed", ">= 0"))]))
     for arg, vals in (("weight", [(-1.0, ValueError), (np.nan, ValueError), ("a", TypeError)]),

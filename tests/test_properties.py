@@ -729,7 +729,7 @@ def test_select_to_label(x, data):
     n = len(x)
     budget = data.draw(st.one_of(st.just(n), st.integers(1, n)), label="budget")
     k = data.draw(self_k(n), label="k")
-    n_iters = data.draw(st.integers(0, 5), label="n_iters")
+    n_iters = data.draw(st.integers(1, 5), label="n_iters")
     kmeans_iters = data.draw(st.integers(1, 20), label="kmeans_iters")
     seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
     kw = dict(k=k, n_iters=n_iters, kmeans_iters=kmeans_iters, seed=seed)

@@ -1,0 +1,3 @@
+"""Drop-in replacements named and shaped like the functions of the SSL codebases hdlfast
+accelerates: same names, argument names, defaults and outputs, so switching is an import
+line. One module per codebase; so far :mod:`hdlfast.compat.usl`."""
