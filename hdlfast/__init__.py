@@ -10,11 +10,11 @@ from .metrics import ari, cluster_accuracy, nmi
 from .neighbors import (ConfidentLabels, HardNegatives, confident_labels, hard_negatives,
                         mine_neighbors, neighbor_accuracy, neighborhood_positives)
 from .selection import knn_density, select_to_label
-from .sinkhorn import sinkhorn
+from .sinkhorn import SinkhornResult, sinkhorn
 
 __version__ = "0.1.0"
 __all__ = ["knn", "reverse_graph", "knn_vote", "hdl", "HDLResult", "PROVENANCE", "vote_against",
-           "sinkhorn", "kmeans", "KMeansResult", "knn_density", "select_to_label",
+           "sinkhorn", "SinkhornResult", "kmeans", "KMeansResult", "knn_density", "select_to_label",
            "mine_neighbors", "neighbor_accuracy", "confident_labels", "ConfidentLabels",
            "neighborhood_positives", "hard_negatives", "HardNegatives", "cluster_accuracy",
            "nmi", "ari", "label_clusterability", "select_k", "KSelection", "HDLLabeler", "info",

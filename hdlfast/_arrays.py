@@ -139,6 +139,23 @@ def row_peaks(x) -> np.ndarray:
     return np.maximum(x.max(axis=1), -x.min(axis=1)).astype(np.float64)  # no |x| temporary
 
 
+def row_logsumexp(x, block: int = 4096) -> np.ndarray:
+    """log sum_k exp(x_ik) per row of the 2-D array ``x``, computed where x lives in float64
+    blocks of rows, as a numpy vector."""
+    out = np.empty(x.shape[0])
+    for b in range(0, x.shape[0], block):
+        blk = x[b:b + block]
+        if kind(blk) == "torch":
+            out[b:b + block] = to_numpy(_torch().logsumexp(blk.detach().double(), dim=1))
+            continue
+        xp = _cupy() if kind(blk) == "cupy" else np
+        with device_ctx(blk):
+            blk = xp.asarray(blk, dtype=xp.float64)
+            m = blk.max(axis=1, keepdims=True)
+            out[b:b + block] = to_numpy(m[:, 0] + xp.log(xp.exp(blk - m).sum(axis=1)))
+    return out
+
+
 def _half(x) -> bool:
     return info(x, "x").dtype in ("float16", "bfloat16")
 

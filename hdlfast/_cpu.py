@@ -375,15 +375,19 @@ class SinkhornState:
         self._u = np.empty(n, np.float64)
         self._colsum = np.empty(k, np.float64)
 
-    def max_rowmax(self) -> float:
-        return float(self._rowmax.max())
+    def rowmax(self) -> np.ndarray:
+        """The row maxima m_i of the scores (Q holds exp(beta (s - m_i)))."""
+        return self._rowmax
 
-    def start(self, gmax: float) -> np.ndarray:
-        """Column sums for the first step, with u = exp(beta (m_i - gmax)): the first column
-        scaling then sees exp(beta * scores), as in SwAV."""
-        np.exp(self._beta * (self._rowmax - gmax), out=self._u)
+    def start(self, u: np.ndarray) -> np.ndarray:
+        """Column sums for the first step, from the initial row scaling ``u`` (host float64)."""
+        self._u[:] = u
         self._kern.colsum(self.q, self._u, self._colsum)
         return self._colsum.copy()
+
+    def row_scaling(self) -> np.ndarray:
+        """A copy of the current row scaling u (for SeLa's stopping rule)."""
+        return self._u.copy()
 
     def iterate(self, v: np.ndarray):
         """One fused pass; returns (local column sums, whether u stayed finite)."""

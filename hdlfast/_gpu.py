@@ -269,13 +269,14 @@ class SinkhornState:
     def _colsum_host(self) -> np.ndarray:
         return np.array(_arrays.to_numpy(self._colsum), dtype=np.float64)  # own copy
 
-    def max_rowmax(self) -> float:
-        return float(self._rowmax.max()) if self._rowmax.size else -np.inf
+    def rowmax(self) -> np.ndarray:
+        return self._rowmax
 
-    def start(self, gmax: float) -> np.ndarray:
-        """Column sums for the first step, with u = exp(beta (m_i - gmax)) (computed on the
-        host as in ``_cpu.SinkhornState``)."""
-        u = np.exp(self._beta * (self._rowmax - gmax))
+    def row_scaling(self) -> np.ndarray:
+        return np.array(_arrays.to_numpy(self._u), dtype=np.float64)
+
+    def start(self, u: np.ndarray) -> np.ndarray:
+        """Column sums for the first step, from the initial row scaling ``u`` (host)."""
         with _arrays.device_ctx(self._like):
             self._u = self._dev(u)
             self._m.sk_colsum(_arrays.data_ptr(self.q), self._n, self._k,

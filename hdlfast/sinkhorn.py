@@ -10,27 +10,54 @@ log domain.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from . import _arrays, _backend, _checks
 
 _KINDS = ("sela", "swav")
-_DEFAULT_ITERS = {"sela": 1000, "swav": 3}
-_DEFAULT_TOL = {"sela": 1e-4, "swav": None}
+_DEFAULT_ITERS = {"sela": 10_000, "swav": 3}
+_SELA_ERR = 0.1  # SeLa's rule: sum_i |u_i / u_new_i - 1| <= 0.1, checked every 10 iterations
+_SELA_EVERY = 10
 _LOG_BLOCK = 4096  # rows per block of the log-domain fallback, without a memory_budget
 _LOG_COPIES = 6  # float64 block-sized arrays alive at once in the log-domain fallback
 
 
+class SinkhornResult(tuple):
+    """``(Q, labels)`` (unpack it as before: ``Q, labels = sinkhorn(...)``), with
+    ``n_iter``, the iterations run, and ``error``, the L1 error of Q's column marginals
+    against the cluster prior (total mass 1) when it stopped."""
+
+    def __new__(cls, q, labels, n_iter: int, error: float):
+        self = super().__new__(cls, (q, labels))
+        self.n_iter, self.error = int(n_iter), float(error)
+        return self
+
+    @property
+    def Q(self):
+        return self[0]
+
+    @property
+    def labels(self):
+        return self[1]
+
+
 def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=None,
              cluster_prior=None, sample_weight=None, process_group=None, backend=None,
-             memory_budget=None):
-    """Balanced assignment of N samples to K clusters: returns ``(Q, labels)``.
+             memory_budget=None) -> SinkhornResult:
+    """Balanced assignment of N samples to K clusters: returns ``(Q, labels)`` (a
+    :class:`SinkhornResult`, which also carries ``n_iter`` and ``error``).
 
     scores : (N, K) logits or log-probabilities (float32, float16, bfloat16 or float64).
     kind : "swav" (Q ~ exp(scores / epsilon), 3 iterations as in SwAV's distributed_sinkhorn)
-        or "sela" (Q ~ softmax(scores) ** lam, iterated to ``tol`` as SeLa's optimize_L_sk).
-    n_iters, tol : at most ``n_iters`` iterations; stop early once the column marginals are
-        within ``tol`` (L1, total mass 1). Defaults: swav 3 / None, sela 1000 / 1e-4.
+        or "sela" (Q ~ softmax(scores) ** lam, from uniform sample scalings as SeLa's
+        optimize_L_sk, until SeLa's own rule holds).
+    n_iters, tol : at most ``n_iters`` iterations (swav 3; sela 10,000, with a warning if its
+        rule is not met by then). With ``tol`` given, stop once the column marginals are within
+        ``tol`` (L1, total mass 1); else swav runs its n_iters and sela stops by SeLa's rule:
+        sum over samples of |u_i / u_new_i - 1| <= 0.1 for the sample scalings u, checked
+        every 10 iterations (from the first), so it runs exactly SeLa's iterations.
     cluster_prior : (K,) column marginal (non-negative, sums to 1; long-tailed priors work);
         default uniform 1/K. sample_weight : (N,) non-negative row weights, default uniform.
     process_group : a torch.distributed group (or True for the default group) across which
@@ -47,7 +74,8 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
         1.0 / _checks.positive_float(epsilon, "epsilon")
     n_iters = _DEFAULT_ITERS[kind] if n_iters is None else _checks.positive_int(n_iters,
                                                                                 "n_iters")
-    tol = _DEFAULT_TOL[kind] if tol is None else _checks.positive_float(tol, "tol", zero=True)
+    tol = None if tol is None else _checks.positive_float(tol, "tol", zero=True)
+    sela_rule = kind == "sela" and tol is None
     n, k = s_info.shape
     block = _LOG_BLOCK
     if memory_budget is not None:
@@ -64,35 +92,63 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
     r = w / total_w
 
     state = impl.sinkhorn_state(scores, beta, r)  # Q = exp(beta (s - row max)), once
-    gmax = float(_arrays.allreduce(np.array([state.max_rowmax()]), group, "max")[0])
-    colsum = _arrays.allreduce(state.start(gmax), group, "sum")
+    # Initial sample scalings, relative to Q's row shift: uniform on exp(beta * scores)
+    # (SwAV), or uniform on softmax(scores) ** lam (SeLa), whose rows carry 1 / Z_i ** lam.
+    log_u = beta * state.rowmax()
+    if kind == "sela":
+        log_u = log_u - beta * _arrays.row_logsumexp(scores)
+    g = float(_arrays.allreduce(np.array([log_u.max() if n else -np.inf]), group, "max")[0])
+    log_u = log_u - g
+    colsum = _arrays.allreduce(state.start(np.exp(log_u)), group, "sum")
     v = np.zeros(k)
-    ok = True
-    for _ in range(n_iters):
+    ok, it, rule_met = True, 0, not sela_rule
+    while it < n_iters:
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             v = np.where(c > 0, c / colsum, 0.0)
+        check = sela_rule and it % _SELA_EVERY == 0
+        u_before = state.row_scaling() if check else None
         local, u_ok = state.iterate(v)
+        it += 1
         colsum = _arrays.allreduce(local, group, "sum")
         bad = 0.0 if u_ok and np.isfinite(v).all() and np.isfinite(colsum).all() else 1.0
         ok = _arrays.allreduce(np.array([bad]), group, "max")[0] == 0  # every rank agrees
-        if not ok or (tol is not None and np.abs(colsum * v - c).sum() <= tol):
+        if not ok:
+            break
+        if check:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                err = np.nansum(np.abs(u_before / state.row_scaling() - 1.0))
+            if _arrays.allreduce(np.array([err]), group, "sum")[0] <= _SELA_ERR:
+                rule_met = True
+                break
+        if tol is not None and np.abs(colsum * v - c).sum() <= tol:
             break
     if ok:
-        return state.finalize(v)
+        if not rule_met:
+            warnings.warn(f"sinkhorn(kind='sela'): SeLa's stopping rule was not met in "
+                          f"n_iters={n_iters} iterations", RuntimeWarning, stacklevel=2)
+        q, labels = state.finalize(v)
+        return SinkhornResult(q, labels, it, np.abs(colsum * v - c).sum())
     # the shifted kernel underflows where the plan needs mass: redo in the log domain
+    warnings.warn("sinkhorn: the shifted kernel cannot carry this plan (extreme "
+                  "temperature); redoing it in the log domain", RuntimeWarning, stacklevel=2)
     q = state.host_buffer()
-    labels = _log_domain(scores, q, beta, r, c, n_iters, tol, group, block)
-    return _arrays.from_host(q, scores), _arrays.from_host(labels, scores)
+    log_u0 = log_u + beta * (0.0 - state.rowmax())  # relative to exp(beta * scores)
+    labels, it, err = _log_domain(scores, q, beta, r, c, n_iters, tol, sela_rule, log_u0,
+                                  group, block)
+    return SinkhornResult(_arrays.from_host(q, scores), _arrays.from_host(labels, scores),
+                          it, err)
 
 
-def _log_domain(scores, q, beta, r, c, n_iters, tol, group, block):
-    """Log-domain iterations over blocks of rows (extra memory: a few blocks); fills Q and
-    returns the labels. Used only when the shifted kernel cannot carry the plan."""
+def _log_domain(scores, q, beta, r, c, n_iters, tol, sela_rule, log_u0, group, block):
+    """Log-domain iterations over blocks of rows (extra memory: a few blocks), from the row
+    scaling ``log_u0`` (on exp(beta * scores)) and with the same stopping rules; fills Q and
+    returns (labels, iterations, column-marginal error). Used only when the shifted kernel
+    cannot carry the plan."""
     n, k = q.shape
     log_r = np.log(r)
     with np.errstate(divide="ignore"):
         log_c = np.log(c)
-    log_u = np.zeros(n)
+    log_u = np.array(log_u0, np.float64)
     log_v = np.zeros(k)
 
     def blocks():
@@ -116,18 +172,27 @@ def _log_domain(scores, q, beta, r, c, n_iters, tol, group, block):
         am = a.max(axis=1, keepdims=True)
         return am[:, 0] + np.log(np.exp(a - am).sum(axis=1))
 
+    it = 0
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        for _ in range(n_iters):
+        while it < n_iters:
+            check = sela_rule and it % _SELA_EVERY == 0
+            before = log_u.copy() if check else None
             log_v = np.where(c > 0, log_c - col_lse(), -np.inf)
             for b, lk in blocks():
                 log_u[b:b + lk.shape[0]] = log_r[b:b + lk.shape[0]] - row_lse(lk + log_v)
+            it += 1
+            if check:
+                err = np.nansum(np.abs(np.exp(before - log_u) - 1.0))
+                if _arrays.allreduce(np.array([err]), group, "sum")[0] <= _SELA_ERR:
+                    break
             if tol is not None:
                 marg = np.where(c > 0, np.exp(col_lse() + log_v), 0.0)
                 if np.abs(marg - c).sum() <= tol:
                     break
+        marg = np.where(c > 0, np.exp(col_lse() + log_v), 0.0)
         labels = np.empty(n, np.int64)
         for b, lk in blocks():
             a = lk + log_v
             q[b:b + lk.shape[0]] = np.exp(a - row_lse(a)[:, None])
             labels[b:b + lk.shape[0]] = np.argmax(a, axis=1)
-    return labels
+    return labels, it, float(np.abs(marg - c).sum())

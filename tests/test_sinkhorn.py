@@ -24,8 +24,9 @@ def swav_reference(scores, epsilon=0.05, n_iters=3):
     return q.T
 
 
-def sela_reference(scores, lam=25.0, tol=0.1):
-    """SeLa's optimize_L_sk (sinkhornknopp.py) on softmax probabilities, float64."""
+def sela_reference(scores, lam=25.0, tol=0.1, iterations=False):
+    """SeLa's optimize_L_sk (sinkhornknopp.py) on softmax probabilities, float64; with
+    ``iterations`` also the number of iterations it ran."""
     p = np.exp(scores - scores.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
     ps = (p ** lam).T  # K x N
@@ -41,7 +42,8 @@ def sela_reference(scores, lam=25.0, tol=0.1):
         c = c_new
         counter += 1
     ps = ps * c.T * r
-    return np.nanargmax(ps, axis=0)
+    labels = np.nanargmax(ps, axis=0)
+    return (labels, counter) if iterations else labels
 
 
 def logits(n, k, seed, scale=1.0):
@@ -72,9 +74,26 @@ def test_sela_labels_equal_optimize_L_sk(backend, lam):
     _, labels = hdlfast.sinkhorn(s, kind="sela", lam=lam, tol=1e-10, n_iters=100000,
                                  backend=backend)
     np.testing.assert_array_equal(labels, ref_tight)
-    # with each side's own default stopping rule the labels still agree almost everywhere
-    _, default = hdlfast.sinkhorn(s, kind="sela", lam=lam, backend=backend)
-    assert (default == sela_reference(s.astype(np.float64), lam)).mean() > 0.99
+    # the default stops by SeLa's own rule, from SeLa's start: the same iterations and labels
+    res = hdlfast.sinkhorn(s, kind="sela", lam=lam, backend=backend)
+    ref, iters = sela_reference(s.astype(np.float64), lam, iterations=True)
+    np.testing.assert_array_equal(res.labels, ref)
+    assert res.n_iter == iters and iters % 10 == 1
+    assert res.error < 1e-2
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_result_reports_iterations_and_error(backend):
+    s = logits(500, 20, seed=3)
+    res = hdlfast.sinkhorn(s, backend=backend)
+    q, labels = res  # unpacks as (Q, labels)
+    assert res.Q is q and res.labels is labels and res.n_iter == 3
+    q = np.asarray(q, np.float64)
+    np.testing.assert_allclose(res.error, np.abs(q.mean(axis=0) - 1 / 20).sum(), atol=1e-6)
+    tight = hdlfast.sinkhorn(s, kind="sela", tol=1e-9, n_iters=5000, backend=backend)
+    assert tight.error <= 1e-9 < res.error
+    with pytest.warns(RuntimeWarning, match="SeLa's stopping rule was not met"):
+        hdlfast.sinkhorn(s, kind="sela", n_iters=2, backend=backend)
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
@@ -134,9 +153,22 @@ def test_log_domain_path_equals_scaling_path(block):
     q_log = np.empty_like(q)
     r = np.full(700, 1 / 700)
     c = np.full(15, 1 / 15)
-    labels_log = sk_module._log_domain(s, q_log, 3.0, r, c, 10000, 1e-10, None, block)
+    log_u0 = -3.0 * np.log(np.exp(s.astype(np.float64)).sum(axis=1))  # SeLa's start
+    labels_log, it, err = sk_module._log_domain(s, q_log, 3.0, r, c, 10000, 1e-10, False,
+                                                log_u0, None, block)
     np.testing.assert_allclose(q_log, q, atol=1e-6)
     np.testing.assert_array_equal(labels_log, labels)
+    assert err <= 1e-10 and it == q_labels_iters(s)
+    # SeLa's own rule in the log domain: the same iterations as the fused path
+    res = hdlfast.sinkhorn(s, kind="sela", lam=3.0)
+    labels_log, it, _ = sk_module._log_domain(s, q_log, 3.0, r, c, 10000, None, True, log_u0,
+                                              None, block)
+    np.testing.assert_array_equal(labels_log, res.labels)
+    assert it == res.n_iter
+
+
+def q_labels_iters(s):
+    return hdlfast.sinkhorn(s, kind="sela", lam=3.0, tol=1e-10, n_iters=10000).n_iter
 
 
 @pytest.mark.skipif(len(CPU_BACKENDS) < 2, reason="needs both native and numba")

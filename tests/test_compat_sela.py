@@ -1,0 +1,57 @@
+"""hdlfast.compat.sela.optimize_L_sk against SeLa's own loop (sinkhornknopp.py, read in its
+public repository and transcribed here in numpy): the same iterations, labels and plan."""
+import types
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from hdlfast.compat import sela  # noqa: E402
+
+
+def selas_loop(ps, lamb):
+    """optimize_L_sk on (N, K) probabilities in float64: (labels, plan (N, K), iterations)."""
+    ps = ps.T.astype(np.float64) ** lamb  # K x N
+    k, n = ps.shape
+    c = np.ones((n, 1)) / n
+    err, counter = 1e6, 0
+    while err > 1e-1:
+        r = (1.0 / k) / (ps @ c)
+        c_new = (1.0 / n) / (r.T @ ps).T
+        if counter % 10 == 0:
+            err = np.nansum(np.abs(c / c_new - 1))
+        c = c_new
+        counter += 1
+    plan = (ps * c.T * r).T
+    return np.nanargmax(plan.T, 0), plan, counter
+
+
+def trainer(n, k, seed, dtype, heads=1):
+    logits = 0.5 * np.random.default_rng(seed).standard_normal((n, k))
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    return types.SimpleNamespace(PS=p.astype(dtype), lamb=25, outs=[k] * heads, dtype=dtype,
+                                 L=torch.zeros(heads, n, dtype=torch.long), dev="cpu")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n,k", [(3000, 30), (1200, 100)])
+def test_optimize_L_sk_matches_selas_loop(dtype, n, k):
+    self = trainer(n, k, seed=n + k, dtype=dtype)
+    labels, plan, iters = selas_loop(self.PS, self.lamb)
+    sela.optimize_L_sk(self, nh=0)
+    assert self.sk_iters == iters
+    assert self.L.dtype == torch.long and self.L.shape == (1, n)
+    np.testing.assert_array_equal(self.L[0].numpy(), labels)
+    assert self.PS.dtype == dtype and self.PS.shape == (n, k)
+    np.testing.assert_allclose(self.PS, plan, rtol=1e-4, atol=1e-9)
+
+
+def test_second_head_and_bad_shapes():
+    self = trainer(500, 10, seed=1, dtype=np.float64, heads=2)
+    sela.optimize_L_sk(self, nh=1)
+    assert (self.L[0] == 0).all() and len(np.unique(self.L[1].numpy())) == 10
+    self.PS = np.ones((500, 7)) / 7
+    with pytest.raises(ValueError, match=r"self.PS must be \(N, outs\[0\]=10\)"):
+        sela.optimize_L_sk(self, nh=0)
