@@ -10,6 +10,7 @@ the whole batch is selected at once and only the kept mixtures are built.
 """
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -106,7 +107,8 @@ def confident_labels(probs, threshold=0.99, *, balance=True) -> ConfidentLabels:
     Returns
     -------
     ConfidentLabels(mask (N,) bool, labels (N,) int64 argmax of every row (smaller class on
-    ties), weights (C,) float32), in the kind and on the device of ``probs``.
+    ties), weights (C,) float32), in the kind and on the device of ``probs``. A batch with no
+    confident row gets an all-False mask and a RuntimeWarning.
     """
     probs = _arrays.as_array(probs, "probs")
     inf = _arrays.info(probs, "probs")
@@ -134,6 +136,11 @@ def confident_labels(probs, threshold=0.99, *, balance=True) -> ConfidentLabels:
                          f"sums to {sums[row]}")
     labels = host.argmax(axis=1)
     mask = host.max(axis=1) > host.dtype.type(threshold)
+    if not mask.any():  # a loss over logits[mask] would be the mean of nothing: NaN
+        warnings.warn(f"confident_labels: no row's max probability exceeds threshold="
+                      f"{threshold}; a loss over the masked rows is undefined (NaN). SCAN "
+                      "raises here (hdlfast.compat.scan.ConfidenceBasedCE does too)",
+                      RuntimeWarning, stacklevel=2)
     weights = np.ones(inf.shape[1], np.float32)
     if balance:
         counts = np.bincount(labels[mask], minlength=inf.shape[1])

@@ -496,3 +496,12 @@ def test_bad_input_torch_arrays_unchanged():
     with pytest.raises(ValueError, match="softmax"):
         nb.confident_labels(logits)
     assert torch.equal(logits, before)
+
+
+def test_confident_labels_without_a_confident_row_warns():
+    """SCAN raises when no row of a batch is confident; the core function returns the
+    all-False mask (a caller may skip the batch) and says so."""
+    probs = np.full((6, 3), 1 / 3)
+    with pytest.warns(RuntimeWarning, match="no row's max probability exceeds"):
+        mask, labels, weights = hdlfast.confident_labels(probs, 0.9)
+    assert not mask.any() and (weights == 1).all()

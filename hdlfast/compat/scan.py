@@ -14,6 +14,8 @@ the original does, when no row of the batch is confident. Requires torch.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -105,8 +107,10 @@ class ConfidenceBasedCE(nn.Module):
 
     def forward(self, anchors_weak, anchors_strong):
         probs = F.softmax(anchors_weak, dim=1)
-        mask, target, weight = confident_labels(probs, self.threshold,
-                                                balance=self.apply_class_balancing)
+        with warnings.catch_warnings():  # no confident row: raised below, as SCAN does
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mask, target, weight = confident_labels(probs, self.threshold,
+                                                    balance=self.apply_class_balancing)
         if not bool(mask.any()):
             raise ValueError("Mask in MaskedCrossEntropyLoss is all zeros.")
         weight = weight.to(anchors_strong.dtype) if self.apply_class_balancing else None
