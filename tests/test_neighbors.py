@@ -503,5 +503,5 @@ def test_confident_labels_without_a_confident_row_warns():
     all-False mask (a caller may skip the batch) and says so."""
     probs = np.full((6, 3), 1 / 3)
     with pytest.warns(RuntimeWarning, match="no row's max probability exceeds"):
-        mask, labels, weights = hdlfast.confident_labels(probs, 0.9)
+        mask, labels, weights = nb.confident_labels(probs, 0.9)
     assert not mask.any() and (weights == 1).all()
