@@ -119,3 +119,22 @@ def assert_knn(sims, idx, q, db, k, exclude_self, atol=1e-5):
             gap[r] = np.min(np.abs(np.diff(top)))
     clear = gap > 4 * atol
     np.testing.assert_array_equal(idx[clear], ref_i[clear])
+
+
+def sela_loop(probs, lamb, tol=0.1):
+    """SeLa's optimize_L_sk (sinkhornknopp.py) transcribed in float64 from a reading of it, on
+    (N, K) probabilities: (labels, plan (N, K), iterations). Its rule: stop once
+    sum |c / c_new - 1| <= tol, checked every 10 iterations from the first."""
+    ps = probs.T.astype(np.float64) ** lamb  # K x N
+    k, n = ps.shape
+    c = np.ones((n, 1)) / n
+    err, counter = 1e6, 0
+    while err > tol:
+        r = (1.0 / k) / (ps @ c)
+        c_new = (1.0 / n) / (r.T @ ps).T
+        if counter % 10 == 0:
+            err = np.nansum(np.abs(c / c_new - 1))
+        c = c_new
+        counter += 1
+    plan = ps * c.T * r
+    return np.nanargmax(plan, axis=0), plan.T, counter

@@ -1,5 +1,6 @@
 """hdlfast.compat.sela.optimize_L_sk against SeLa's own loop (sinkhornknopp.py, read in its
-public repository and transcribed here in numpy): the same iterations, labels and plan."""
+public repository and transcribed in numpy: conftest.sela_loop): the same iterations, labels
+and plan."""
 import types
 
 import numpy as np
@@ -8,23 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from hdlfast.compat import sela  # noqa: E402
-
-
-def selas_loop(ps, lamb):
-    """optimize_L_sk on (N, K) probabilities in float64: (labels, plan (N, K), iterations)."""
-    ps = ps.T.astype(np.float64) ** lamb  # K x N
-    k, n = ps.shape
-    c = np.ones((n, 1)) / n
-    err, counter = 1e6, 0
-    while err > 1e-1:
-        r = (1.0 / k) / (ps @ c)
-        c_new = (1.0 / n) / (r.T @ ps).T
-        if counter % 10 == 0:
-            err = np.nansum(np.abs(c / c_new - 1))
-        c = c_new
-        counter += 1
-    plan = (ps * c.T * r).T
-    return np.nanargmax(plan.T, 0), plan, counter
+from conftest import sela_loop  # noqa: E402
 
 
 def trainer(n, k, seed, dtype, heads=1):
@@ -39,7 +24,7 @@ def trainer(n, k, seed, dtype, heads=1):
 @pytest.mark.parametrize("n,k", [(3000, 30), (1200, 100)])
 def test_optimize_L_sk_matches_selas_loop(dtype, n, k):
     self = trainer(n, k, seed=n + k, dtype=dtype)
-    labels, plan, iters = selas_loop(self.PS, self.lamb)
+    labels, plan, iters = sela_loop(self.PS, self.lamb)
     sela.optimize_L_sk(self, nh=0)
     assert self.sk_iters == iters
     assert self.L.dtype == torch.long and self.L.shape == (1, n)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import hdlfast
-from conftest import CPU_BACKENDS, to_kind, to_numpy
+from conftest import CPU_BACKENDS, sela_loop, to_kind, to_numpy
 
 sk_module = importlib.import_module("hdlfast.sinkhorn")  # the function shadows the module
 
@@ -29,20 +29,7 @@ def sela_reference(scores, lam=25.0, tol=0.1, iterations=False):
     ``iterations`` also the number of iterations it ran."""
     p = np.exp(scores - scores.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
-    ps = (p ** lam).T  # K x N
-    k, n = ps.shape
-    r = np.ones((k, 1)) / k
-    c = np.ones((n, 1)) / n
-    err, counter = 1e6, 0
-    while err > tol:
-        r = (1.0 / k) / (ps @ c)
-        c_new = (1.0 / n) / (r.T @ ps).T
-        if counter % 10 == 0:
-            err = np.nansum(np.abs(c / c_new - 1))
-        c = c_new
-        counter += 1
-    ps = ps * c.T * r
-    labels = np.nanargmax(ps, axis=0)
+    labels, _, counter = sela_loop(p, lam, tol)
     return (labels, counter) if iterations else labels
 
 
