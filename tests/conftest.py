@@ -138,3 +138,17 @@ def sela_loop(probs, lamb, tol=0.1):
         counter += 1
     plan = ps * c.T * r
     return np.nanargmax(plan, axis=0), plan.T, counter
+
+
+def swav_reference(scores, epsilon=0.05, n_iters=3):
+    """SwAV's distributed_sinkhorn (main_swav.py), single process, float64."""
+    q = np.exp(scores / epsilon).T  # K x B
+    k, b = q.shape
+    q /= q.sum()
+    for _ in range(n_iters):
+        q /= q.sum(axis=1, keepdims=True)
+        q /= k
+        q /= q.sum(axis=0, keepdims=True)
+        q /= b
+    q *= b
+    return q.T

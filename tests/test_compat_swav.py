@@ -1,25 +1,12 @@
 """hdlfast.compat.swav.distributed_sinkhorn against SwAV's own function (main_swav.py, read
-in its public repository and transcribed here in torch for one process)."""
+in its public repository and transcribed for one process: conftest.swav_reference)."""
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from hdlfast.compat import swav  # noqa: E402
-
-
-def swavs_codes(out, epsilon=0.05, iterations=3):
-    """SwAV's distributed_sinkhorn with world size 1 (float64 here)."""
-    q = torch.exp(out.double() / epsilon).t()
-    b, k = q.shape[1], q.shape[0]
-    q /= q.sum()
-    for _ in range(iterations):
-        q /= q.sum(dim=1, keepdim=True)
-        q /= k
-        q /= q.sum(dim=0, keepdim=True)
-        q /= b
-    q *= b
-    return q.t()
+from conftest import swav_reference  # noqa: E402
 
 
 @pytest.mark.parametrize("b,k", [(256, 30), (1024, 300)])
@@ -31,10 +18,11 @@ def test_codes_equal_swavs(b, k, dtype):
     out = (z @ c.t()).to(dtype).requires_grad_(True)
     q = swav.distributed_sinkhorn(out)
     assert q.dtype == dtype and q.shape == (b, k) and not q.requires_grad
-    ref = swavs_codes(out.detach())
-    np.testing.assert_allclose(q.double().numpy(), ref.numpy(), rtol=2e-5, atol=1e-7)
+    ref = swav_reference(out.detach().double().numpy())
+    np.testing.assert_allclose(q.double().numpy(), ref, rtol=2e-5, atol=1e-7)
     q5 = swav.distributed_sinkhorn(out, epsilon=0.1, sinkhorn_iterations=5)
-    np.testing.assert_allclose(q5.double().numpy(), swavs_codes(out.detach(), 0.1, 5).numpy(),
+    np.testing.assert_allclose(q5.double().numpy(),
+                               swav_reference(out.detach().double().numpy(), 0.1, 5),
                                rtol=2e-5, atol=1e-7)
 
 

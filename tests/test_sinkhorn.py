@@ -5,23 +5,9 @@ import numpy as np
 import pytest
 
 import hdlfast
-from conftest import CPU_BACKENDS, sela_loop, to_kind, to_numpy
+from conftest import CPU_BACKENDS, sela_loop, swav_reference, to_kind, to_numpy
 
 sk_module = importlib.import_module("hdlfast.sinkhorn")  # the function shadows the module
-
-
-def swav_reference(scores, epsilon=0.05, n_iters=3):
-    """SwAV's distributed_sinkhorn (main_swav.py), single process, float64."""
-    q = np.exp(scores / epsilon).T  # K x B
-    k, b = q.shape
-    q /= q.sum()
-    for _ in range(n_iters):
-        q /= q.sum(axis=1, keepdims=True)
-        q /= k
-        q /= q.sum(axis=0, keepdims=True)
-        q /= b
-    q *= b
-    return q.T
 
 
 def sela_reference(scores, lam=25.0, tol=0.1, iterations=False):
