@@ -287,6 +287,13 @@ def from_host(arr: np.ndarray, like):
     return arr
 
 
+def cast_like(x, like):
+    """``x``, an array of like's kind and device, in like's dtype (no copy if it has it)."""
+    if kind(x) == "torch":
+        return x.to(like.dtype)
+    return x.astype(like.dtype, copy=False)
+
+
 def as_dtype_of(arr: np.ndarray, like):
     """The numpy array ``arr`` in the kind, device and dtype of ``like`` (for GPU inputs to the
     kernels, which take both operands in one dtype)."""

@@ -121,10 +121,7 @@ def _load_npy(p: Path, expect: Expect) -> np.ndarray:
     The file is opened here so that it is closed whatever np.load makes of it."""
     with open(p, "rb") as fh, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if fh.read(6) == b"\x93NUMPY":
-            fh.seek(0)
-            _check_header(fh, str(p), expect)
-        fh.seek(0)
+        _check_header(fh, str(p), expect)  # no .npy header: np.load says what it is
         arr = np.load(fh, allow_pickle=False)
         if not isinstance(arr, np.ndarray):  # np.load opened a zip archive
             raise UsageError(f"{p}: a zip (.npz) archive, not a .npy array")

@@ -116,9 +116,8 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
             break
         if check:
             with np.errstate(divide="ignore", invalid="ignore"):
-                err = np.nansum(np.abs(u_before / state.row_scaling() - 1.0))
-            if _arrays.allreduce(np.array([err]), group, "sum")[0] <= _SELA_ERR:
-                rule_met = True
+                rule_met = _sela_done(u_before / state.row_scaling(), group)
+            if rule_met:
                 break
         if tol is not None and np.abs(colsum * v - c).sum() <= tol:
             break
@@ -132,11 +131,17 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
     warnings.warn("sinkhorn: the shifted kernel cannot carry this plan (extreme "
                   "temperature); redoing it in the log domain", RuntimeWarning, stacklevel=2)
     q = state.host_buffer()
-    log_u0 = log_u + beta * (0.0 - state.rowmax())  # relative to exp(beta * scores)
+    log_u0 = log_u - beta * state.rowmax()  # relative to exp(beta * scores)
     labels, it, err = _log_domain(scores, q, beta, r, c, n_iters, tol, sela_rule, log_u0,
                                   group, block)
     return SinkhornResult(_arrays.from_host(q, scores), _arrays.from_host(labels, scores),
                           it, err)
+
+
+def _sela_done(ratio: np.ndarray, group) -> bool:
+    """SeLa's rule on the ratios u / u_new of the sample scalings (summed over all ranks)."""
+    err = np.nansum(np.abs(ratio - 1.0))
+    return bool(_arrays.allreduce(np.array([err]), group, "sum")[0] <= _SELA_ERR)
 
 
 def _log_domain(scores, q, beta, r, c, n_iters, tol, sela_rule, log_u0, group, block):
@@ -181,10 +186,8 @@ def _log_domain(scores, q, beta, r, c, n_iters, tol, sela_rule, log_u0, group, b
             for b, lk in blocks():
                 log_u[b:b + lk.shape[0]] = log_r[b:b + lk.shape[0]] - row_lse(lk + log_v)
             it += 1
-            if check:
-                err = np.nansum(np.abs(np.exp(before - log_u) - 1.0))
-                if _arrays.allreduce(np.array([err]), group, "sum")[0] <= _SELA_ERR:
-                    break
+            if check and _sela_done(np.exp(before - log_u), group):
+                break
             if tol is not None:
                 marg = np.where(c > 0, np.exp(col_lse() + log_v), 0.0)
                 if np.abs(marg - c).sum() <= tol:

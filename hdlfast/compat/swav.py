@@ -16,6 +16,7 @@ about 4.4 at epsilon = 0.05; here no score overflows).
 """
 from __future__ import annotations
 
+from .. import _arrays
 from ..sinkhorn import sinkhorn
 
 
@@ -29,4 +30,4 @@ def distributed_sinkhorn(out, epsilon=0.05, sinkhorn_iterations=3):
     with torch.no_grad():
         q, _ = sinkhorn(out, kind="swav", epsilon=epsilon, n_iters=sinkhorn_iterations,
                         process_group=True if initialised else None)
-    return q.to(out.dtype) if isinstance(q, torch.Tensor) else q.astype(out.dtype, copy=False)
+    return _arrays.cast_like(q, out)

@@ -146,13 +146,13 @@ def get_selection_without_reg(cluster_labels, neighbors_dist, centroid_ordering,
 
 def partitioned_kNN(feats_list, K=20, recompute=True, partitions_size=130000, verify=False):
     """USL's kNN: ``(d_knns, ind_knns)``, the squared L2 distances to the K nearest rows
-    (the row itself included, at distance 0) in increasing order and their indices, as torch
-    tensors when ``feats_list`` is one (float32 / int64), else numpy. Exact (hdlfast's kNN
+    (the row itself included, at distance 0) in increasing order and their indices (float32 /
+    int64, in the kind and on the device of ``feats_list``: torch tensors for USL's). Exact (hdlfast's kNN
     graph; ties: smaller index first). USL runs it on L2-normalised features, whose squared
     distance is 2 - 2 cos; other rows are refused here. ``recompute``, ``partitions_size`` and
     ``verify`` (the original's file cache and tiling) are accepted and ignored."""
     del recompute, partitions_size, verify
-    feats, f_info = _checks.embeddings(feats_list, "feats_list")
+    feats, _ = _checks.embeddings(feats_list, "feats_list")
     _checks.rows(feats, "feats_list")
     host = _host(feats, "feats_list", np.float64)
     off = np.abs(np.sqrt(np.einsum("ij,ij->i", host, host)) - 1.0)
@@ -167,7 +167,4 @@ def partitioned_kNN(feats_list, K=20, recompute=True, partitions_size=130000, ve
     d = np.maximum(2.0 - 2.0 * sims.astype(np.float64), 0.0).astype(np.float32)
     self_first = idx == np.arange(idx.shape[0])[:, None]
     d[self_first] = 0.0  # the row itself, exactly at distance 0 as in the original
-    if f_info.kind == "torch":
-        torch = __import__("torch")
-        return torch.from_numpy(d), torch.from_numpy(idx.astype(np.int64))
-    return d, idx.astype(np.int64)
+    return _arrays.from_host(d, feats), _arrays.from_host(idx.astype(np.int64), feats)
