@@ -100,6 +100,17 @@ def to_host(x) -> np.ndarray:
     return x
 
 
+def float32_view(x):
+    """``x`` as a C-contiguous float32 numpy view when it is one on the host (numpy or torch
+    CPU), for kernels that only read it; else None (no copy is ever made here)."""
+    k = kind(x)
+    if k == "cupy" or (k == "torch" and (x.device.type != "cpu" or
+                                          x.dtype != _torch().float32)):
+        return None
+    view = x.detach().numpy() if k == "torch" else x
+    return view if view.dtype == np.float32 and view.flags.c_contiguous else None
+
+
 def copy_to_host(dst: np.ndarray, src, rows=None) -> None:
     """dst[...] = src[rows] cast to dst's dtype, with no temporary of src's size for numpy and
     torch CPU sources (bf16/fp16 are widened straight into dst)."""
@@ -382,13 +393,13 @@ def gpu_free_bytes(like) -> int:
         return free + pool.total_bytes() - pool.used_bytes()
 
 
-def unit_mixtures(a, rows_a, b, rows_b, weight, like):
+def unit_mixtures(a, rows_a, b, rows_b, weight, like, normalize=True):
     """Mixtures ``w * a[rows_a] + (1 - w) * b[rows_b]`` of the rows of a and b scaled to unit
-    length (scale-safe: whatever the rows' magnitude), each rescaled to unit length (a zero
-    mixture stays zero, as torch's F.normalize):
-    float32, detached, shape ``rows_a.shape + (d,)``, in the kind and on the device of ``like``.
-    ``rows_a``, ``rows_b`` and ``weight`` are numpy arrays of one shape; a and b live on like's
-    device."""
+    length (scale-safe: whatever the rows' magnitude; ``normalize=False``: of the rows as
+    stored), each rescaled to unit length (a zero mixture stays zero, as torch's
+    F.normalize): float32, detached, shape ``rows_a.shape + (d,)``, in the kind and on the
+    device of ``like``. ``rows_a``, ``rows_b`` and ``weight`` are numpy arrays of one shape;
+    a and b live on like's device."""
     shape = rows_a.shape + (a.shape[1],)
     rows_a, rows_b = (np.ascontiguousarray(r, dtype=np.int64).reshape(-1) for r in (rows_a, rows_b))
     w = np.ascontiguousarray(weight, dtype=np.float32).reshape(-1, 1)
@@ -399,8 +410,9 @@ def unit_mixtures(a, rows_a, b, rows_b, weight, like):
         def take(x, rows):  # rows divided by their largest magnitude first: scale-safe
             x = x.detach()
             x = x if x.dtype == t.float64 else x.float()
-            x = (x / x.abs().amax(dim=1, keepdim=True)).float()
-            return unit(x)[t.from_numpy(rows).to(x.device)]
+            if normalize:
+                x = unit((x / x.abs().amax(dim=1, keepdim=True)).float())
+            return x.float()[t.from_numpy(rows).to(x.device)]
 
         w = t.from_numpy(w).to(like.device)
         return unit(w * take(a, rows_a) + (1 - w) * take(b, rows_b)).reshape(shape)
@@ -414,8 +426,9 @@ def unit_mixtures(a, rows_a, b, rows_b, weight, like):
         x = xp.asarray(x if on_cupy else to_host(x))
         if x.dtype != xp.float64:
             x = x.astype(xp.float32)
-        x = (x / xp.abs(x).max(axis=1, keepdims=True)).astype(xp.float32)
-        return unit(x)[xp.asarray(rows)]
+        if normalize:
+            x = unit((x / xp.abs(x).max(axis=1, keepdims=True)).astype(xp.float32))
+        return x.astype(xp.float32, copy=False)[xp.asarray(rows)]
 
     with device_ctx(like):
         w = xp.asarray(w)

@@ -159,10 +159,39 @@ def neighborhood_positives(z, bank, k, *, backend=None):
     return checked_knn(z, k, database=bank, backend=backend, q_name="z", db_name="bank")
 
 
-def _unit_rows(x, name: str) -> np.ndarray:
-    """float64 host copy of x with unit rows (scale-safe); NaN/Inf and zero rows are bad
-    input."""
-    return _cpu.normalize(x, name, np.float64)
+def _bank_rows(x, name: str, normalize: bool) -> np.ndarray:
+    """float64 host copy of x: unit rows (scale-safe; zero rows are bad input) or, without
+    ``normalize``, the rows as stored (finite, with finite squared norms)."""
+    if normalize:
+        return _cpu.normalize(x, name, np.float64)
+    host = np.array(_arrays.to_host(x), dtype=np.float64)
+    sq = np.einsum("ij,ij->i", host, host)
+    if not np.isfinite(sq).all():
+        row = int(np.argmin(np.isfinite(sq)))
+        raise ValueError(f"{name} row {row} holds NaN/Inf or is too large to mix as stored "
+                         "(normalize=False)")
+    return host
+
+
+_PAIR_BLOCK_ELEMENTS = 1 << 20  # float64 rows gathered per block of _pair_dots: 8 MiB
+_PRODUCT_ENTRIES = 1 << 25  # largest a[rows] @ b.T _pair_dots forms: 256 MiB of float64
+
+
+def _pair_dots(a: np.ndarray, neg: np.ndarray, b: np.ndarray, lab: np.ndarray) -> np.ndarray:
+    """``ab[i, r, j] = a[neg[i, j]] · b[lab[i, r, j]]`` (float64), the dot products of the
+    paired rows only. A BLAS product of the used rows of a with b when it is not much more
+    work (one GEMM entry costs about 1/70 of a gathered pair on a desktop CPU), else the
+    pairs' rows gathered in blocks."""
+    used, inv = np.unique(neg, return_inverse=True)
+    if used.size * b.shape[0] <= min(32 * lab.size, _PRODUCT_ENTRIES):
+        return (a[used] @ b.T)[inv.reshape(neg.shape)[:, None, :], lab]
+    ra = np.broadcast_to(neg[:, None, :], lab.shape).reshape(-1)
+    rb = lab.reshape(-1)
+    out = np.empty(ra.size)
+    step = max(1, _PAIR_BLOCK_ELEMENTS // a.shape[1])
+    for s in range(0, ra.size, step):
+        out[s:s + step] = np.einsum("ij,ij->i", a[ra[s:s + step]], b[rb[s:s + step]])
+    return out.reshape(lab.shape)
 
 
 def _smallest(s: np.ndarray, n: int) -> np.ndarray:
@@ -190,7 +219,8 @@ def _draw_labeled(seed: int, batch: int, n_mix: int, n_labeled: int, n_neg: int)
 
 
 def hard_negatives(z, bank_unlabeled, bank_labeled, k, *, n_neg=None, n_mix=5,
-                   mu=(1 / 3, 2 / 3), seed=0, backend=None) -> HardNegatives:
+                   mu=(1 / 3, 2 / 3), seed=0, draws=None, normalize=True,
+                   backend=None) -> HardNegatives:
     """NCL's hard negatives (``ncl_hng_loss``) for a whole batch at once.
 
     For each anchor z_i: take the ``n_neg`` rows a of ``bank_unlabeled`` least similar to z_i
@@ -199,13 +229,14 @@ def hard_negatives(z, bank_unlabeled, bank_labeled, k, *, n_neg=None, n_mix=5,
     form the mixture w a + (1 - w) b of the unit-length rows, rescaled to unit length. Of these
     len(mu) x n_mix x n_neg candidates (ordered by round, then mu, then a) keep the k most
     similar to z_i (ties: earlier candidate). NCL's defaults: mu = (1/3, 2/3), n_mix
-    (hard_iter) = 5, n_neg = 400 (50 for 5 classes), k (num_hard) = 400.
+    (hard_iter) = 5, n_neg = 400 (50 for 5 classes), k (num_hard) = 400;
+    :class:`hdlfast.compat.ncl.NCLMemory` applies them.
 
-    The selection is exact float64 arithmetic on the host (cosines from z·a, z·b and a·b, never
-    every mixture); the draws come from ``np.random.default_rng(seed)``, so every backend and
-    device gives the same result. Only the kept mixtures are built, on z's device. Use them
-    as extra negative logits with gradients through z, e.g.
-    ``torch.einsum('bd,bkd->bk', z, out.mixtures) / T``.
+    The selection is exact float64 arithmetic on the host (cosines from z·a, z·b and a·b of
+    the paired rows only, never every mixture); the draws come from
+    ``np.random.default_rng(seed)`` unless given, so every backend and device gives the same
+    result. Only the kept mixtures are built, on z's device. Use them as extra negative
+    logits with gradients through z, e.g. ``torch.einsum('bd,bkd->bk', z, out.mixtures) / T``.
 
     Parameters
     ----------
@@ -214,8 +245,14 @@ def hard_negatives(z, bank_unlabeled, bank_labeled, k, *, n_neg=None, n_mix=5,
     k : mixtures kept per anchor, 1 <= k <= len(mu) * n_mix * n_neg.
     n_neg : unlabeled rows per anchor (default k), at most Mu and Ml.
     n_mix : rounds of random pairing. mu : shares of the unlabeled row, each in [0, 1].
-    seed : non-negative int seeding the draws. backend : accepted for a uniform signature; the
-        selection runs on the host for every backend.
+    seed : non-negative int seeding the draws.
+    draws : optional (B, n_mix, n_neg) integer rows of bank_labeled to pair in each round with
+        the anchor's n_neg unlabeled rows (least similar first) instead of seeded draws, e.g.
+        the caller's own ``torch.randperm`` prefixes.
+    normalize : False ranks and mixes the bank rows as stored (NCL's code does; the same
+        result as True when they are unit-length, as NCL's queues are once filled).
+    backend : accepted for a uniform signature; the selection runs on the host for every
+        backend.
 
     Returns
     -------
@@ -234,6 +271,8 @@ def hard_negatives(z, bank_unlabeled, bank_labeled, k, *, n_neg=None, n_mix=5,
     n_mix = _checks.positive_int(n_mix, "n_mix")
     mu = _mixing_weights(mu)
     seed = _checks.seed(seed)
+    if not isinstance(normalize, (bool, np.bool_)):
+        raise TypeError(f"normalize must be True or False, got {normalize!r}")
     if backend is not None:
         _checks.choice(backend, "backend", _backend.NAMES)
     for name, inf in infos.items():
@@ -242,29 +281,56 @@ def hard_negatives(z, bank_unlabeled, bank_labeled, k, *, n_neg=None, n_mix=5,
                              f"{name}")
     _checks.k_at_most(k, mu.size * n_mix * n_neg, "candidate mixtures (len(mu) x n_mix x "
                       "n_neg)")
+    batch = z_info.shape[0]
+    if draws is not None:
+        draws = _given_draws(draws, (batch, n_mix, n_neg), l_info.shape[0])
 
-    zh = _unit_rows(z, "z")
-    a = _unit_rows(bank_unlabeled, "bank_unlabeled")
-    b = _unit_rows(bank_labeled, "bank_labeled")
+    zh = _cpu.normalize(z, "z", np.float64)
+    a = _bank_rows(bank_unlabeled, "bank_unlabeled", normalize)
+    b = _bank_rows(bank_labeled, "bank_labeled", normalize)
     sim_a = zh @ a.T
     neg = _smallest(sim_a, n_neg)  # (B, n_neg)
-    lab = _draw_labeled(int(seed), z_info.shape[0], n_mix, b.shape[0], n_neg)  # (B, R, n_neg)
-    rows = np.arange(z_info.shape[0])[:, None, None]
+    lab = _draw_labeled(int(seed), batch, n_mix, b.shape[0], n_neg) if draws is None \
+        else draws  # (B, R, n_neg)
+    rows = np.arange(batch)[:, None, None]
     za = np.take_along_axis(sim_a, neg, 1)[:, None, None, :]
     zb = (zh @ b.T)[rows, lab][:, :, None, :]
-    ab = (a @ b.T)[neg[:, None, :], lab][:, :, None, :]
+    ab = _pair_dots(a, neg, b, lab)[:, :, None, :]
     w = mu[None, None, :, None]
-    norm = np.sqrt(np.maximum(w * w + (1 - w) ** 2 + 2 * w * (1 - w) * ab, 0.0))
-    cand = ((w * za + (1 - w) * zb) / np.maximum(norm, 1e-12)).reshape(len(zh), -1)
+    if normalize:
+        sq = w * w + (1 - w) ** 2 + 2 * w * (1 - w) * ab
+    else:
+        aa = np.einsum("ij,ij->i", a, a)[neg][:, None, None, :]
+        bb = np.einsum("ij,ij->i", b, b)[lab][:, :, None, :]
+        sq = w * w * aa + (1 - w) ** 2 * bb + 2 * w * (1 - w) * ab
+    norm = np.sqrt(np.maximum(sq, 0.0))
+    cand = ((w * za + (1 - w) * zb) / np.maximum(norm, 1e-12)).reshape(batch, -1)
     keep = _smallest(-cand, k)  # (B, k) candidate positions
     rnd, wi, pos = keep // (mu.size * n_neg), keep // n_neg % mu.size, keep % n_neg
     u_idx = np.take_along_axis(neg, pos, 1)
-    l_idx = lab[np.arange(len(zh))[:, None], rnd, pos]
+    l_idx = lab[np.arange(batch)[:, None], rnd, pos]
     weight = mu[wi].astype(np.float32)
-    mixtures = _arrays.unit_mixtures(bank_unlabeled, u_idx, bank_labeled, l_idx, weight, z)
+    mixtures = _arrays.unit_mixtures(bank_unlabeled, u_idx, bank_labeled, l_idx, weight, z,
+                                     normalize=normalize)
     sims = np.take_along_axis(cand, keep, 1).astype(np.float32)
     return HardNegatives(mixtures, *(_arrays.from_host(v, z) for v in
                                      (sims, u_idx, l_idx, weight)))
+
+
+def _given_draws(draws, shape: tuple, n_labeled: int) -> np.ndarray:
+    """The caller's labeled draws as an int64 host array of ``shape``, rows in [0, Ml)."""
+    draws = _arrays.as_array(draws, "draws")
+    inf = _arrays.info(draws, "draws")
+    if not inf.dtype.startswith(("int", "uint")):
+        raise TypeError(f"draws must hold integer rows of bank_labeled, got dtype {inf.dtype}")
+    if tuple(inf.shape) != shape:
+        raise ValueError(f"draws must have shape (B, n_mix, n_neg) = {shape}, got "
+                         f"{tuple(inf.shape)}")
+    host = _checks.int64_host(draws, "draws")
+    if host.min() < 0 or host.max() >= n_labeled:
+        raise ValueError(f"draws holds rows outside [0, {n_labeled}) of bank_labeled: min "
+                         f"{host.min()}, max {host.max()}")
+    return host
 
 
 def _mixing_weights(mu) -> np.ndarray:
