@@ -135,11 +135,11 @@ PYBIND11_MODULE(_native, m) {
       "HDL phase B: bounded depth-first label search from each target.");
   m.def(
       "sk_prepare",
-      [](uintptr_t q, int64_t n, int64_t k, double beta, uintptr_t rowmax) {
+      [](uintptr_t src, uintptr_t q, int64_t n, int64_t k, double beta, uintptr_t rowmax) {
         py::gil_scoped_release nogil;
-        c::sk_prepare(ptr<float>(q), n, k, beta, ptr<double>(rowmax));
+        c::sk_prepare(ptr<const float>(src), ptr<float>(q), n, k, beta, ptr<double>(rowmax));
       },
-      "Sinkhorn kernel exp(beta (s - row max)) in place; row maxima out.");
+      "Sinkhorn kernel exp(beta (s - row max)) of the scores src into q; row maxima out.");
   m.def(
       "sk_colsum",
       [](uintptr_t q, int64_t n, int64_t k, uintptr_t u, uintptr_t out) {
@@ -158,11 +158,13 @@ PYBIND11_MODULE(_native, m) {
       "One fused Sinkhorn pass: row scaling u, then the column sums with it.");
   m.def(
       "sk_finalize",
-      [](uintptr_t q, int64_t n, int64_t k, uintptr_t v, uintptr_t labels) {
+      [](uintptr_t q, int64_t n, int64_t k, uintptr_t v, uintptr_t r, uintptr_t labels,
+         uintptr_t out) {
         py::gil_scoped_release nogil;
-        c::sk_finalize(ptr<float>(q), n, k, ptr<const double>(v), ptr<int64_t>(labels));
+        return c::sk_finalize(ptr<float>(q), n, k, ptr<const double>(v), ptr<const double>(r),
+                              ptr<int64_t>(labels), ptr<double>(out));
       },
-      "Rows of q diag(v) normalised to 1, row argmax labels.");
+      "Rows of q diag(v) normalised to 1, row argmax labels, the plan's column sums.");
   m.def(
       "cluster_sums",
       [](uintptr_t x, int64_t n, int64_t d, uintptr_t inv, uintptr_t labels, int64_t n_clusters,

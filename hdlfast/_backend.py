@@ -101,8 +101,8 @@ class _NativeSinkhorn:
     def __init__(self, mod):
         self._m = mod
 
-    def prepare(self, q, beta, rowmax):
-        self._m.sk_prepare(_p(q), *q.shape, float(beta), _p(rowmax))
+    def prepare(self, src, q, beta, rowmax):
+        self._m.sk_prepare(_p(src), _p(q), *q.shape, float(beta), _p(rowmax))
 
     def colsum(self, q, u, out):
         self._m.sk_colsum(_p(q), *q.shape, _p(u), _p(out))
@@ -111,8 +111,9 @@ class _NativeSinkhorn:
         self._m.sk_iterate(_p(q), *q.shape, _p(np.ascontiguousarray(v)), _p(r), _p(u),
                            _p(out_colsum))
 
-    def finalize(self, q, v, labels):
-        self._m.sk_finalize(_p(q), *q.shape, _p(np.ascontiguousarray(v)), _p(labels))
+    def finalize(self, q, v, r, labels, out_colsum):
+        return self._m.sk_finalize(_p(q), *q.shape, _p(np.ascontiguousarray(v)), _p(r),
+                                   _p(labels), _p(out_colsum))
 
 
 class _NativeKMeans:

@@ -366,12 +366,15 @@ class SinkhornState:
         n, k = scores.shape
         self._kern, self._r, self._beta, self._like = kernels, r, beta, scores
         self.q = np.empty((n, k), np.float32)
-        _arrays.copy_to_host(self.q, scores)  # cast in place: no temporary of the scores
-        finite = np.isfinite(self.q).all(axis=1)
+        src = _arrays.float32_view(scores)  # read by prepare, never written
+        if src is None:
+            _arrays.copy_to_host(self.q, scores)  # cast in place: no temporary of the scores
+            src = self.q
+        self._rowmax = np.empty(n, np.float64)
+        kernels.prepare(src, self.q, beta, self._rowmax)  # NaN for a row with NaN or Inf
+        finite = np.isfinite(self._rowmax)
         if not finite.all():
             raise ValueError(f"scores holds NaN or Inf (row {int(np.argmin(finite))})")
-        self._rowmax = np.empty(n, np.float64)
-        kernels.prepare(self.q, beta, self._rowmax)
         self._u = np.empty(n, np.float64)
         self._colsum = np.empty(k, np.float64)
 
@@ -394,10 +397,18 @@ class SinkhornState:
         self._kern.iterate(self.q, v, self._r, self._u, self._colsum)
         return self._colsum.copy(), bool(np.isfinite(self._u).all())
 
+    #: finalize does the last row scaling itself, so the driver skips the last iterate
+    fused_finalize = True
+
     def finalize(self, v: np.ndarray):
+        """The plan with column scaling ``v``, rows normalised (the last row scaling):
+        (Q, labels, the plan's column marginals (host), whether every row had mass)."""
         labels = np.empty(self.q.shape[0], np.int64)
-        self._kern.finalize(self.q, v, labels)
-        return _arrays.from_host(self.q, self._like), _arrays.from_host(labels, self._like)
+        marginals = np.empty(self.q.shape[1], np.float64)
+        ok = bool(self._kern.finalize(self.q, np.ascontiguousarray(v, np.float64), self._r,
+                                      labels, marginals))
+        return (_arrays.from_host(self.q, self._like), _arrays.from_host(labels, self._like),
+                marginals, ok)
 
     def host_buffer(self) -> np.ndarray:
         return self.q

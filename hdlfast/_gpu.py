@@ -297,13 +297,16 @@ class SinkhornState:
             u_ok = int(_arrays.to_numpy(self._u_bad)[0]) == 0
             return colsum, u_ok
 
+    #: the driver runs every iterate; finalize only applies the last column scaling
+    fused_finalize = False
+
     def finalize(self, v: np.ndarray):
         with _arrays.device_ctx(self._like):
             self._v = d_v = self._dev(v)  # kept alive past the asynchronous launch
             labels = _arrays.empty(self._like, (self._n,), "int64")
             self._m.sk_finalize(_arrays.data_ptr(self.q), self._n, self._k,
                                 _arrays.data_ptr(d_v), _arrays.data_ptr(labels), self._stream())
-            return self.q, labels
+            return self.q, labels, None, True  # marginals: those of the last iterate
 
     def host_buffer(self) -> np.ndarray:
         """A host Q for the log-domain fallback (which fills it); the device Q and scratch

@@ -1,9 +1,11 @@
 // Sinkhorn-Knopp kernels: one pass over the matrix per iteration (row scaling fused with the
-// column sums of the next step), rows split over worker threads by fixed chunks.
+// column sums of the next step), the last row scaling fused with the output; rows split over
+// worker threads by fixed chunks.
 #include "cpu/sinkhorn.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "cpu/clones.h"
@@ -40,32 +42,113 @@ void chunked_colsum(const float* q, int64_t n, int64_t k, RowWeight weight, doub
   }
 }
 
-// sum_j row[j] w[j] in double with four interleaved accumulators (a fixed order, the same
-// as the numba kernels): breaks the add-latency chain of one running sum.
+// sum_j row[j] w[j] in double with eight interleaved accumulators, summed pairwise (a fixed
+// order, the same as the numba kernels): breaks the add-latency chain and fills a vector
+// register of AVX-512 or two of AVX2.
 HDLFAST_CLONES
-double dot4(const float* row, const double* w, int64_t k) {
-  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+double dot8(const float* row, const double* w, int64_t k) {
+  double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
   int64_t j = 0;
-  for (; j + 4 <= k; j += 4) {
-    s0 += static_cast<double>(row[j]) * w[j];
-    s1 += static_cast<double>(row[j + 1]) * w[j + 1];
-    s2 += static_cast<double>(row[j + 2]) * w[j + 2];
-    s3 += static_cast<double>(row[j + 3]) * w[j + 3];
+  for (; j + 8 <= k; j += 8) {
+    for (int l = 0; l < 8; ++l) s[l] += static_cast<double>(row[j + l]) * w[j + l];
   }
-  for (; j < k; ++j) s0 += static_cast<double>(row[j]) * w[j];
-  return (s0 + s1) + (s2 + s3);
+  for (; j < k; ++j) s[0] += static_cast<double>(row[j]) * w[j];
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+// The largest entry of row; *finite: no NaN or Inf in it (exponent bits all ones). The max
+// runs in integer lanes on an order-preserving image of the float bits (flip the magnitude
+// bits of negative values), which vectorises without fast-math.
+HDLFAST_CLONES
+double row_max(const float* row, int64_t k, bool* finite) {
+  int32_t top = INT32_MIN, special = 0;
+  for (int64_t j = 0; j < k; ++j) {
+    int32_t b;
+    std::memcpy(&b, row + j, sizeof b);
+    special |= static_cast<int32_t>((b & 0x7f800000) == 0x7f800000);
+    top = std::max(top, b ^ ((b >> 31) & 0x7fffffff));
+  }
+  *finite = special == 0;
+  const int32_t b = top ^ ((top >> 31) & 0x7fffffff);
+  float m;
+  std::memcpy(&m, &b, sizeof m);
+  return m;
+}
+
+// row[j] = exp(beta (src[j] - m)) rounded to float (src may be row), for arguments <= 0, by
+// Cody-Waite reduction t = n ln2 + r (|r| <= ln2 / 2), a degree-10 Taylor polynomial (error
+// below 3e-13, far under float's rounding) and an exact scaling by 2^n built from the
+// exponent bits. Plain double multiplies and adds in a fixed order (no contraction), so the
+// numba twin, which scales with ldexp, gives the same bits; the loop vectorises.
+HDLFAST_CLONES
+void exp_shifted(const float* src, float* row, int64_t k, double beta, double m) {
+  constexpr double kLog2e = 1.4426950408889634, kShift = 6755399441055744.0;  // 1.5 * 2^52
+  constexpr double kLn2Hi = 6.93147180369123816490e-01, kLn2Lo = 1.90821492927058770002e-10;
+  for (int64_t j = 0; j < k; ++j) {
+    double t = beta * (static_cast<double>(src[j]) - m);
+    t = t < -110.0 ? -110.0 : t;  // exp(-110) is far below float's smallest subnormal
+    const double kd = t * kLog2e + kShift;  // round(t log2 e) in the low mantissa bits
+    const double nd = kd - kShift;
+    const double r = (t - nd * kLn2Hi) - nd * kLn2Lo;
+    double p = 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    uint64_t bits;
+    std::memcpy(&bits, &kd, sizeof bits);
+    bits = (bits + 1023) << 52;  // 2^n: n + 1023 in the exponent field
+    double scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    row[j] = static_cast<float>(p * scale);
+  }
+}
+
+// The first index of the largest entry of a row of non-negative floats (their bits order
+// like the values, so the max runs in integer lanes).
+HDLFAST_CLONES
+int64_t argmax_nonnegative(const float* row, int64_t k) {
+  int32_t top = INT32_MIN;
+  for (int64_t j = 0; j < k; ++j) {
+    int32_t b;
+    std::memcpy(&b, row + j, sizeof b);
+    top = std::max(top, b);
+  }
+  for (int64_t j = 0; j < k; ++j) {
+    int32_t b;
+    std::memcpy(&b, row + j, sizeof b);
+    if (b == top) return j;
+  }
+  return 0;
+}
+
+// In place: row[j] = row[j] v[j] / s, as times 1 / s (one division per row), and
+// acc[j] += w row[j] v[j] / s before the rounding to float.
+HDLFAST_CLONES
+void scale_row(float* row, const double* v, double inv_s, double w, double* acc, int64_t k) {
+  for (int64_t j = 0; j < k; ++j) {
+    const double t = static_cast<double>(row[j]) * v[j] * inv_s;
+    row[j] = static_cast<float>(t);
+    acc[j] += t * w;
+  }
 }
 
 }  // namespace
 
-void sk_prepare(float* q, int64_t n, int64_t k, double beta, double* rowmax) {
+void sk_prepare(const float* src, float* q, int64_t n, int64_t k, double beta,
+                double* rowmax) {
   parallel_for(n, 256, [&](int64_t b, int64_t e, int) {
     for (int64_t i = b; i < e; ++i) {
-      float* row = q + i * k;
-      const double m = *std::max_element(row, row + k);
-      rowmax[i] = m;
-      for (int64_t j = 0; j < k; ++j)
-        row[j] = static_cast<float>(std::exp(beta * (static_cast<double>(row[j]) - m)));
+      bool finite = false;
+      const double m = row_max(src + i * k, k, &finite);
+      rowmax[i] = finite ? m : std::nan("");
+      if (finite) exp_shifted(src + i * k, q + i * k, k, beta, m);
     }
   });
 }
@@ -79,30 +162,36 @@ void sk_iterate(const float* q, int64_t n, int64_t k, const double* v, const dou
   chunked_colsum(
       q, n, k,
       [&](int64_t i) {  // the row is read here and again right after, while in cache
-        return u[i] = r[i] / dot4(q + i * k, v, k);
+        return u[i] = r[i] / dot8(q + i * k, v, k);
       },
       out_colsum);
 }
 
-void sk_finalize(float* q, int64_t n, int64_t k, const double* v, int64_t* labels) {
-  parallel_for(n, 256, [&](int64_t b, int64_t e, int) {
-    for (int64_t i = b; i < e; ++i) {
-      float* row = q + i * k;
-      const double s = dot4(row, v, k);
-      double top = -1.0;
-      int64_t best = 0;
-      for (int64_t j = 0; j < k; ++j) {
-        const double t = static_cast<double>(row[j]) * v[j];
-        if (t > top) {
-          top = t;
-          best = j;
+bool sk_finalize(float* q, int64_t n, int64_t k, const double* v, const double* r,
+                 int64_t* labels, double* out_colsum) {
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> part(static_cast<size_t>(chunks * k), 0.0);
+  std::vector<char> ok(static_cast<size_t>(chunks), 1);
+  parallel_for(chunks, 1, [&](int64_t cb, int64_t ce, int) {
+    for (int64_t c = cb; c < ce; ++c) {
+      double* acc = part.data() + c * k;
+      for (int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) {
+        float* row = q + i * k;
+        const double inv_s = 1.0 / dot8(row, v, k);
+        if (!(inv_s > 0.0 && inv_s < INFINITY)) {
+          ok[c] = 0;  // the row's mass sits where v is 0: the caller falls back
+          continue;
         }
+        scale_row(row, v, inv_s, r[i], acc, k);
+        labels[i] = argmax_nonnegative(row, k);
       }
-      for (int64_t j = 0; j < k; ++j)
-        row[j] = static_cast<float>(static_cast<double>(row[j]) * v[j] / s);
-      labels[i] = best;
     }
   });
+  std::fill(out_colsum, out_colsum + k, 0.0);
+  for (int64_t c = 0; c < chunks; ++c) {
+    for (int64_t j = 0; j < k; ++j) out_colsum[j] += part[c * k + j];
+  }
+  return std::all_of(ok.begin(), ok.end(), [](char x) { return x != 0; });
 }
 
 }  // namespace cpu

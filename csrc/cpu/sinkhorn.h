@@ -8,15 +8,19 @@
 namespace hdlfast {
 namespace cpu {
 
-// In place: q[i, j] = exp(beta (q[i, j] - m_i)), m_i = row max (written to rowmax).
-void sk_prepare(float* q, int64_t n, int64_t k, double beta, double* rowmax);
+// q[i, j] = exp(beta (src[i, j] - m_i)), m_i = row max of src (written to rowmax; NaN for a
+// row holding NaN or Inf, whose q row is then left as it was). src may be q.
+void sk_prepare(const float* src, float* q, int64_t n, int64_t k, double beta, double* rowmax);
 // out[j] = sum_i q[i, j] u[i].
 void sk_colsum(const float* q, int64_t n, int64_t k, const double* u, double* out);
 // One fused pass: u[i] = r[i] / sum_j q[i, j] v[j]; out_colsum[j] = sum_i q[i, j] u[i].
 void sk_iterate(const float* q, int64_t n, int64_t k, const double* v, const double* r,
                 double* u, double* out_colsum);
-// In place: rows of q * v normalised to sum 1; labels = row argmax (smaller index on ties).
-void sk_finalize(float* q, int64_t n, int64_t k, const double* v, int64_t* labels);
+// In place: rows of q * v normalised to sum 1 (the last row scaling); labels = argmax of each
+// output row (smaller index on ties); out_colsum[j] = sum_i r[i] q_out[i, j], the plan's column
+// marginals (before the rounding to float). False when some row has no mass where v > 0 (its row is left unscaled).
+bool sk_finalize(float* q, int64_t n, int64_t k, const double* v, const double* r,
+                 int64_t* labels, double* out_colsum);
 
 }  // namespace cpu
 }  // namespace hdlfast

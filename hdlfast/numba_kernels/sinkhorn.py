@@ -4,43 +4,83 @@ The (N, K) matrix lives in Q (float32): first the kernel exp(beta (s - row max))
 soft assignment. Scalings and sums are float64. Column sums are reduced over fixed chunks of
 CHUNK rows in chunk order, so results do not depend on the number of threads.
 """
+import math
+
 import numba as nb
 import numpy as np
 
 CHUNK = 2048
 
 
-@nb.njit(parallel=True, cache=True)
-def prepare(q, beta, rowmax):
-    """In place: q[i, j] = exp(beta * (q[i, j] - m_i)) with m_i = max_j q[i, j] (stored in
-    rowmax), so no exp of a raw logit is ever taken."""
-    n, k = q.shape
-    for i in nb.prange(n):
-        m = q[i, 0]
-        for j in range(1, k):
-            m = max(m, q[i, j])
-        rowmax[i] = m
-        for j in range(k):
-            q[i, j] = np.float32(np.exp(beta * (np.float64(q[i, j]) - m)))
+_LOG2E, _SHIFT = 1.4426950408889634, 6755399441055744.0  # 1.5 * 2^52
+_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10
 
 
 @nb.njit(inline="always", cache=True, nogil=True)
-def _dot4(row, w):
-    """sum_j row[j] w[j] in float64 with four interleaved accumulators (the order of the
-    native kernels): breaks the add-latency chain of one running sum."""
+def _exp_nonpositive(t):
+    """exp(t) for t <= 0 by the native kernel's steps (Cody-Waite reduction, degree-10
+    Taylor polynomial, exact scaling by 2^n), so both give the same bits."""
+    t = -110.0 if t < -110.0 else t
+    kd = t * _LOG2E + _SHIFT
+    nd = kd - _SHIFT
+    r = (t - nd * _LN2_HI) - nd * _LN2_LO
+    p = 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    return math.ldexp(p, int(nd))
+
+
+@nb.njit(parallel=True, cache=True)
+def prepare(src, q, beta, rowmax):
+    """q[i, j] = exp(beta * (src[i, j] - m_i)) with m_i = max_j src[i, j] (stored in rowmax),
+    so no exp of a raw logit is ever taken (src may be q). A row holding NaN or Inf gets
+    rowmax NaN and its q row is left as it was."""
+    n, k = q.shape
+    for i in nb.prange(n):
+        finite = True
+        m = src[i, 0]
+        for j in range(k):
+            x = src[i, j]
+            if not np.isfinite(x):
+                finite = False
+            m = max(m, x)
+        if not finite:
+            rowmax[i] = np.nan
+            continue
+        rowmax[i] = m
+        for j in range(k):
+            q[i, j] = np.float32(_exp_nonpositive(beta * (np.float64(src[i, j]) - m)))
+
+
+@nb.njit(inline="always", cache=True, nogil=True)
+def _dot8(row, w):
+    """sum_j row[j] w[j] in float64 with eight interleaved accumulators summed pairwise (the
+    order of the native kernels)."""
     k = row.shape[0]
-    s0 = s1 = s2 = s3 = 0.0
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
     j = 0
-    while j + 4 <= k:
+    while j + 8 <= k:
         s0 += np.float64(row[j]) * w[j]
         s1 += np.float64(row[j + 1]) * w[j + 1]
         s2 += np.float64(row[j + 2]) * w[j + 2]
         s3 += np.float64(row[j + 3]) * w[j + 3]
-        j += 4
+        s4 += np.float64(row[j + 4]) * w[j + 4]
+        s5 += np.float64(row[j + 5]) * w[j + 5]
+        s6 += np.float64(row[j + 6]) * w[j + 6]
+        s7 += np.float64(row[j + 7]) * w[j + 7]
+        j += 8
     while j < k:
         s0 += np.float64(row[j]) * w[j]
         j += 1
-    return (s0 + s1) + (s2 + s3)
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
 @nb.njit(parallel=True, cache=True)
@@ -67,7 +107,7 @@ def iterate(q, v, r, u, out_colsum):
     part = np.zeros((chunks, k))
     for c in nb.prange(chunks):
         for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
-            ui = r[i] / _dot4(q[i], v)
+            ui = r[i] / _dot8(q[i], v)
             u[i] = ui
             for j in range(k):
                 part[c, j] += np.float64(q[i, j]) * ui
@@ -77,19 +117,26 @@ def iterate(q, v, r, u, out_colsum):
 
 
 @nb.njit(parallel=True, cache=True)
-def finalize(q, v, labels):
-    """In place: rows of q * v normalised to sum 1; labels = row argmax in float64 (smaller
-    index on ties). The row scaling u cancels in the normalisation."""
+def finalize(q, v, r, labels, out_colsum):
+    """In place: rows of q * v normalised to sum 1 (the last row scaling, as x * v * (1 / s));
+    labels = argmax of each output row (smaller index on ties); out_colsum[j] = sum_i r[i]
+    q_out[i, j] (before the rounding to float32). Returns False when some row has no mass where v > 0 (left unscaled)."""
     n, k = q.shape
-    for i in nb.prange(n):
-        s = _dot4(q[i], v)
-        best = 0
-        top = -1.0
-        for j in range(k):
-            t = np.float64(q[i, j]) * v[j]
-            if t > top:
-                top = t
-                best = j
-        for j in range(k):
-            q[i, j] = np.float32(np.float64(q[i, j]) * v[j] / s)
-        labels[i] = best
+    chunks = (n + CHUNK - 1) // CHUNK
+    part = np.zeros((chunks, k))
+    ok = np.ones(chunks, np.bool_)
+    for c in nb.prange(chunks):
+        for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
+            inv_s = 1.0 / _dot8(q[i], v)
+            if not (inv_s > 0.0 and inv_s < np.inf):
+                ok[c] = False
+                continue
+            for j in range(k):
+                t = np.float64(q[i, j]) * v[j] * inv_s
+                q[i, j] = np.float32(t)
+                part[c, j] += t * r[i]
+            labels[i] = np.argmax(q[i])
+    out_colsum[:] = 0.0
+    for c in range(chunks):
+        out_colsum += part[c]
+    return ok.all()
