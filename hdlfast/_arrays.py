@@ -419,8 +419,9 @@ def unit_mixtures(a, rows_a, b, rows_b, weight, like, normalize=True):
     on_cupy = kind(like) == "cupy"
     xp = _cupy() if on_cupy else np
 
-    def unit(x):
-        return x / xp.maximum(xp.sqrt((x * x).sum(axis=1, keepdims=True)), 1e-12)
+    def unit(x):  # in place
+        x /= xp.maximum(xp.sqrt(xp.einsum("ij,ij->i", x, x)), 1e-12)[:, None]
+        return x
 
     def take(x, rows):  # rows divided by their largest magnitude first: scale-safe
         x = xp.asarray(x if on_cupy else to_host(x))
@@ -430,7 +431,13 @@ def unit_mixtures(a, rows_a, b, rows_b, weight, like, normalize=True):
             x = unit((x / xp.abs(x).max(axis=1, keepdims=True)).astype(xp.float32))
         return x.astype(xp.float32, copy=False)[xp.asarray(rows)]
 
-    with device_ctx(like):
+    with device_ctx(like):  # two gathered copies, the rest in place: the output is large
         w = xp.asarray(w)
-        m = unit(w * take(a, rows_a) + (1 - w) * take(b, rows_b)).reshape(shape)
+        m = take(a, rows_a)
+        m *= w
+        other = take(b, rows_b)
+        other *= 1 - w
+        m += other
+        del other
+        m = unit(m).reshape(shape)
     return m if on_cupy else from_host(m, like)

@@ -44,8 +44,8 @@ class SinkhornResult(tuple):
 
 
 def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=None,
-             cluster_prior=None, sample_weight=None, process_group=None, backend=None,
-             memory_budget=None) -> SinkhornResult:
+             cluster_prior=None, sample_weight=None, process_group=None, log_probs=False,
+             backend=None, memory_budget=None) -> SinkhornResult:
     """Balanced assignment of N samples to K clusters: returns ``(Q, labels)`` (a
     :class:`SinkhornResult`, which also carries ``n_iter`` and ``error``).
 
@@ -62,6 +62,9 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
         default uniform 1/K. sample_weight : (N,) non-negative row weights, default uniform.
     process_group : a torch.distributed group (or True for the default group) across which
         the rows are split; column sums are all-reduced each iteration, as SwAV does.
+    log_probs : kind="sela" only: the rows of ``scores`` are already log-probabilities (log
+        of softmax outputs), so Q starts from exp(lam * scores), SeLa's ``PS ** lamb``, and
+        the pass computing each row's log-sum-exp is skipped.
     memory_budget : bytes of scratch for the log-domain fallback, which works on blocks of
         rows (about 6 float64 copies of a block; default 4096 rows). The fused iterations need
         no N x K scratch: Q, the output, is the only N x K buffer.
@@ -76,6 +79,10 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
                                                                                 "n_iters")
     tol = None if tol is None else _checks.positive_float(tol, "tol", zero=True)
     sela_rule = kind == "sela" and tol is None
+    if not isinstance(log_probs, (bool, np.bool_)):
+        raise TypeError(f"log_probs must be True or False, got {log_probs!r}")
+    if log_probs and kind != "sela":
+        raise ValueError("log_probs=True applies to kind='sela' (SwAV's scores are logits)")
     n, k = s_info.shape
     block = _LOG_BLOCK
     if memory_budget is not None:
@@ -95,7 +102,7 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
     # Initial sample scalings, relative to Q's row shift: uniform on exp(beta * scores)
     # (SwAV), or uniform on softmax(scores) ** lam (SeLa), whose rows carry 1 / Z_i ** lam.
     log_u = beta * state.rowmax()
-    if kind == "sela":
+    if kind == "sela" and not log_probs:
         log_u = log_u - beta * _arrays.row_logsumexp(scores)
     g = float(_arrays.allreduce(np.array([log_u.max() if n else -np.inf]), group, "max")[0])
     log_u = log_u - g

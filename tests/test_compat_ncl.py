@@ -254,6 +254,22 @@ def test_knn_none_is_a_clear_error():
         ncl.smooth_hot(torch.rand(3, 5), 6)
 
 
+@pytest.mark.parametrize("args,match", [
+    (lambda q: (q[:, :7], q), r"q must be \(B, inputSize=8\)"),
+    (lambda q: (q, q[:3]), "k has shape"),
+    (lambda q: (q.numpy(), q), "q must be a float torch tensor"),
+    (lambda q: (q, q, torch.zeros(3, dtype=torch.long)), r"labels must be \(4,\)"),
+    (lambda q: (q, q, None, 0, True), "labeled=True needs labels"),
+    (lambda q: (q, q, None, 0, False, torch.rand(10, 5)), r"la_memory must be \(L, inputSize"),
+])
+def test_bad_arguments_are_named_as_ncl_names_them(args, match):
+    mod = ncl.NCLMemory(8, 100, knn=-1)
+    before = mod.memory.clone()
+    with pytest.raises((TypeError, ValueError), match=match):
+        mod(*args(F.normalize(torch.rand(4, 8))))
+    assert torch.equal(mod.memory, before) and mod.index == 0
+
+
 def test_state_dict_keys_are_ncls():
     mod = ncl.NCLMemory(16, 50, knn=-1)
     assert set(mod.state_dict()) == {"memory", "label"}

@@ -25,12 +25,29 @@ def trainer(n, k, seed, dtype, heads=1):
 def test_optimize_L_sk_matches_selas_loop(dtype, n, k):
     self = trainer(n, k, seed=n + k, dtype=dtype)
     labels, plan, iters = sela_loop(self.PS, self.lamb)
+    buffer = self.PS
     sela.optimize_L_sk(self, nh=0)
     assert self.sk_iters == iters
     assert self.L.dtype == torch.long and self.L.shape == (1, n)
     np.testing.assert_array_equal(self.L[0].numpy(), labels)
-    assert self.PS.dtype == dtype and self.PS.shape == (n, k)
-    np.testing.assert_allclose(self.PS, plan, rtol=1e-4, atol=1e-9)
+    # as SeLa: the plan over the (N, K) buffer in place, self.PS its (K, N) transpose
+    assert self.PS.dtype == dtype and self.PS.shape == (k, n)
+    assert self.PS.base is buffer
+    np.testing.assert_allclose(self.PS.T, plan, rtol=1e-4, atol=1e-9)
+
+
+def test_optimize_L_sk_torch_or_read_only_ps_gets_a_new_plan():
+    self = trainer(600, 12, seed=4, dtype=np.float64)
+    labels, plan, _ = sela_loop(self.PS, self.lamb)
+    self.PS.flags.writeable = False
+    before = self.PS.copy()
+    sela.optimize_L_sk(self, nh=0)
+    assert self.PS.shape == (12, 600)
+    np.testing.assert_allclose(self.PS.T, plan, rtol=1e-4, atol=1e-9)
+    self.PS = torch.from_numpy(before.copy())
+    sela.optimize_L_sk(self, nh=0)
+    assert isinstance(self.PS, np.ndarray) and self.PS.shape == (12, 600)
+    np.testing.assert_array_equal(self.L[0].numpy(), labels)
 
 
 def test_second_head_and_bad_shapes():

@@ -221,11 +221,14 @@ def test_neighborhood_positives_torch_cpu_in_torch_out():
 # --- hard_negatives -------------------------------------------------------------------------
 
 
-def ncl_reference(z, bank_u, bank_l, k, n_neg, n_mix, mu, seed):
+def ncl_reference(z, bank_u, bank_l, k, n_neg, n_mix, mu, seed=0, draws=None, normalize=True):
     """NCL's ncl_hng_loss selection, one anchor at a time, every mixture materialised (float64),
-    with the same labeled draws. Returns (mixtures, sims, unlabeled_index, labeled_index, w)."""
-    z, a, b = unit(z), unit(bank_u), unit(bank_l)
-    draws = nb._draw_labeled(seed, len(z), n_mix, len(b), n_neg)
+    with the same labeled draws (or the given ones); normalize=False mixes the bank rows as
+    stored. Returns (mixtures, sims, unlabeled_index, labeled_index, w)."""
+    z = unit(z)
+    a, b = (unit(x) if normalize else np.asarray(x, np.float64) for x in (bank_u, bank_l))
+    if draws is None:
+        draws = nb._draw_labeled(seed, len(z), n_mix, len(b), n_neg)
     out = [[] for _ in range(5)]
     for i in range(len(z)):
         neg_idx = np.argsort(a @ z[i], kind="stable")[:n_neg]
@@ -299,6 +302,52 @@ def test_hard_negative_draws_are_seeded_permutation_prefixes():
     c = nb.hard_negatives(z, bank_u, bank_l, 10, seed=2)
     np.testing.assert_array_equal(a.labeled_index, b.labeled_index)
     assert not np.array_equal(a.labeled_index, c.labeled_index)
+
+
+def test_hard_negatives_given_draws_are_used_as_given():
+    z, bank_u, bank_l = clustered(5, 8, 23), clustered(70, 8, 24), clustered(35, 8, 25)
+    seeded = nb.hard_negatives(z, bank_u, bank_l, 12, n_neg=9, n_mix=3, seed=4)
+    draws = nb._draw_labeled(4, 5, 3, 35, 9)
+    given = nb.hard_negatives(z, bank_u, bank_l, 12, n_neg=9, n_mix=3, draws=draws, seed=99)
+    for a, b in zip(seeded, given):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+    # any rows, repeats allowed: each kept mixture pairs the draw at its round and position
+    draws = np.random.default_rng(5).integers(0, 35, (5, 3, 9)).astype(np.int32)
+    out = nb.hard_negatives(z, bank_u, bank_l, 12, n_neg=9, n_mix=3, draws=draws)
+    ref = ncl_reference(z, bank_u, bank_l, 12, 9, 3, (1 / 3, 2 / 3), draws=draws)
+    assert_hard_negatives(out, ref)
+
+
+def test_hard_negatives_normalize_false_mixes_rows_as_stored():
+    """NCL's code mixes its queue rows as stored: rows of other lengths weigh more."""
+    rng = np.random.default_rng(6)
+    z = clustered(6, 8, 26)
+    bank_u = clustered(60, 8, 27) * rng.uniform(0.2, 3.0, (60, 1)).astype(np.float32)
+    bank_l = clustered(30, 8, 28) * rng.uniform(0.2, 3.0, (30, 1)).astype(np.float32)
+    out = nb.hard_negatives(z, bank_u, bank_l, 15, n_neg=10, n_mix=2, normalize=False)
+    ref = ncl_reference(z, bank_u, bank_l, 15, 10, 2, (1 / 3, 2 / 3), 0, normalize=False)
+    assert_hard_negatives(out, ref)
+    unit_out = nb.hard_negatives(z, bank_u, bank_l, 15, n_neg=10, n_mix=2)
+    assert not np.allclose(unit_out.sims, out.sims, atol=1e-3)
+    # unit-length banks: the same as normalize=True
+    same = nb.hard_negatives(z, unit(bank_u), unit(bank_l), 15, n_neg=10, n_mix=2,
+                             normalize=False)
+    np.testing.assert_array_equal(same.unlabeled_index, unit_out.unlabeled_index)
+    np.testing.assert_allclose(same.sims, unit_out.sims, atol=1e-6)
+
+
+@pytest.mark.parametrize("draws,err,match", [
+    (np.zeros((5, 3, 9)), TypeError, "draws must hold integer rows"),
+    (np.zeros((5, 3, 8), np.int64), ValueError, r"draws must have shape \(B, n_mix, n_neg\)"),
+    (np.full((5, 3, 9), 35), ValueError, r"outside \[0, 35\)"),
+    (np.full((5, 3, 9), -1), ValueError, r"outside \[0, 35\)"),
+])
+def test_hard_negatives_bad_draws(draws, err, match):
+    z, bank_u, bank_l = clustered(5, 8, 23), clustered(70, 8, 24), clustered(35, 8, 25)
+    with pytest.raises(err, match=match):
+        nb.hard_negatives(z, bank_u, bank_l, 12, n_neg=9, n_mix=3, draws=draws)
+    with pytest.raises(TypeError, match="normalize must be True or False"):
+        nb.hard_negatives(z, bank_u, bank_l, 12, n_neg=9, n_mix=3, normalize="no")
 
 
 @pytest.mark.parametrize("n", [1, 3, 10, 39, 40])

@@ -224,3 +224,53 @@ def test_two_gloo_ranks_reproduce_the_single_process_result(tmp_path):
         l2 = np.concatenate([np.load(tmp_path / f"{kind}-{r}-labels.npy") for r in range(2)])
         np.testing.assert_allclose(q2, q, rtol=1e-5, atol=1e-7)
         assert (l2 == labels).mean() > 0.999
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_log_probs_start_from_the_rows_as_given(backend):
+    """log_probs=True: SeLa's PS ** lam as given, rows not renormalised, so SeLa's own loop
+    on unnormalised PS runs the same iterations to the same labels."""
+    rng = np.random.default_rng(13)
+    p = np.exp(logits(2000, 25, seed=13, scale=0.5).astype(np.float64))
+    p /= p.sum(axis=1, keepdims=True)
+    p *= rng.uniform(0.5, 2.0, (2000, 1))  # rows summing to 0.5 .. 2
+    ref_labels, ref_plan, ref_iters = sela_loop(p, 10)
+    res = hdlfast.sinkhorn(np.log(p), kind="sela", lam=10, log_probs=True, backend=backend)
+    assert res.n_iter == ref_iters
+    np.testing.assert_array_equal(res.labels, ref_labels)
+    np.testing.assert_allclose(res.Q / 2000, ref_plan, rtol=1e-4, atol=1e-9)
+    # on exact log-softmax rows the two starts agree
+    s = np.log(p / p.sum(axis=1, keepdims=True))
+    a = hdlfast.sinkhorn(s, kind="sela", lam=10, log_probs=True, backend=backend)
+    b = hdlfast.sinkhorn(s, kind="sela", lam=10, backend=backend)
+    assert a.n_iter == b.n_iter
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_allclose(a.Q, b.Q, rtol=1e-5, atol=1e-9)
+
+
+def test_log_probs_bad_input():
+    s = logits(50, 4, seed=14)
+    with pytest.raises(ValueError, match="log_probs=True applies to kind='sela'"):
+        hdlfast.sinkhorn(s, log_probs=True)
+    with pytest.raises(TypeError, match="log_probs must be True or False"):
+        hdlfast.sinkhorn(s, kind="sela", log_probs=1)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_kernel_exp_is_correctly_rounded_almost_everywhere(backend):
+    """The vectorised exp of the kernel (Q = exp(beta (s - row max)) before any iteration)
+    against float64 numpy rounded to float32: at most one float32 ulp off anywhere,
+    correctly rounded on all but a sliver, exactly 0 where float32 underflows."""
+    from hdlfast import _backend
+
+    s = logits(4000, 64, seed=15, scale=3.0)
+    s[:10, 5] = -1e30  # far below the row max: exp underflows to 0
+    for beta in (2.0, 20.0, 1e4):
+        state = _backend.select(backend, False, like=s).sinkhorn_state(s, beta,
+                                                                       np.full(4000, 1 / 4000))
+        ref = np.exp(beta * (s.astype(np.float64) - s.max(axis=1, keepdims=True)))
+        ref = ref.astype(np.float32)
+        ulps = np.abs(state.q.view(np.int32).astype(np.int64) -
+                      ref.view(np.int32).astype(np.int64))
+        assert ulps.max() <= 1 and (ulps == 0).mean() > 0.999
+        np.testing.assert_array_equal(state.rowmax(), s.max(axis=1))

@@ -23,16 +23,34 @@ void accumulate(const float* row, double w, double* acc, int64_t k) {
   for (int64_t j = 0; j < k; ++j) acc[j] += static_cast<double>(row[j]) * w;
 }
 
-// Per-chunk partial column sums of weight(row) rows, reduced in chunk order into out.
-template <typename RowWeight>
-void chunked_colsum(const float* q, int64_t n, int64_t k, RowWeight weight, double* out) {
+// acc[j] = (acc[j] + a[j] wa) + b[j] wb: two accumulate calls in one pass over acc.
+HDLFAST_CLONES
+void accumulate2(const float* a, double wa, const float* b, double wb, double* acc,
+                 int64_t k) {
+  for (int64_t j = 0; j < k; ++j)
+    acc[j] = (acc[j] + static_cast<double>(a[j]) * wa) + static_cast<double>(b[j]) * wb;
+}
+
+// Per-chunk partial column sums of the rows times their weights, reduced in chunk order into
+// out. weights(i, m, w) fills w[0..m) for rows i..i+m-1, m = 2 (pairs, so that per-row work
+// can overlap) or 1 (a chunk's odd last row); rows are added in order either way.
+template <typename RowWeights>
+void chunked_colsum(const float* q, int64_t n, int64_t k, RowWeights weights, double* out) {
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> part(static_cast<size_t>(chunks * k), 0.0);
   parallel_for(chunks, 1, [&](int64_t cb, int64_t ce, int) {
     for (int64_t c = cb; c < ce; ++c) {
       double* acc = part.data() + c * k;
-      for (int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) {
-        accumulate(q + i * k, weight(i), acc, k);
+      const int64_t end = std::min(n, (c + 1) * kChunk);
+      int64_t i = c * kChunk;
+      double w[2];
+      for (; i + 2 <= end; i += 2) {
+        weights(i, 2, w);
+        accumulate2(q + i * k, w[0], q + (i + 1) * k, w[1], acc, k);
+      }
+      if (i < end) {
+        weights(i, 1, w);
+        accumulate(q + i * k, w[0], acc, k);
       }
     }
   });
@@ -154,15 +172,16 @@ void sk_prepare(const float* src, float* q, int64_t n, int64_t k, double beta,
 }
 
 void sk_colsum(const float* q, int64_t n, int64_t k, const double* u, double* out) {
-  chunked_colsum(q, n, k, [&](int64_t i) { return u[i]; }, out);
+  chunked_colsum(
+      q, n, k, [&](int64_t i, int m, double* w) { std::copy(u + i, u + i + m, w); }, out);
 }
 
 void sk_iterate(const float* q, int64_t n, int64_t k, const double* v, const double* r,
                 double* u, double* out_colsum) {
   chunked_colsum(
       q, n, k,
-      [&](int64_t i) {  // the row is read here and again right after, while in cache
-        return u[i] = r[i] / dot8(q + i * k, v, k);
+      [&](int64_t i, int m, double* w) {  // rows read here and again right after, in cache
+        for (int l = 0; l < m; ++l) w[l] = u[i + l] = r[i + l] / dot8(q + (i + l) * k, v, k);
       },
       out_colsum);
 }

@@ -77,6 +77,7 @@ class NCLMemory(nn.Module):
         queue; then the queue takes ``q`` (and ``labels``). ``labeled``: targets are the
         queue rows of the same label; ``la_memory``: the labeled module's queue, needed for
         hard negatives."""
+        self._check(q, k, labels, labeled, la_memory)
         self.epoch = epoch
         self.feat = q
         self.la_memory = la_memory
@@ -90,6 +91,26 @@ class NCLMemory(nn.Module):
             loss = self.ncl_loss(logits)
         self.update_memory(q.shape[0], q, labels)
         return loss
+
+    def _check(self, q, k, labels, labeled, la_memory):
+        """NCL's arguments, named as NCL names them, before any work."""
+        for name, x in (("q", q), ("k", k)):
+            if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+                raise TypeError(f"NCLMemory: {name} must be a float torch tensor")
+            if x.dim() != 2 or x.shape[1] != self.inputSize or x.shape[0] == 0:
+                raise ValueError(f"NCLMemory: {name} must be (B, inputSize={self.inputSize}), "
+                                 f"got shape {tuple(x.shape)}")
+        if k.shape != q.shape:
+            raise ValueError(f"NCLMemory: k has shape {tuple(k.shape)}, q {tuple(q.shape)}")
+        if labeled and labels is None:
+            raise ValueError("NCLMemory: labeled=True needs labels")
+        if labels is not None and tuple(labels.shape) != (q.shape[0],):
+            raise ValueError(f"NCLMemory: labels must be ({q.shape[0]},), one per row of q, "
+                             f"got shape {tuple(labels.shape)}")
+        if la_memory is not None and (la_memory.dim() != 2 or
+                                      la_memory.shape[1] != self.inputSize):
+            raise ValueError(f"NCLMemory: la_memory must be (L, inputSize={self.inputSize}), "
+                             f"got shape {tuple(la_memory.shape)}")
 
     def supervised_loss(self, inputs, all_labels, la_labels):
         """Targets spread evenly over the positive and the queue rows labeled like the

@@ -5,9 +5,11 @@ label optimisation ``optimize_L_sk`` for a one-line switch::
 
 Same signature (a method of SeLa's trainer: it reads ``self.PS``, the (N, K) softmax
 outputs, ``self.lamb``, ``self.outs[nh]``, ``self.dtype``, ``self.L`` and ``self.dev``) and the
-same effect: ``self.L[nh]`` gets the new labels and ``self.PS`` the (N, K) transport plan.
-It runs :func:`hdlfast.sinkhorn` with ``kind="sela"``: the same start (uniform sample
-scalings on PS ** lamb) and SeLa's own stopping rule (sum |c / c_new - 1| <= 0.1, checked
+same effect: ``self.L[nh]`` gets the new labels and ``self.PS`` the transport plan as SeLa
+leaves it, the (K, N) transpose of the (N, K) array, which (a writable numpy array of
+``self.dtype``, as SeLa's is) holds the plan in place.
+It runs :func:`hdlfast.sinkhorn` with ``kind="sela"`` on log(PS) (``log_probs=True``): the
+same start (uniform sample scalings on PS ** lamb) and SeLa's own stopping rule (sum |c / c_new - 1| <= 0.1, checked
 every 10 iterations), so the iterations are SeLa's; the scalings are float64 and the plan
 float32 (SeLa: ``self.dtype``), so labels can differ only where two clusters tie to rounding.
 The iterations run are stored as ``self.sk_iters`` (SeLa prints them).
@@ -20,6 +22,26 @@ from .. import _arrays
 from ..sinkhorn import sinkhorn
 
 
+_BLOCK_ELEMENTS = 1 << 16  # float64 scratch of _log: 512 KiB, stays in cache
+
+
+def _log(ps: np.ndarray) -> np.ndarray:
+    """log(PS) as the float32 the kernel reads (computed in float64, rounded once), in
+    blocks of rows; PS = 0 gives the log of the smallest normal double, whose power is 0 as
+    SeLa's PS ** lamb is."""
+    out = np.empty(ps.shape, np.float32)
+    step = max(1, _BLOCK_ELEMENTS // max(ps.shape[1], 1))
+    tmp = np.empty((step, ps.shape[1]))
+    floor = np.log(np.finfo(np.float64).tiny)
+    with np.errstate(divide="ignore"):
+        for b in range(0, ps.shape[0], step):
+            blk = tmp[:min(step, ps.shape[0] - b)]
+            np.log(ps[b:b + step], out=blk, dtype=np.float64, casting="unsafe")
+            np.maximum(blk, floor, out=blk)
+            out[b:b + step] = blk
+    return out
+
+
 def optimize_L_sk(self, nh=0):
     """SeLa's ``optimize_L_sk(self, nh)``: balanced labels of head ``nh`` from ``self.PS``."""
     ps = _arrays.to_numpy(self.PS)
@@ -30,10 +52,13 @@ def optimize_L_sk(self, nh=0):
     n = max(self.L.size())
     if ps.shape[0] != n:
         raise ValueError(f"self.PS has {ps.shape[0]} rows but self.L has {n} labels per head")
-    with np.errstate(divide="ignore"):
-        log_p = np.log(np.maximum(np.asarray(ps, np.float64), np.finfo(np.float64).tiny))
-    res = sinkhorn(log_p, kind="sela", lam=float(self.lamb))
-    self.PS = (np.asarray(res.Q, np.float64) / n).astype(self.dtype)  # plan, rows sum to 1/N
+    res = sinkhorn(_log(ps), kind="sela", lam=float(self.lamb), log_probs=True)  # PS ** lamb
+    # SeLa writes the plan over PS in place and leaves self.PS as its (K, N) transpose
+    in_place = isinstance(self.PS, np.ndarray) and self.PS.flags.writeable and \
+        self.PS.dtype == self.dtype
+    plan = self.PS if in_place else np.empty(ps.shape, self.dtype)
+    np.divide(res.Q, n, out=plan, dtype=np.float64, casting="unsafe")  # rows sum to 1 / N
+    self.PS = plan.T
     self.sk_iters = res.n_iter
     import torch
 
