@@ -45,7 +45,7 @@ class SinkhornResult(tuple):
 
 def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=None,
              cluster_prior=None, sample_weight=None, process_group=None, log_probs=False,
-             backend=None, memory_budget=None) -> SinkhornResult:
+             sela_tol=_SELA_ERR, backend=None, memory_budget=None) -> SinkhornResult:
     """Balanced assignment of N samples to K clusters: returns ``(Q, labels)`` (a
     :class:`SinkhornResult`, which also carries ``n_iter`` and ``error``).
 
@@ -56,8 +56,9 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
     n_iters, tol : at most ``n_iters`` iterations (swav 3; sela 10,000, with a warning if its
         rule is not met by then). With ``tol`` given, stop once the column marginals are within
         ``tol`` (L1, total mass 1); else swav runs its n_iters and sela stops by SeLa's rule:
-        sum over samples of |u_i / u_new_i - 1| <= 0.1 for the sample scalings u, checked
-        every 10 iterations (from the first), so it runs exactly SeLa's iterations.
+        sum over samples of |u_i / u_new_i - 1| <= ``sela_tol`` (0.1 as SeLa's ImageNet
+        code; its CIFAR code uses 0.01) for the sample scalings u, checked every 10
+        iterations (from the first), so it runs exactly SeLa's iterations.
     cluster_prior : (K,) column marginal (non-negative, sums to 1; long-tailed priors work);
         default uniform 1/K. sample_weight : (N,) non-negative row weights, default uniform.
     process_group : a torch.distributed group (or True for the default group) across which
@@ -79,6 +80,7 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
                                                                                 "n_iters")
     tol = None if tol is None else _checks.positive_float(tol, "tol", zero=True)
     sela_rule = kind == "sela" and tol is None
+    sela_tol = _checks.positive_float(sela_tol, "sela_tol")
     if not isinstance(log_probs, (bool, np.bool_)):
         raise TypeError(f"log_probs must be True or False, got {log_probs!r}")
     if log_probs and kind != "sela":
@@ -126,7 +128,7 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
             break
         if check:
             with np.errstate(divide="ignore", invalid="ignore"):
-                rule_met = _sela_done(u_before / state.row_scaling(), group)
+                rule_met = _sela_done(u_before / state.row_scaling(), group, sela_tol)
             if rule_met:
                 break
         if tol is not None and np.abs(colsum * v - c).sum() <= tol:
@@ -147,18 +149,19 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
     q = state.host_buffer()
     log_u0 = log_u - beta * state.rowmax()  # relative to exp(beta * scores)
     labels, it, err = _log_domain(scores, q, beta, r, c, n_iters, tol, sela_rule, log_u0,
-                                  group, block)
+                                  group, block, sela_tol)
     return SinkhornResult(_arrays.from_host(q, scores), _arrays.from_host(labels, scores),
                           it, err)
 
 
-def _sela_done(ratio: np.ndarray, group) -> bool:
+def _sela_done(ratio: np.ndarray, group, sela_tol: float) -> bool:
     """SeLa's rule on the ratios u / u_new of the sample scalings (summed over all ranks)."""
     err = np.nansum(np.abs(ratio - 1.0))
-    return bool(_arrays.allreduce(np.array([err]), group, "sum")[0] <= _SELA_ERR)
+    return bool(_arrays.allreduce(np.array([err]), group, "sum")[0] <= sela_tol)
 
 
-def _log_domain(scores, q, beta, r, c, n_iters, tol, sela_rule, log_u0, group, block):
+def _log_domain(scores, q, beta, r, c, n_iters, tol, sela_rule, log_u0, group, block,
+                sela_tol=_SELA_ERR):
     """Log-domain iterations over blocks of rows (extra memory: a few blocks), from the row
     scaling ``log_u0`` (on exp(beta * scores)) and with the same stopping rules; fills Q and
     returns (labels, iterations, column-marginal error). Used only when the shifted kernel
@@ -200,7 +203,7 @@ def _log_domain(scores, q, beta, r, c, n_iters, tol, sela_rule, log_u0, group, b
             for b, lk in blocks():
                 log_u[b:b + lk.shape[0]] = log_r[b:b + lk.shape[0]] - row_lse(lk + log_v)
             it += 1
-            if check and _sela_done(np.exp(before - log_u), group):
+            if check and _sela_done(np.exp(before - log_u), group, sela_tol):
                 break
             if tol is not None:
                 marg = np.where(c > 0, np.exp(col_lse() + log_v), 0.0)

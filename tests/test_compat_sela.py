@@ -57,3 +57,21 @@ def test_second_head_and_bad_shapes():
     self.PS = np.ones((500, 7)) / 7
     with pytest.raises(ValueError, match=r"self.PS must be \(N, outs\[0\]=10\)"):
         sela.optimize_L_sk(self, nh=0)
+
+
+@pytest.mark.parametrize("lamb", [10.0, 25.0])
+def test_cifar_variant_returns_selas_cost_and_labels(lamb):
+    """cifar.py's optimize_L_sk(PS): its rule at 0.01 (more iterations than the trainer's
+    0.1), the labels, and cost = -(1 / lamb) sum log (PS ** lamb at the labels) / N."""
+    p = trainer(2500, 40, seed=7, dtype=np.float64).PS
+    before = p.copy()
+    labels, _, iters = sela_loop(p, lamb, tol=1e-2)
+    assert iters > sela_loop(p, lamb)[2]  # the tolerance matters on these inputs
+    cost, selflabels = sela.optimize_L_sk(p, lamb=lamb)
+    assert isinstance(selflabels, torch.Tensor) and selflabels.dtype == torch.long
+    np.testing.assert_array_equal(selflabels.cpu().numpy(), labels)
+    ref_cost = -(1 / lamb) * np.nansum(np.log(p[np.arange(2500), labels] ** lamb)) / 2500
+    assert isinstance(cost, float) and abs(cost - ref_cost) <= 1e-12 * abs(ref_cost)
+    np.testing.assert_array_equal(p, before)
+    with pytest.raises(ValueError, match=r"PS must be \(N, K\)"):
+        sela.optimize_L_sk(p[0])

@@ -38,6 +38,39 @@ def usl_loop(data, neighbors_dist, cluster_labels, num_centroids, final_sample_n
     return np.array(selected)
 
 
+def usl_imagenet_loop(data, neighbors_dist, cluster_labels, num_centroids, iters,
+                      final_sample_num, w, momentum, horizon_num, alpha, exclude_same_cluster):
+    """get_selection_with_reg_imagenet as the original runs it (KeOps' Kmin / argKmin as a
+    full sort), numpy in place of torch."""
+    data = np.asarray(data, np.float64)
+    reg = np.zeros(len(data))
+    for it in range(iters):
+        selected = []
+        for cls_ind in range(num_centroids):
+            if len(selected) == final_sample_num:
+                break
+            match = np.flatnonzero(cluster_labels == cls_ind)
+            if len(match) == 0:
+                continue
+            scores = 1 / neighbors_dist[match] - w * reg[match]
+            selected.append(match[scores.argmax()])
+        if it < iters - 1:
+            sel = data[np.array(selected)]
+            sq = ((data[:, None, :] - sel[None, :, :]) ** 2).sum(-1)
+            order = np.argsort(sq, axis=1, kind="stable")[:, :horizon_num]
+            new = np.take_along_axis(sq, order, 1)
+            if not exclude_same_cluster:
+                new[new == 0] = 1e10
+            else:
+                same = (order == cluster_labels[:, None]).astype(float)
+                new = (1 - same) * new + same * 1e10
+                assert not (new == 0).any()
+            new = (1 / new ** alpha).sum(1)
+            reg = reg * momentum + new * (1 - momentum)
+    assert len(selected) == final_sample_num
+    return np.array(selected)
+
+
 @pytest.fixture(scope="module")
 def feats():
     x, _ = hypersphere_mixture(700, 16, 8, spread=1.0, seed=5)
@@ -69,6 +102,51 @@ def test_get_selection_with_reg_matches_the_original(feats, setting, kind):
     got = usl.get_selection_with_reg(*args, 12, 12, **setting)
     assert isinstance(got, np.ndarray) and got.dtype == np.int64
     np.testing.assert_array_equal(got, ref)
+
+
+IMAGENET_SETTINGS = [  # USL's function defaults (horizon_num shrunk to fit), its config
+    dict(iters=1, w=1, momentum=0.5, horizon_num=8, alpha=1, exclude_same_cluster=False),
+    dict(iters=2, w=1.5, momentum=0.0, horizon_num=6, alpha=0.5, exclude_same_cluster=False),
+    dict(iters=4, w=0.5, momentum=0.5, horizon_num=12, alpha=1, exclude_same_cluster=False),
+    dict(iters=3, w=1.5, momentum=0.3, horizon_num=5, alpha=0.5, exclude_same_cluster=True),
+]
+
+
+@pytest.mark.parametrize("setting", IMAGENET_SETTINGS,
+                         ids=lambda s: f"iters{s['iters']}-h{s['horizon_num']}"
+                                       f"{'-excl' if s['exclude_same_cluster'] else ''}")
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_get_selection_with_reg_imagenet_matches_the_original(feats, setting, kind):
+    x, dist, labels = feats
+    ref = usl_imagenet_loop(x, dist, labels, 12, final_sample_num=12, **setting)
+    args = (x, dist, labels)
+    if kind == "torch":
+        torch = pytest.importorskip("torch")
+        args = tuple(torch.from_numpy(np.asarray(a)) for a in args)
+    got = usl.get_selection_with_reg_imagenet(*args, 12, final_sample_num=12, **setting)
+    assert isinstance(got, np.ndarray) and got.dtype == np.int64
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_imagenet_horizon_and_exclusion_change_the_picks(feats):
+    """On these inputs each knob moves picks, so the tests above would see it ignored."""
+    x, dist, labels = feats
+    base = dict(iters=4, w=0.5, momentum=0.5, alpha=1, final_sample_num=12)
+    picks = {(h, e): tuple(usl.get_selection_with_reg_imagenet(
+        x, dist, labels, 12, horizon_num=h, exclude_same_cluster=e, **base))
+        for h in (2, 12) for e in (False, True)}
+    assert picks[2, False] != picks[12, False] and picks[12, False] != picks[12, True]
+
+
+def test_get_selection_with_reg_imagenet_bad_input(feats):
+    x, dist, labels = feats
+    with pytest.raises(ValueError, match="horizon_num=13 is more than the 12 picks"):
+        usl.get_selection_with_reg_imagenet(x, dist, labels, 12, iters=2, final_sample_num=12,
+                                            horizon_num=13)
+    with pytest.raises(ValueError, match="final_sample_num is required"):
+        usl.get_selection_with_reg_imagenet(x, dist, labels, 12)
+    with pytest.raises(ValueError, match="final_sample_num=13"):
+        usl.get_selection_with_reg_imagenet(x, dist, labels, 12, final_sample_num=13)
 
 
 def test_extra_centroids_and_empty_clusters(feats):

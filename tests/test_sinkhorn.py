@@ -254,6 +254,8 @@ def test_log_probs_bad_input():
         hdlfast.sinkhorn(s, log_probs=True)
     with pytest.raises(TypeError, match="log_probs must be True or False"):
         hdlfast.sinkhorn(s, kind="sela", log_probs=1)
+    with pytest.raises(ValueError, match="sela_tol must be > 0"):
+        hdlfast.sinkhorn(s, kind="sela", sela_tol=0)
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

@@ -9,6 +9,8 @@ license): the selection functions of its ``shared/utils/nn_utils.py``, for a one
                                                  num_centroids, final_sample_num, iters=10,
                                                  w=0.5, momentum=0.9, horizon_dist=4,
                                                  alpha=0.5)
+    # ImageNet: utils.get_selection_with_reg_imagenet(..., iters=2, final_sample_num=2911,
+    #     w=1.5, momentum=0.0, horizon_num=128, alpha=0.5)
 
 Same arguments, defaults and results as the original, written from a reading of it: its
 loops run here as vectorised float64 numpy (the original computes in float32 torch, so two
@@ -43,6 +45,39 @@ def _cluster_labels(cluster_labels, n: int, limit: int, limit_name: str) -> np.n
     return labels
 
 
+def _selection_inputs(data, neighbors_dist, cluster_labels, num_centroids, label_limit=None):
+    """The checked host inputs of the regularised selections: float64 data and
+    neighbors_dist, num_centroids, int64 cluster labels below ``label_limit`` ((limit, its
+    name); default num_centroids)."""
+    x = _host(data, "data", np.float64)
+    if x.ndim != 2 or 0 in x.shape:
+        raise ValueError(f"data must be a non-empty 2-D (N, dim) array, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("data holds NaN or Inf")
+    n = x.shape[0]
+    dist = _host(neighbors_dist, "neighbors_dist", np.float64)
+    if dist.shape != (n,):
+        raise ValueError(f"neighbors_dist must have shape ({n},), got {dist.shape}")
+    if not np.isfinite(dist).all() or (dist <= 0).any():
+        raise ValueError("neighbors_dist must be finite and > 0 (the score is 1 / it)")
+    num_centroids = _checks.positive_int(num_centroids, "num_centroids")
+    limit, limit_name = label_limit or (num_centroids, "num_centroids")
+    return x, dist, num_centroids, _cluster_labels(cluster_labels, n, limit, limit_name)
+
+
+def _sq_dists(x: np.ndarray, sq_norms: np.ndarray, start: int, picks: np.ndarray):
+    """Squared distances of rows start.. start + _BLOCK of x to the picks: |a|^2 + |b|^2 -
+    2 a.b by BLAS, with the entries that cancel to (near) 0 recomputed as sum (a - b)^2, so a
+    row and its copies are at exactly 0 from each other, as in the original's direct sums."""
+    rows = slice(start, start + _BLOCK)
+    scale = sq_norms[rows, None] + sq_norms[None, picks]
+    sq = np.maximum(scale - 2.0 * (x[rows] @ x[picks].T), 0.0)
+    r, c = np.nonzero(sq <= 1e-9 * scale)
+    if r.size:
+        sq[r, c] = ((x[start + r] - x[picks[c]]) ** 2).sum(axis=1)
+    return sq
+
+
 def _first_per_cluster(score: np.ndarray, labels: np.ndarray, clusters: int, take: int,
                        best_is_max: bool) -> np.ndarray:
     """The original's loop ``for cls_ind in range(clusters)``: in each non-empty cluster the
@@ -68,20 +103,11 @@ def get_selection_with_reg(data, neighbors_dist, cluster_labels, num_centroids,
     ``horizon_dist``, summed as 1 / d^alpha and folded in with ``momentum``. Returns the last
     round's picks as a numpy int64 array. ``verbose`` is accepted and ignored."""
     del verbose
-    x = _host(data, "data", np.float64)
-    if x.ndim != 2 or 0 in x.shape:
-        raise ValueError(f"data must be a non-empty 2-D (N, dim) array, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError("data holds NaN or Inf")
-    n = x.shape[0]
-    dist = _host(neighbors_dist, "neighbors_dist", np.float64)
-    if dist.shape != (n,):
-        raise ValueError(f"neighbors_dist must have shape ({n},), got {dist.shape}")
-    if not np.isfinite(dist).all() or (dist <= 0).any():
-        raise ValueError("neighbors_dist must be finite and > 0 (the score is 1 / it)")
-    num_centroids = _checks.positive_int(num_centroids, "num_centroids")
     final_sample_num = _checks.positive_int(final_sample_num, "final_sample_num")
-    labels = _cluster_labels(cluster_labels, n, final_sample_num, "final_sample_num")
+    x, dist, num_centroids, labels = _selection_inputs(
+        data, neighbors_dist, cluster_labels, num_centroids,
+        (final_sample_num, "final_sample_num"))
+    n = x.shape[0]
     if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 1:
         raise ValueError(f"iters must be an integer >= 1, got {iters!r}")
     w = _checks.positive_float(w, "w", zero=True)
@@ -103,8 +129,7 @@ def get_selection_with_reg(data, neighbors_dist, cluster_labels, num_centroids,
         cols = np.arange(final_sample_num)
         for b in range(0, n, _BLOCK):
             rows = slice(b, b + _BLOCK)
-            sq = np.maximum(sq_norms[rows, None] + sq_norms[None, picks]
-                            - 2.0 * (x[rows] @ x[picks].T), 0.0)
+            sq = _sq_dists(x, sq_norms, b, picks)
             sq[labels[rows, None] == cols[None, :]] = _FAR
             if (sq == 0).any():
                 r, c = np.argwhere(sq == 0)[0]
@@ -115,6 +140,66 @@ def get_selection_with_reg(data, neighbors_dist, cluster_labels, num_centroids,
                 sq[sq >= horizon_dist] = _FAR
             new[rows] = (sq ** -alpha).sum(axis=1)
         reg = reg * momentum + new * (1.0 - momentum)
+    return picks
+
+
+def get_selection_with_reg_imagenet(data, neighbors_dist, cluster_labels, num_centroids,
+                                    iters=1, final_sample_num=None, w=1, momentum=0.5,
+                                    horizon_num=256, alpha=1, exclude_same_cluster=False,
+                                    verbose=False):
+    """USL's ImageNet selection (its config: iters 2, w 1.5, momentum 0, horizon_num 128,
+    alpha 0.5): rounds as in :func:`get_selection_with_reg`, but between rounds only (none
+    after the last) the regulariser of a row sums 1 / d^alpha over its ``horizon_num``
+    smallest squared distances d to the picks, with d = 0 (the row itself, or a copy of it)
+    counted as 1e10, or, with ``exclude_same_cluster``, the picks at positions equal to the
+    row's cluster label counted as 1e10 instead (the original's note: positions and clusters
+    agree when no cluster is skipped). Returns the last round's picks (numpy int64)."""
+    del verbose
+    x, dist, num_centroids, labels = _selection_inputs(data, neighbors_dist, cluster_labels,
+                                                       num_centroids)
+    n = x.shape[0]
+    if final_sample_num is None:
+        raise ValueError("final_sample_num is required (the original's assert compares the "
+                         "picks with it)")
+    final_sample_num = _checks.positive_int(final_sample_num, "final_sample_num")
+    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 1:
+        raise ValueError(f"iters must be an integer >= 1, got {iters!r}")
+    w = _checks.positive_float(w, "w", zero=True)
+    momentum = _checks.positive_float(momentum, "momentum", zero=True)
+    alpha = _checks.positive_float(alpha, "alpha")
+    horizon_num = _checks.positive_int(horizon_num, "horizon_num")
+
+    sq_norms = np.einsum("ij,ij->i", x, x)
+    reg = np.zeros(n)
+    for it in range(iters):
+        picks = _first_per_cluster(1.0 / dist - w * reg, labels, num_centroids,
+                                   final_sample_num, best_is_max=True)
+        if it == iters - 1:
+            break
+        if horizon_num > picks.shape[0]:
+            raise ValueError(f"horizon_num={horizon_num} is more than the {picks.shape[0]} "
+                             "picks (the original's Kmin needs that many)")
+        new = np.empty(n)
+        for b in range(0, n, _BLOCK):
+            rows = slice(b, b + _BLOCK)
+            sq = _sq_dists(x, sq_norms, b, picks)
+            near = np.argpartition(sq, horizon_num - 1, axis=1)[:, :horizon_num]
+            d = np.take_along_axis(sq, near, 1)
+            if exclude_same_cluster:
+                d[near == labels[rows, None]] = _FAR
+                if (d == 0).any():
+                    r = int(np.argwhere(d == 0)[0][0])
+                    raise ValueError(f"row {b + r} of data coincides with a pick of another "
+                                     "cluster: the regulariser 1 / 0 is undefined (the "
+                                     "original's assert)")
+            else:
+                d[d == 0] = _FAR
+            new[rows] = (d ** -alpha).sum(axis=1)
+        reg = reg * momentum + new * (1.0 - momentum)
+    if picks.shape[0] != final_sample_num:
+        raise ValueError(f"only {picks.shape[0]} of the num_centroids={num_centroids} clusters "
+                         f"are non-empty, fewer than final_sample_num={final_sample_num} (the "
+                         "original's assert)")
     return picks
 
 
