@@ -4,7 +4,7 @@ SeLa's optimize_L_sk loop (numpy, float64), SCAN's faiss mining, USL's
 get_selection_with_reg loop (numpy in place of torch, the same broadcast (N, B, d) distance
 tensor) and NCL's per-anchor hard-negative loss (torch), transcribed in tests/
 (conftest.sela_loop, test_compat_usl.usl_loop, test_compat_ncl.ref_hng) and reused here.
-Same inputs for both sides, results checked equal; medians of 7 (USL, SCAN: 3) after a warm-up,
+Same inputs for both sides, results checked equal; medians of 11 (USL, SCAN: 3) after a warm-up,
 the two sides timed in alternation.
 Run: python benchmarks/compat_speed.py [--out benchmarks/results/compat-speed.json]
 """
@@ -26,7 +26,7 @@ from hdlfast.compat import sela, usl  # noqa: E402
 from test_compat_usl import usl_loop  # noqa: E402
 
 
-def paired_times(original, ours, repeats=7):
+def paired_times(original, ours, repeats=11):
     """Median seconds of each after a warm-up, the two timed in alternation so that a slow
     spell of this shared machine falls on both."""
     original(), ours()
@@ -39,7 +39,7 @@ def paired_times(original, ours, repeats=7):
     return float(np.median(times[original])), float(np.median(times[ours]))
 
 
-def record(case, original, ours, repeats=7):
+def record(case, original, ours, repeats=11):
     original_s, hdlfast_s = paired_times(original, ours, repeats)
     return {"case": case, "original_s": original_s, "hdlfast_s": hdlfast_s}
 
