@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <string>
 
 #include "cuda/hdl.cuh"
 #include "cuda/kmeans.cuh"
@@ -30,6 +31,13 @@ PYBIND11_MODULE(_cuda, m) {
         return hc::device_count();
       },
       "Number of visible CUDA devices; 0 on any error (no driver, no device). Never raises.");
+  m.def(
+      "device_error",
+      []() {
+        const char* err = hc::device_error();
+        return std::string(err == nullptr ? "" : err);
+      },
+      "Why there is no usable device when it is not simply none: the CUDA error, else ''.");
 
   m.def(
       "row_inv_norms",

@@ -4,7 +4,7 @@ from ._backend import info
 from .clusterability import KSelection, label_clusterability, select_k
 from .estimator import HDLLabeler
 from .kmeans import KMeansResult, kmeans
-from .knn import knn, reverse_graph
+from .knn import KNNGraph, knn, reverse_graph
 from .labeling import PROVENANCE, HDLResult, hdl, knn_vote, vote_against
 from .metrics import ari, cluster_accuracy, nmi
 from .neighbors import (ConfidentLabels, HardNegatives, confident_labels, hard_negatives,
@@ -13,7 +13,7 @@ from .selection import knn_density, select_to_label
 from .sinkhorn import SinkhornResult, sinkhorn
 
 __version__ = "0.1.0"
-__all__ = ["knn", "reverse_graph", "knn_vote", "hdl", "HDLResult", "PROVENANCE", "vote_against",
+__all__ = ["knn", "KNNGraph", "reverse_graph", "knn_vote", "hdl", "HDLResult", "PROVENANCE", "vote_against",
            "sinkhorn", "SinkhornResult", "kmeans", "KMeansResult", "knn_density", "select_to_label",
            "mine_neighbors", "neighbor_accuracy", "confident_labels", "ConfidentLabels",
            "neighborhood_positives", "hard_negatives", "HardNegatives", "cluster_accuracy",

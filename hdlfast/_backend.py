@@ -11,6 +11,7 @@ import functools
 import importlib
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -39,6 +40,25 @@ def usable(name: str) -> bool:
     if mod is None:
         return False
     return mod.device_count() > 0 if name == "cuda" else True
+
+
+def cuda_problem() -> str:
+    """Why GPU arrays cannot run on the GPU here ('' when they can): the CUDA module is not
+    built, or the driver reports an error (too old for this build, ...), or no device."""
+    mod = _module("cuda")
+    if mod is None:
+        return "the CUDA module is not built (reinstall with HDLFAST_CUDA=ON and nvcc)"
+    err = mod.device_error() if hasattr(mod, "device_error") else ""
+    if err:
+        hint = " (or no NVIDIA driver is installed)" if "insufficient" in err else ""
+        return f"CUDA reports: {err}{hint}"
+    return "" if mod.device_count() > 0 else "no CUDA device is visible"
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_fallback(message: str) -> None:
+    """Say once per process that work does not run where the caller would expect."""
+    warnings.warn(f"hdlfast: {message}", RuntimeWarning, stacklevel=4)
 
 
 class _NativeKernels:
@@ -287,6 +307,12 @@ def select(backend: str | None, on_gpu: bool, like=None):
         name = "cuda"
     else:
         name = "native" if built("native") else "numba"
+        if on_gpu:
+            _warn_fallback(f"GPU arrays run on the CPU ({name} backend, copied to the host "
+                           f"and back): {cuda_problem()}")
+        if name == "numba":
+            _warn_fallback("the compiled CPU module is not built (no C++ compiler at install?): "
+                           "using the numba kernels, slower and compiled on first use")
     if not usable(name):
         reason = "no CUDA device is visible" if built(name) else "it is not installed"
         raise RuntimeError(f"backend {name!r} cannot be used here: {reason} (see hdlfast.info())")
@@ -310,6 +336,8 @@ def info() -> dict:
     out["cpu_threads"] = _cpu.num_workers()
     if out["cuda"]["usable"]:
         out["cuda"]["devices"] = _module("cuda").device_count()
+    else:
+        out["cuda"]["why_not"] = cuda_problem()
     out["default_cpu"] = "native" if out["native"]["built"] else "numba"
     out["env_override"] = os.environ.get("HDLFAST_BACKEND")
     return out

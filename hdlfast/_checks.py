@@ -199,14 +199,29 @@ def indices(idx, name: str, n: int | None):
     return host, n
 
 
-def graph(g, n: int, k: int):
-    """A precomputed kNN graph ``(idx, sims)`` of n points with at least k columns; returns
-    host copies of the first k columns (int64, float32)."""
+def graph_pair(g):
+    """The ``(sims, idx)`` arrays of a graph argument: hdlfast.knn's result (a KNNGraph) or any
+    pair of a float and an integer array, in either order (told apart by dtype, so the
+    ``(idx, sims)`` order of earlier releases still works)."""
     if not isinstance(g, (tuple, list)) or len(g) != 2:
-        raise TypeError("graph must be a pair (idx, sims) as returned by hdlfast.knn")
-    idx, sims = (_arrays.as_array(a, "graph") for a in g)
+        raise TypeError("graph must be the (sims, idx) pair returned by hdlfast.knn")
+    a, b = (_arrays.as_array(x, "graph") for x in g)
+    ints = [_arrays.info(x, "graph").dtype.startswith(_INT_KINDS) for x in (a, b)]
+    if ints == [False, True]:
+        return a, b
+    if ints == [True, False]:
+        return b, a
+    raise TypeError("graph must be the (sims, idx) result of hdlfast.knn: one float array of "
+                    "similarities and one integer array of indices, got "
+                    f"{'two integer' if all(ints) else 'two float'} arrays")
+
+
+def graph(g, n: int, k: int):
+    """A precomputed kNN graph (see :func:`graph_pair`) of n points with at least k columns;
+    returns host copies of the first k columns, ``(idx, sims)`` (int64, float32)."""
+    sims, idx = graph_pair(g)
     i_shape, s_inf = _arrays.info(idx, "graph idx").shape, _arrays.info(sims, "graph sims")
-    if s_inf.dtype.startswith(_INT_KINDS):
+    if s_inf.dtype not in _arrays.FLOAT_DTYPES:
         raise TypeError(f"graph sims must hold similarities (floats), got dtype {s_inf.dtype}")
     if len(i_shape) != 2 or i_shape != s_inf.shape:
         raise ValueError(f"graph idx and sims must both be (N, k), got {i_shape} and "

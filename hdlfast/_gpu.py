@@ -6,6 +6,8 @@ memory from Python.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from . import _arrays, _checks
@@ -89,6 +91,8 @@ def topk(cuda, q, db, k: int, exclude_self: bool, allow_tf32: bool,
                 if not _arrays.is_out_of_memory(exc) or block == 1:
                     raise
                 block = max(block // 2, 1)
+                warnings.warn(f"hdlfast.knn: out of GPU memory for the workspace; retrying "
+                              f"with blocks of {block} queries", RuntimeWarning, stacklevel=4)
                 continue
             cuda.knn(_arrays.data_ptr(q) + start * d * elem, stop - start, _arrays.data_ptr(db),
                      nd, d, dtype, _arrays.data_ptr(q_inv) + 4 * start, _arrays.data_ptr(db_inv),
@@ -204,6 +208,9 @@ class CudaLabeling:
                     if not _arrays.is_out_of_memory(exc) or chunk == 1:
                         raise
                     chunk = (chunk + 1) // 2
+                    warnings.warn(f"hdlfast: out of GPU memory for the label search; "
+                                  f"retrying {chunk} targets at a time", RuntimeWarning,
+                                  stacklevel=4)
             self._m.search(_arrays.data_ptr(d_idx), _arrays.data_ptr(d_sims), n, k,
                            _arrays.data_ptr(d_indptr), _arrays.data_ptr(d_src), nnz,
                            _arrays.data_ptr(d_lab), _arrays.data_ptr(d_tgt), n_targets,

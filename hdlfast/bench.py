@@ -38,7 +38,7 @@ Capabilities, their params (``PARAMS``), contenders and floors
   (IndexFlatIP: add, search k+1, the point itself kept); torch-cpu and torch-cuda (mm + topk in
   row blocks, self masked). Floor "gemm": 2 n^2 d FLOPs (the full product; hdlfast's self-graph
   multiplies only half of it, so it can go below 1) over the matmul rate.
-- "hdl" (n, k, classes, label_fraction, seed): ``hdlfast.hdl(graph=(idx, sims), labels=...,
+- "hdl" (n, k, classes, label_fraction, seed): ``hdlfast.hdl(graph=(sims, idx), labels=...,
   fallback=None)`` on ``ring_graph(n, k)``. hdlfast-native, hdlfast-numba, hdlfast-cuda. Floor
   "memory": one read of idx + sims, 12 n k bytes, over the copy bandwidth.
 - "sinkhorn" (n, clusters, iters, lam, seed): SeLa Sinkhorn (lam=25, ``iters`` iterations,

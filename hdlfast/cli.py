@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _checks
+from . import __version__, _checks
 
 EXIT_USAGE = 2
 
@@ -367,7 +367,7 @@ def _label_run(args, x, y, out, report_path, bar, stages) -> int:
     bar.set_description(stages[1])
     method = args.method
     if args.k == "auto":
-        sel = select_k(x, y, candidates, graph=(idx, sims),
+        sel = select_k(x, y, candidates, graph=(sims, idx),
                        method="hdl" if method == "knn-dv" else method)
         k, rule, scores, curve = sel.k, sel.rule, sel.scores, sel.clusterability
     else:
@@ -382,7 +382,7 @@ def _label_run(args, x, y, out, report_path, bar, stages) -> int:
         level = np.where(y >= 0, 0, 1).astype(np.int32)
         prov = np.where(y >= 0, 0, PROVENANCE.index("fallback")).astype(np.int8)
     else:
-        res = hdl(x, y, k, graph=(idx, sims), method=method, max_visits=args.max_visits)
+        res = hdl(x, y, k, graph=(sims, idx), method=method, max_visits=args.max_visits)
         lab, conf, level, prov = (_arrays.to_numpy(a) for a in
                                   (res.labels, res.confidence, res.level, res.provenance))
     timings["label_s"] = time.perf_counter() - t0
@@ -474,10 +474,10 @@ def _demo(args) -> int:
             lab = np.full(y.shape[0], -1)
             for c in range(10):
                 lab[rng.choice(np.nonzero(y == c)[0], per, replace=False)] = c
-            k = select_k(x, lab, graph=(idx, sims)).k if args.k == "auto" else int(args.k)
+            k = select_k(x, lab, graph=(sims, idx)).k if args.k == "auto" else int(args.k)
             ks.append(k)
-            acc["hdl"].append((hdl(x, lab, k, graph=(idx, sims)).labels == y).mean())
-            acc["tree"].append((hdl(x, lab, k, graph=(idx, sims), method="tree").labels
+            acc["hdl"].append((hdl(x, lab, k, graph=(sims, idx)).labels == y).mean())
+            acc["tree"].append((hdl(x, lab, k, graph=(sims, idx), method="tree").labels
                                 == y).mean())
             acc["dv"].append((_arrays.to_numpy(knn_vote(x, lab, k)[0]) == y).mean())
             ls = LabelSpreading(kernel="knn", n_neighbors=k, max_iter=200).fit(xn, lab)
@@ -541,6 +541,7 @@ class _Parser(argparse.ArgumentParser):
 def main(argv=None) -> int:
     parser = _Parser(prog="hdlfast", description="hdlfast: exact kNN graphs, kNN labeling "
                      "(HDL) and benchmarks for embeddings")
+    parser.add_argument("--version", action="version", version=f"hdlfast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("info", help="which backends are built and usable").set_defaults(fn=_info)
 

@@ -62,7 +62,8 @@ def select_k(X, labels, candidates=DEFAULT_CANDIDATES, *, n_folds=5, threshold=0
     every k, so when no candidate passes, the k whose HDL labeling agrees most with the
     labelings at the other candidates wins ("consensus"; measured on digits and a synthetic
     mixture with one label per class it lands within 1-3 points of the best k in hindsight).
-    ``graph=(idx, sims)``: a precomputed kNN graph of X with at least max(candidates) columns.
+    ``graph``: a precomputed kNN graph of X (``hdlfast.knn(X, k)``, or a ``(sims, idx)``
+    pair) with at least max(candidates) columns.
     """
     from .labeling import hdl
 
@@ -90,7 +91,7 @@ def select_k(X, labels, candidates=DEFAULT_CANDIDATES, *, n_folds=5, threshold=0
         ok = [k for k, mu in zip(curve["k"], curve["mu"]) if mu >= threshold]
         if ok:
             return KSelection(max(ok), "clusterability", {}, curve)
-        runs = {k: _arrays.to_numpy(hdl(X, y, k, graph=(idx, sims), method=method,
+        runs = {k: _arrays.to_numpy(hdl(X, y, k, graph=(sims, idx), method=method,
                                         backend=backend).labels) for k in cands}
         scores = {k: float(np.mean([(runs[k] == runs[j]).mean() for j in cands if j != k]))
                   if len(cands) > 1 else 1.0 for k in cands}
@@ -104,7 +105,7 @@ def select_k(X, labels, candidates=DEFAULT_CANDIDATES, *, n_folds=5, threshold=0
             hidden = np.nonzero(folds == f)[0]
             train = y.copy()
             train[hidden] = -1
-            res = hdl(X, train, k, graph=(idx, sims), method=method, backend=backend)
+            res = hdl(X, train, k, graph=(sims, idx), method=method, backend=backend)
             acc.append(float((_arrays.to_numpy(res.labels)[hidden] == y[hidden]).mean()))
         scores[k] = float(np.mean(acc))
     best = max(cands, key=lambda k: (scores[k], -k))

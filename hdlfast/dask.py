@@ -457,7 +457,7 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
         split_every=4) -> HDLResult:
     """:func:`hdlfast.hdl` with the kNN searches on dask; computes and returns numpy results.
 
-    The kNN graph is built by :func:`knn` (or given as ``graph=(idx, sims)``: dask arrays,
+    The kNN graph is built by :func:`knn` (or given as ``graph=(sims, idx)``: dask arrays,
     ``.npy`` paths, memmaps or zarr arrays, e.g. from :func:`load_graph`), then gathered to
     one worker, which runs phases A and B (propagation level by level, then the search) on
     its CPU. Those are O(N k) passes over the graph, cheap next to building it, and every
@@ -486,11 +486,16 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
                          "graph runs on the CPU (backend None, 'native' or 'numba')")
     src = None if X is None else _as_source(X, "X", block_rows)
     if graph is None and src is None:
-        raise ValueError("hdl needs embeddings X or a precomputed graph=(idx, sims)")
+        raise ValueError("hdl needs embeddings X or a precomputed graph=(sims, idx)")
     if graph is not None:
         if not isinstance(graph, (tuple, list)) or len(graph) != 2:
-            raise TypeError("graph must be a pair (idx, sims) as returned by hdlfast.dask.knn")
-        g_idx, g_sims = (_graph_part(a, "graph") for a in graph)
+            raise TypeError("graph must be the pair (sims, idx) of hdlfast.dask.knn")
+        parts = [_graph_part(a, "graph") for a in graph]
+        ints = [np.dtype(p.dtype).kind in "iu" for p in parts]
+        if sorted(ints) != [False, True]:  # either order, told apart by dtype
+            raise TypeError("graph must be the pair (sims, idx) of hdlfast.dask.knn: one float "
+                            "and one integer array")
+        g_sims, g_idx = parts if ints[1] else parts[::-1]
         n = int(g_idx.shape[0])
         if src is not None and src.shape[0] != n:
             raise ValueError(f"graph has {n} rows but X has {src.shape[0]}")
@@ -576,7 +581,7 @@ def _write_rows(path, start, block):
 
 def load_graph(path):
     """``(sims, idx)`` written by :func:`save_graph`, left on disk (memmaps or zarr arrays);
-    pass ``graph=(idx, sims)`` to :func:`hdl` or :func:`hdlfast.hdl`."""
+    pass ``graph=(sims, idx)`` to :func:`hdl` or :func:`hdlfast.hdl`."""
     p = Path(path)
     if p.suffix == ".zarr":
         import zarr

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
 
 from . import _arrays, _checks
 from .clusterability import DEFAULT_CANDIDATES, select_k
-from .labeling import FALLBACK, GIVEN, hdl, knn_vote, vote_against
+from .labeling import FALLBACK, GIVEN, hdl, knn_vote, vote_against, vote_shares
 
 
 class HDLLabeler(ClassifierMixin, BaseEstimator):
@@ -15,7 +16,9 @@ class HDLLabeler(ClassifierMixin, BaseEstimator):
     Like ``sklearn.semi_supervised.LabelSpreading``: ``fit(X, y)`` sets ``transduction_``
     (a label per point), plus ``label_confidence_``, ``level_``, ``provenance_`` (indices into
     ``hdlfast.PROVENANCE``) and ``k_`` (the k used; chosen by :func:`hdlfast.select_k` when
-    ``k="auto"``). ``predict(X_new)`` votes among the k nearest fitted points (kNN-DV).
+    ``k="auto"``). ``predict(X_new)`` votes among the k nearest fitted points (kNN-DV);
+    ``predict_proba(X_new)`` gives each class's share of that vote (columns in ``classes_``
+    order). Before ``fit``, both raise scikit-learn's ``NotFittedError``.
 
     method: "hdl" (propagation, search, fallback), "knn-dv" (direct voting; voted points get
     provenance "fallback", level 1) or "tree" (search only, then fallback).
@@ -61,6 +64,7 @@ class HDLLabeler(ClassifierMixin, BaseEstimator):
                 _arrays.to_numpy(a) for a in (res.labels, res.confidence, res.level,
                                               res.provenance))
         self.classes_ = np.unique(labels[labels >= 0])
+        self.n_features_in_ = _arrays.info(X, "X").shape[1]
         self.X_fit_ = X
         return self
 
@@ -73,8 +77,15 @@ class HDLLabeler(ClassifierMixin, BaseEstimator):
         """Confidence (winning vote share) of :meth:`predict`."""
         return self._vote(X)[1]
 
+    def predict_proba(self, X):
+        """(N, len(classes_)) share of each class in the vote of :meth:`predict`: the vote
+        weights (1 with weighting="uniform", else the similarity floored at 0) per class over
+        their total, so the predicted class has the largest share (ties aside)."""
+        check_is_fitted(self, "X_fit_")
+        return vote_shares(X, self.X_fit_, self.transduction_, self.classes_, self.k_,
+                           weighting=self.weighting, backend=self.backend)
+
     def _vote(self, X):
-        if not hasattr(self, "X_fit_"):
-            raise ValueError("HDLLabeler is not fitted yet: call fit(X, y) first")
+        check_is_fitted(self, "X_fit_")
         return vote_against(X, self.X_fit_, self.transduction_, self.k_,
                             weighting=self.weighting, backend=self.backend)

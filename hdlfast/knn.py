@@ -1,9 +1,20 @@
 """Exact cosine k-nearest-neighbour graphs (SPEC section 1)."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from . import _arrays, _backend, _checks
+
+
+class KNNGraph(NamedTuple):
+    """A kNN graph as :func:`knn` returns it: ``sims`` (N, k) float32 by decreasing
+    similarity and ``idx`` (N, k) int64. Unpacks as ``sims, idx = knn(...)``; every function
+    taking ``graph=`` accepts it as is (or a plain ``(sims, idx)`` pair)."""
+
+    sims: object
+    idx: object
 
 
 def knn(queries, k, *, database=None, exclude_self=None, backend=None, memory_budget=None,
@@ -26,6 +37,7 @@ def knn(queries, k, *, database=None, exclude_self=None, backend=None, memory_bu
 
     Returns
     -------
+    KNNGraph(sims, idx), which unpacks as ``sims, idx``:
     sims : (Nq, k) float32, rows sorted by decreasing similarity.
     idx : (Nq, k) int64 database indices; among equal similarities the smaller index first.
     Both in the kind and on the device of ``queries``.
@@ -60,8 +72,9 @@ def checked_knn(queries, k, database=None, exclude_self=None, backend=None, memo
     if memory_budget is not None:
         memory_budget = _checks.positive_int(memory_budget, "memory_budget")
     impl = _backend.select(backend, q_info.on_gpu)
-    return impl.knn(queries, database, k, exclude_self=exclude_self, allow_tf32=allow_tf32,
-                    memory_budget=memory_budget, q_name=q_name, db_name=db_name)
+    return KNNGraph(*impl.knn(queries, database, k, exclude_self=exclude_self,
+                              allow_tf32=allow_tf32, memory_budget=memory_budget,
+                              q_name=q_name, db_name=db_name))
 
 
 _MAX_POINTS = 2**31 - 1  # as labels: the labeling kernels index points with int32

@@ -83,8 +83,9 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
     """Hierarchical dynamic labeling (SPEC 3) of every point.
 
     Give embeddings ``X`` (the graph is built with :func:`hdlfast.knn`) or a precomputed
-    ``graph=(idx, sims)`` of all N points, self excluded, rows by decreasing similarity (only
-    the first k columns are used). ``labels``: (N,) ints, -1 for unlabeled.
+    ``graph``, the result of ``hdlfast.knn(X, k)`` for all N points (self excluded, rows by
+    decreasing similarity; a ``(sims, idx)`` pair, or ``(idx, sims)``, works too; only the
+    first k columns are used). ``labels``: (N,) ints, -1 for unlabeled.
     ``method="tree"`` skips propagation: phase-B search from every unlabeled point using the
     given labels only. ``schedule="sequential"`` labels one point at a time, most supported
     first (CPU, for comparison; it floods regions at large k). ``fallback``: "knn-dv" (kNN
@@ -108,13 +109,13 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
         like, on_gpu, n = X, x_info.on_gpu, x_info.shape[0]
     if graph is None:
         if X is None:
-            raise ValueError("hdl needs embeddings X or a precomputed graph=(idx, sims)")
+            raise ValueError("hdl needs embeddings X or a precomputed graph=hdlfast.knn(X, k)")
         _checks.k_at_most(k, n - 1, "other points")
     y = _checks.labels(labels, n, n_classes)
     n = y.shape[0]
     if like is None:  # graph only: the graph's device decides
-        like = _arrays.as_array(graph[0], "graph") if isinstance(graph, (tuple, list)) \
-            and len(graph) == 2 else _arrays.as_array(labels, "labels")
+        like = _checks.graph_pair(graph)[0] if graph is not None \
+            else _arrays.as_array(labels, "labels")
         on_gpu = _arrays.info(like, "graph").on_gpu
     if fallback == "auto":
         fallback = "knn-dv" if X is not None else None
@@ -192,6 +193,44 @@ def vote_against(X, reference, ref_labels, k=20, *, weighting="similarity", back
     lab, conf = _vote_in_embedding(kern, X, y, None, known, k, weighting, backend,
                                    database=reference)
     return _arrays.from_host(lab, X), _arrays.from_host(conf.astype(np.float32), X)
+
+
+def vote_shares(X, reference, ref_labels, classes, k=20, *, weighting="similarity",
+                backend=None):
+    """(N, len(classes)) float64 vote shares of new points ``X`` among their k nearest points
+    of ``reference`` whose ``ref_labels`` are not -1: the weights of :func:`vote_against`'s
+    vote (1, or the similarity floored at 0) per class, over their total, so the winner of
+    :func:`vote_against` has the largest share (ties aside). Rows whose voters all weigh 0 get
+    the plain vote counts."""
+    X, x_info = _checks.embeddings(X, "X")
+    reference, r_info = _checks.embeddings(reference, "reference")
+    _checks.same_device(x_info, r_info, "X", "reference")
+    _checks.same_width(x_info, r_info, "X", "reference")
+    y = _checks.labels(ref_labels, r_info.shape[0], name="ref_labels")
+    k = _checks.positive_int(k, "k")
+    _checks.choice(weighting, "weighting", WEIGHTINGS)
+    classes = np.asarray(classes)
+    known = np.nonzero(y >= 0)[0]
+    if known.size == 0:
+        raise ValueError("ref_labels has no labeled point to vote")
+    if not np.isin(y[known], classes).all():
+        raise ValueError("ref_labels holds a label that is not in classes")
+    sims, nbr = (_arrays.to_numpy(a) for a in
+                 knn(X, min(k, known.size), database=_arrays.take_rows(reference, known),
+                     backend=backend))
+    col = np.searchsorted(classes, y[known][nbr])
+    rows = np.arange(nbr.shape[0])[:, None]
+    counts = np.zeros((nbr.shape[0], classes.size))
+    np.add.at(counts, (np.broadcast_to(rows, col.shape), col), 1.0)
+    if weighting == "uniform":
+        return counts / counts.sum(axis=1, keepdims=True)
+    shares = np.zeros_like(counts)
+    np.add.at(shares, (np.broadcast_to(rows, col.shape), col),
+              np.maximum(sims.astype(np.float64), 0.0))
+    total = shares.sum(axis=1, keepdims=True)
+    zero = total[:, 0] <= 0
+    shares[zero], total[zero] = counts[zero], counts[zero].sum(axis=1, keepdims=True)
+    return shares / total
 
 
 def _vote_in_embedding(kern, X, y, todo, known, k, weighting, backend, database=None,

@@ -153,3 +153,21 @@ def test_usage_errors_are_one_line_and_exit_2(argv, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error:" in err and "Traceback" not in err
+
+
+def test_version_and_python_dash_m():
+    res = subprocess.run([sys.executable, "-m", "hdlfast", "--version"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == f"hdlfast {hdlfast.__version__}"
+    res = subprocess.run([sys.executable, "-m", "hdlfast", "info"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0 and "native" in json.loads(res.stdout)
+
+
+def test_package_metadata_has_one_version_and_a_license():
+    from importlib import metadata
+    from pathlib import Path
+
+    assert metadata.version("hdlfast") == hdlfast.__version__
+    assert metadata.metadata("hdlfast")["License"] == "MIT"
+    assert (Path(hdlfast.__file__).parent / "py.typed").exists()

@@ -107,3 +107,35 @@ def test_hdl_labeler_matches_functions_and_is_a_sklearn_estimator():
         hdlfast.HDLLabeler().predict(x)
     with pytest.raises(ValueError, match="method"):
         hdlfast.HDLLabeler(method="spread").fit(x, lab)
+
+
+@pytest.mark.parametrize("weighting", ["similarity", "uniform"])
+def test_hdl_labeler_predict_proba_is_the_vote(weighting):
+    """Each row sums to 1, the predicted class has the largest share, and the shares are the
+    vote weights of a float64 reference; before fit: scikit-learn's NotFittedError."""
+    from sklearn.exceptions import NotFittedError
+
+    x, y = digits()
+    lab = few_labels(y, 3, seed=8)
+    clf = hdlfast.HDLLabeler(k=10, weighting=weighting)
+    with pytest.raises(NotFittedError):
+        clf.predict_proba(x[1500:])
+    with pytest.raises(NotFittedError):
+        clf.predict(x[1500:])
+    clf.fit(x[:1500], lab[:1500])
+    proba = clf.predict_proba(x[1500:])
+    assert proba.shape == (len(x) - 1500, len(clf.classes_)) and clf.n_features_in_ == x.shape[1]
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    pred = clf.predict(x[1500:])
+    best = proba.max(axis=1)
+    assert (proba[np.arange(len(pred)), np.searchsorted(clf.classes_, pred)] == best).all()
+    # reference: the 10 nearest fitted points by exact float64 cosine, their labels, weights
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    s = u[1500:] @ u[:1500].T
+    nbr = np.argsort(-s, axis=1, kind="stable")[:, :10]
+    w = np.ones(nbr.shape) if weighting == "uniform" else \
+        np.maximum(np.take_along_axis(s, nbr, 1), 0)
+    ref = np.zeros_like(proba)
+    for c_i, c in enumerate(clf.classes_):
+        ref[:, c_i] = (w * (clf.transduction_[nbr] == c)).sum(1)
+    np.testing.assert_allclose(proba, ref / ref.sum(1, keepdims=True), atol=1e-5)

@@ -583,3 +583,26 @@ def test_hdl_beats_knn_vote_on_digits():
         assert (to_numpy(res.labels) >= 0).all()  # the fallback labels everyone
     # SPEC 3: 15-20 points better at 1-4 labels per class (measured: ~0.90 against ~0.69)
     assert np.mean(acc_hdl) > np.mean(acc_dv) + 0.10, (acc_hdl, acc_dv)
+
+
+def test_graph_is_knns_result_in_either_order():
+    """hdl and select_k take hdlfast.knn's result as is; a (sims, idx) or the older
+    (idx, sims) pair gives the same labels; two float or two integer arrays are refused."""
+    x, y_true = datasets.hypersphere_mixture(600, 16, 4, spread=0.6, seed=3)
+    y = np.full(600, -1)
+    y[:40] = y_true[:40]
+    g = hdlfast.knn(x, 10)
+    assert isinstance(g, hdlfast.KNNGraph) and g.sims is g[0] and g.idx is g[1]
+    base = hdlfast.hdl(x, y, 10).labels
+    for graph in (g, (g.sims, g.idx), (g.idx, g.sims), [g.idx, g.sims]):
+        np.testing.assert_array_equal(hdlfast.hdl(x, y, 10, graph=graph).labels, base)
+        np.testing.assert_array_equal(hdlfast.hdl(labels=y, k=10, graph=graph,
+                                                  fallback=None).labels,
+                                      hdlfast.hdl(labels=y, k=10, graph=g, fallback=None).labels)
+    assert hdlfast.select_k(x, y, [5, 10], graph=g).k == hdlfast.select_k(x, y, [5, 10]).k
+    for bad, what in (((g.sims, g.sims), "two float"), ((g.idx, g.idx), "two integer")):
+        with pytest.raises(TypeError, match=f"graph must be the \\(sims, idx\\) result of "
+                                            f"hdlfast.knn.*{what}"):
+            hdlfast.hdl(labels=y, k=10, graph=bad)
+    with pytest.raises(TypeError, match="graph must be the \\(sims, idx\\) pair"):
+        hdlfast.hdl(labels=y, k=10, graph=g.sims)

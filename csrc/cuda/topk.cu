@@ -766,6 +766,14 @@ int device_count() noexcept {
   return n;
 }
 
+const char* device_error() noexcept {
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err == cudaSuccess || err == cudaErrorNoDevice) return nullptr;
+  cudaGetLastError();
+  return cudaGetErrorString(err);  // e.g. a driver older than this build's CUDA runtime
+}
+
 int knn_small_k_max() noexcept { return kSmallKMax; }
 
 void row_inv_norms(const void* x, int64_t n, int64_t d, int dtype, float* out_inv,

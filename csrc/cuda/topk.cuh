@@ -19,6 +19,9 @@ enum DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
 // Number of visible CUDA devices; 0 on any error (no driver, no device). Never throws.
 int device_count() noexcept;
+// Why device_count() is 0 when it is not simply "no device" (no driver, a driver older than
+// the runtime, ...): the CUDA error string, else nullptr. Never throws.
+const char* device_error() noexcept;
 
 // out_inv[i] = 1 / sqrt(sum_j x[i, j]^2) (fp32 accumulation). out_bad (int32[2], initialised
 // to INT32_MAX by the caller) receives, by atomicMin, in out_bad[0] the smallest index of a row

@@ -1,0 +1,6 @@
+"""``python -m hdlfast``: the same command line as ``hdlfast``."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,57 @@
+"""The one place that picks a backend says so when work does not run where the caller would
+expect it to (GPU arrays without a usable GPU, no compiled CPU module)."""
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+import hdlfast
+from hdlfast import _backend
+
+
+@pytest.fixture
+def fresh_warnings():
+    _backend._warn_fallback.cache_clear()
+    yield
+    _backend._warn_fallback.cache_clear()
+
+
+@pytest.mark.skipif(_backend.usable("cuda"), reason="a GPU is usable here")
+def test_gpu_data_without_a_usable_gpu_warns_once(fresh_warnings):
+    with pytest.warns(RuntimeWarning, match="GPU arrays run on the CPU .*: " +
+                      re.escape(_backend.cuda_problem())):
+        impl = _backend.select(None, True)
+    assert impl.name in ("native", "numba")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _backend.select(None, True)  # said once per process
+        _backend.select(None, False)  # host data on the CPU: nothing to say
+
+
+def test_missing_compiled_module_warns(monkeypatch, fresh_warnings):
+    real = _backend._module
+    monkeypatch.setattr(_backend, "_module",
+                        lambda name: None if name == "native" else real(name))
+    with pytest.warns(RuntimeWarning, match="compiled CPU module is not built"):
+        impl = _backend.select(None, False)
+    assert impl.name == "numba"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _backend.select("numba", False)  # asked for by name: nothing to say
+
+
+def test_info_says_why_cuda_is_not_usable():
+    cuda = hdlfast.info()["cuda"]
+    if cuda["usable"]:
+        assert cuda["devices"] > 0
+    else:
+        assert isinstance(cuda["why_not"], str) and cuda["why_not"]
+        assert cuda["why_not"] == _backend.cuda_problem()
+
+
+def test_knn_result_is_unchanged_by_the_choice(fresh_warnings):
+    x = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+    a = hdlfast.knn(x, 5)
+    b = hdlfast.knn(x, 5, backend=_backend.select(None, False).name)
+    np.testing.assert_array_equal(a.idx, b.idx)
