@@ -1,25 +1,25 @@
-// hdlfast._native: CPU kernels. Plain integers cross the boundary (pointers, shapes); the GIL
-// is released around every kernel so several Python worker threads can run them at once.
+// hdlfast._native: CPU kernels. Arrays cross the boundary, checked there (array_args.h:
+// dtype, shape, C-contiguity, writability) before any work; sizes come from the arrays. The
+// GIL is released around every kernel so several Python worker threads can run them at once.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
 
+#include "array_args.h"
 #include "cpu/hdl.h"
 #include "cpu/kmeans.h"
 #include "cpu/parallel.h"
 #include "cpu/sinkhorn.h"
 #include "cpu/topk.h"
 
-
 namespace py = pybind11;
-using hdlfast::cpu::finalize;
-using hdlfast::cpu::merge_cols;
-using hdlfast::cpu::merge_rows;
-
-template <typename T>
-static T* ptr(uintptr_t p) {
-  return reinterpret_cast<T*>(p);
-}
+namespace c = hdlfast::cpu;
+using hdlfast::args::in;
+using hdlfast::args::in_range;
+using hdlfast::args::kAny;
+using hdlfast::args::out;
+using Arr = const py::array&;
 
 // Polled by long kernels (cpu/interrupt.h): runs Python's signal handlers, so Ctrl-C sets
 // KeyboardInterrupt and the kernel returns early. Only the main thread handles signals.
@@ -34,146 +34,238 @@ static int64_t checked(int64_t result) {
   return result;
 }
 
+// Array arguments are never converted (a converted output would be a copy the kernel writes
+// in vain): anything but a numpy array of the right kind is a TypeError.
+static py::arg a(const char* name) { return py::arg(name).noconvert(); }
+
 PYBIND11_MODULE(_native, m) {
   m.doc() = "hdlfast CPU kernels (C++, std::thread workers)";
   m.def(
       "merge_rows",
-      [](uintptr_t tile, int64_t rows, int64_t cols, int64_t ld, int64_t row0, int64_t col0,
-         uintptr_t heap_s, uintptr_t heap_i, int64_t k, bool exclude_self) {
+      [](Arr tile, int64_t row0, int64_t col0, Arr heap_s, Arr heap_i, bool exclude_self) {
+        const int64_t rows = tile.ndim() == 2 ? tile.shape(0) : 0;
+        const int64_t cols = tile.ndim() == 2 ? tile.shape(1) : 0;
+        const float* t = in<float>(tile, "tile", {kAny, kAny});
+        float* hs = out<float>(heap_s, "heap_s", {kAny, kAny});
+        const int64_t k = heap_s.shape(1);
+        int64_t* hi = out<int64_t>(heap_i, "heap_i", {heap_s.shape(0), k});
+        if (row0 < 0 || row0 + rows > heap_s.shape(0))
+          throw py::value_error("merge_rows: tile rows fall outside the heaps");
         py::gil_scoped_release nogil;
-        merge_rows(ptr<const float>(tile), rows, cols, ld, row0, col0, ptr<float>(heap_s),
-                   ptr<int64_t>(heap_i), k, exclude_self);
+        c::merge_rows(t, rows, cols, cols, row0, col0, hs, hi, k, exclude_self);
       },
+      a("tile"), py::arg("row0"), py::arg("col0"), a("heap_s"), a("heap_i"),
+      py::arg("exclude_self"),
       "Merge tile rows into the running top-k heaps of rows row0.. (candidates col0..).");
   m.def(
       "merge_cols",
-      [](uintptr_t tile, int64_t rows, int64_t cols, int64_t ld, int64_t row0, int64_t col0,
-         uintptr_t heap_s, uintptr_t heap_i, int64_t k) {
+      [](Arr tile, int64_t row0, int64_t col0, Arr heap_s, Arr heap_i) {
+        const int64_t rows = tile.ndim() == 2 ? tile.shape(0) : 0;
+        const int64_t cols = tile.ndim() == 2 ? tile.shape(1) : 0;
+        const float* t = in<float>(tile, "tile", {kAny, kAny});
+        float* hs = out<float>(heap_s, "heap_s", {kAny, kAny});
+        const int64_t k = heap_s.shape(1);
+        int64_t* hi = out<int64_t>(heap_i, "heap_i", {heap_s.shape(0), k});
+        if (col0 < 0 || col0 + cols > heap_s.shape(0))
+          throw py::value_error("merge_cols: tile columns fall outside the heaps");
         py::gil_scoped_release nogil;
-        merge_cols(ptr<const float>(tile), rows, cols, ld, row0, col0, ptr<float>(heap_s),
-                   ptr<int64_t>(heap_i), k);
+        c::merge_cols(t, rows, cols, cols, row0, col0, hs, hi, k);
       },
+      a("tile"), py::arg("row0"), py::arg("col0"), a("heap_s"), a("heap_i"),
       "Merge tile columns into the heaps of rows col0.. (candidates row0..).");
   m.def(
       "finalize",
-      [](uintptr_t heap_s, uintptr_t heap_i, int64_t n, int64_t k) {
+      [](Arr heap_s, Arr heap_i) {
+        float* hs = out<float>(heap_s, "heap_s", {kAny, kAny});
+        int64_t* hi = out<int64_t>(heap_i, "heap_i", {heap_s.shape(0), heap_s.shape(1)});
+        const int64_t n = heap_s.shape(0), k = heap_s.shape(1);
         py::gil_scoped_release nogil;
-        finalize(ptr<float>(heap_s), ptr<int64_t>(heap_i), n, k);
+        c::finalize(hs, hi, n, k);
       },
-      "Sort every heap: similarity descending, index ascending.");
-  namespace c = hdlfast::cpu;
+      a("heap_s"), a("heap_i"), "Sort every heap: similarity descending, index ascending.");
   m.def(
       "reverse_indptr",
-      [](uintptr_t idx, int64_t rows, int64_t k, int64_t n, uintptr_t indptr) {
+      [](Arr idx, int64_t k, Arr indptr) {
+        const int64_t* g = in<int64_t>(idx, "idx", {kAny, kAny});
+        const int64_t rows = idx.shape(0);
+        if (k < 0 || k > idx.shape(1)) throw py::value_error("reverse_indptr: k exceeds idx");
+        int64_t* ip = out<int64_t>(indptr, "indptr", {kAny});
+        const int64_t n = indptr.shape(0) - 1;
+        for (int64_t r = 0; r < rows; ++r) in_range(g + r * idx.shape(1), k, n, "idx");
         py::gil_scoped_release nogil;
-        c::reverse_indptr(ptr<const int64_t>(idx), rows, k, n, ptr<int64_t>(indptr));
+        c::reverse_indptr(g, rows, k, n, ip);
       },
-      "In-edge counts as CSR offsets (n + 1).");
+      a("idx"), py::arg("k"), a("indptr"), "In-edge counts as CSR offsets (n + 1).");
   m.def(
       "reverse_fill",
-      [](uintptr_t idx, int64_t rows, int64_t k, int64_t n, uintptr_t indptr, uintptr_t src) {
+      [](Arr idx, int64_t k, Arr indptr, Arr src) {
+        const int64_t* g = in<int64_t>(idx, "idx", {kAny, kAny});
+        const int64_t rows = idx.shape(0);
+        if (k < 0 || k > idx.shape(1)) throw py::value_error("reverse_fill: k exceeds idx");
+        const int64_t* ip = in<int64_t>(indptr, "indptr", {kAny});
+        const int64_t n = indptr.shape(0) - 1;
+        if (n < 0) throw py::value_error("indptr must hold n + 1 offsets");
+        for (int64_t r = 0; r < rows; ++r) in_range(g + r * idx.shape(1), k, n, "idx");
+        int32_t* s = out<int32_t>(src, "src", {ip[n]});
         py::gil_scoped_release nogil;
-        c::reverse_fill(ptr<const int64_t>(idx), rows, k, n, ptr<const int64_t>(indptr),
-                        ptr<int32_t>(src));
+        c::reverse_fill(g, rows, k, n, ip, s);
       },
-      "In-edge sources per target, ascending.");
+      a("idx"), py::arg("k"), a("indptr"), a("src"), "In-edge sources per target, ascending.");
   m.def(
       "vote_rows",
-      [](uintptr_t nbr_idx, uintptr_t nbr_sims, int64_t rows, int64_t k, uintptr_t db_labels,
-         bool uniform, uintptr_t out_lab, uintptr_t out_conf) {
+      [](Arr nbr_idx, Arr nbr_sims, Arr db_labels, bool uniform, Arr out_lab, Arr out_conf) {
+        const int64_t* ni = in<int64_t>(nbr_idx, "nbr_idx", {kAny, kAny});
+        const int64_t rows = nbr_idx.shape(0), k = nbr_idx.shape(1);
+        const float* ns = in<float>(nbr_sims, "nbr_sims", {rows, k});
+        const int64_t* dl = in<int64_t>(db_labels, "db_labels", {kAny});
+        in_range(ni, rows * k, db_labels.shape(0), "nbr_idx");
+        int64_t* ol = out<int64_t>(out_lab, "out_lab", {rows});
+        double* oc = out<double>(out_conf, "out_conf", {rows});
         py::gil_scoped_release nogil;
-        c::vote_rows(ptr<const int64_t>(nbr_idx), ptr<const float>(nbr_sims), rows, k,
-                     ptr<const int64_t>(db_labels), uniform, ptr<int64_t>(out_lab),
-                     ptr<double>(out_conf));
+        c::vote_rows(ni, ns, rows, k, dl, uniform, ol, oc);
       },
-      "kNN-DV votes of neighbour lists.");
-  m.def(
-      "propagate_levels",
-      [](uintptr_t idx, uintptr_t sims, int64_t n, int64_t k, uintptr_t indptr, uintptr_t src,
-         uintptr_t labels, uintptr_t conf, uintptr_t level, uintptr_t prov, bool uniform) {
-        c::Interrupt stop(python_interrupted);
-        int64_t h;
-        {
-          py::gil_scoped_release nogil;
-          h = c::propagate_levels(ptr<const int64_t>(idx), ptr<const float>(sims), n, k,
-                                  ptr<const int64_t>(indptr), ptr<const int32_t>(src),
-                                  ptr<int64_t>(labels), ptr<double>(conf), ptr<int32_t>(level),
-                                  ptr<int8_t>(prov), uniform, stop);
-        }
-        return checked(h);
-      },
-      "HDL phase A (levels schedule), in place; returns the number of levels (Ctrl-C: "
-      "KeyboardInterrupt).");
-  m.def(
-      "propagate_sequential",
-      [](uintptr_t idx, uintptr_t sims, int64_t n, int64_t k, uintptr_t indptr, uintptr_t src,
-         uintptr_t labels, uintptr_t conf, uintptr_t level, uintptr_t prov, bool uniform) {
-        c::Interrupt stop(python_interrupted);
-        int64_t steps;
-        {
-          py::gil_scoped_release nogil;
-          steps = c::propagate_sequential(ptr<const int64_t>(idx), ptr<const float>(sims), n, k,
-                                          ptr<const int64_t>(indptr), ptr<const int32_t>(src),
-                                          ptr<int64_t>(labels), ptr<double>(conf),
-                                          ptr<int32_t>(level), ptr<int8_t>(prov), uniform, stop);
-        }
-        return checked(steps);
-      },
-      "HDL phase A (sequential schedule), in place; returns the number of steps.");
+      a("nbr_idx"), a("nbr_sims"), a("db_labels"), py::arg("uniform"), a("out_lab"),
+      a("out_conf"), "kNN-DV votes of neighbour lists.");
+
+  // HDL phases: the graph (idx, sims), its reverse (indptr, src) and the per-point state.
+  struct Phase {
+    const int64_t* idx;
+    const float* sims;
+    const int64_t* indptr;
+    const int32_t* src;
+    int64_t n, k;
+  };
+  auto phase = [](Arr idx, Arr sims, int64_t k, Arr indptr, Arr src) {
+    Phase p;
+    p.idx = in<int64_t>(idx, "idx", {kAny, kAny});
+    p.n = idx.shape(0);
+    if (k < 1 || k > idx.shape(1)) throw py::value_error("k must be in [1, idx columns]");
+    p.k = k;
+    p.sims = in<float>(sims, "sims", {p.n, idx.shape(1)});
+    p.indptr = in<int64_t>(indptr, "indptr", {p.n + 1});
+    if (p.indptr[0] != 0) throw py::value_error("indptr must start at 0");
+    p.src = in<int32_t>(src, "src", {p.indptr[p.n]});  // the reverse graph of idx
+    return p;
+  };
+  auto propagate = [phase](bool sequential) {
+    return [phase, sequential](Arr idx, Arr sims, int64_t k, Arr indptr, Arr src, Arr labels,
+                               Arr conf, Arr level, Arr prov, bool uniform) {
+      const Phase p = phase(idx, sims, k, indptr, src);
+      int64_t* lab = out<int64_t>(labels, "labels", {p.n});
+      double* cf = out<double>(conf, "conf", {p.n});
+      int32_t* lv = out<int32_t>(level, "level", {p.n});
+      int8_t* pv = out<int8_t>(prov, "prov", {p.n});
+      c::Interrupt stop(python_interrupted);
+      int64_t result;
+      {
+        py::gil_scoped_release nogil;
+        result = sequential ? c::propagate_sequential(p.idx, p.sims, p.n, p.k, p.indptr, p.src,
+                                                      lab, cf, lv, pv, uniform, stop)
+                            : c::propagate_levels(p.idx, p.sims, p.n, p.k, p.indptr, p.src,
+                                                  lab, cf, lv, pv, uniform, stop);
+      }
+      return checked(result);
+    };
+  };
+  m.def("propagate_levels", propagate(false), a("idx"), a("sims"), py::arg("k"), a("indptr"),
+        a("src"), a("labels"), a("conf"), a("level"), a("prov"), py::arg("uniform"),
+        "HDL phase A (levels schedule), in place; returns the number of levels (Ctrl-C: "
+        "KeyboardInterrupt).");
+  m.def("propagate_sequential", propagate(true), a("idx"), a("sims"), py::arg("k"),
+        a("indptr"), a("src"), a("labels"), a("conf"), a("level"), a("prov"),
+        py::arg("uniform"),
+        "HDL phase A (sequential schedule), in place; returns the number of steps.");
   m.def(
       "search",
-      [](uintptr_t idx, uintptr_t sims, int64_t n, int64_t k, uintptr_t indptr, uintptr_t src,
-         uintptr_t labels, uintptr_t targets, int64_t n_targets,
-         int64_t max_visits, bool uniform, uintptr_t out_lab, uintptr_t out_conf,
-         uintptr_t out_steps, uintptr_t out_cycles) {
+      [phase](Arr idx, Arr sims, int64_t k, Arr indptr, Arr src, Arr labels, Arr targets,
+              int64_t max_visits, bool uniform, Arr out_lab, Arr out_conf, Arr out_steps,
+              Arr out_cycles) {
+        const Phase p = phase(idx, sims, k, indptr, src);
+        const int64_t* lab = in<int64_t>(labels, "labels", {p.n});
+        const int64_t* tg = in<int64_t>(targets, "targets", {kAny});
+        const int64_t nt = targets.shape(0);
+        in_range(tg, nt, p.n, "targets");
+        int64_t* ol = out<int64_t>(out_lab, "out_lab", {nt});
+        double* oc = out<double>(out_conf, "out_conf", {nt});
+        int64_t* os = out<int64_t>(out_steps, "out_steps", {nt});
+        int64_t* oy = out<int64_t>(out_cycles, "out_cycles", {nt});
         py::gil_scoped_release nogil;
-        c::search(ptr<const int64_t>(idx), ptr<const float>(sims), n, k,
-                  ptr<const int64_t>(indptr), ptr<const int32_t>(src), ptr<const int64_t>(labels), ptr<const int64_t>(targets), n_targets, max_visits,
-                  uniform, ptr<int64_t>(out_lab), ptr<double>(out_conf), ptr<int64_t>(out_steps),
-                  ptr<int64_t>(out_cycles));
+        c::search(p.idx, p.sims, p.n, p.k, p.indptr, p.src, lab, tg, nt, max_visits, uniform,
+                  ol, oc, os, oy);
       },
-      "HDL phase B: bounded depth-first label search from each target.");
+      a("idx"), a("sims"), py::arg("k"), a("indptr"), a("src"), a("labels"), a("targets"),
+      py::arg("max_visits"), py::arg("uniform"), a("out_lab"), a("out_conf"), a("out_steps"),
+      a("out_cycles"), "HDL phase B: bounded depth-first label search from each target.");
+
   m.def(
       "sk_prepare",
-      [](uintptr_t src, uintptr_t q, int64_t n, int64_t k, double beta, uintptr_t rowmax) {
+      [](Arr src, Arr q, double beta, Arr rowmax) {
+        float* qq = out<float>(q, "q", {kAny, kAny});
+        const int64_t n = q.shape(0), k = q.shape(1);
+        const float* s = in<float>(src, "src", {n, k});
+        double* rm = out<double>(rowmax, "rowmax", {n});
         py::gil_scoped_release nogil;
-        c::sk_prepare(ptr<const float>(src), ptr<float>(q), n, k, beta, ptr<double>(rowmax));
+        c::sk_prepare(s, qq, n, k, beta, rm);
       },
+      a("src"), a("q"), py::arg("beta"), a("rowmax"),
       "Sinkhorn kernel exp(beta (s - row max)) of the scores src into q; row maxima out.");
   m.def(
       "sk_colsum",
-      [](uintptr_t q, int64_t n, int64_t k, uintptr_t u, uintptr_t out) {
+      [](Arr q, Arr u, Arr out_sum) {
+        const float* qq = in<float>(q, "q", {kAny, kAny});
+        const int64_t n = q.shape(0), k = q.shape(1);
+        const double* uu = in<double>(u, "u", {n});
+        double* o = out<double>(out_sum, "out", {k});
         py::gil_scoped_release nogil;
-        c::sk_colsum(ptr<const float>(q), n, k, ptr<const double>(u), ptr<double>(out));
+        c::sk_colsum(qq, n, k, uu, o);
       },
-      "Column sums of diag(u) q.");
+      a("q"), a("u"), a("out"), "Column sums of diag(u) q.");
   m.def(
       "sk_iterate",
-      [](uintptr_t q, int64_t n, int64_t k, uintptr_t v, uintptr_t r, uintptr_t u,
-         uintptr_t out) {
+      [](Arr q, Arr v, Arr r, Arr u, Arr out_sum) {
+        const float* qq = in<float>(q, "q", {kAny, kAny});
+        const int64_t n = q.shape(0), k = q.shape(1);
+        const double* vv = in<double>(v, "v", {k});
+        const double* rr = in<double>(r, "r", {n});
+        double* uu = out<double>(u, "u", {n});
+        double* o = out<double>(out_sum, "out", {k});
         py::gil_scoped_release nogil;
-        c::sk_iterate(ptr<const float>(q), n, k, ptr<const double>(v), ptr<const double>(r),
-                      ptr<double>(u), ptr<double>(out));
+        c::sk_iterate(qq, n, k, vv, rr, uu, o);
       },
+      a("q"), a("v"), a("r"), a("u"), a("out"),
       "One fused Sinkhorn pass: row scaling u, then the column sums with it.");
   m.def(
       "sk_finalize",
-      [](uintptr_t q, int64_t n, int64_t k, uintptr_t v, uintptr_t r, uintptr_t labels,
-         uintptr_t out) {
+      [](Arr q, Arr v, Arr r, Arr labels, Arr out_sum) {
+        float* qq = out<float>(q, "q", {kAny, kAny});
+        const int64_t n = q.shape(0), k = q.shape(1);
+        const double* vv = in<double>(v, "v", {k});
+        const double* rr = in<double>(r, "r", {n});
+        int64_t* lab = out<int64_t>(labels, "labels", {n});
+        double* o = out<double>(out_sum, "out", {k});
         py::gil_scoped_release nogil;
-        return c::sk_finalize(ptr<float>(q), n, k, ptr<const double>(v), ptr<const double>(r),
-                              ptr<int64_t>(labels), ptr<double>(out));
+        return c::sk_finalize(qq, n, k, vv, rr, lab, o);
       },
+      a("q"), a("v"), a("r"), a("labels"), a("out"),
       "Rows of q diag(v) normalised to 1, row argmax labels, the plan's column sums.");
   m.def(
       "cluster_sums",
-      [](uintptr_t x, int64_t n, int64_t d, uintptr_t inv, uintptr_t labels, int64_t n_clusters,
-         uintptr_t sums, uintptr_t counts) {
+      [](Arr x, Arr inv, Arr labels, Arr sums, Arr counts) {
+        const float* xx = in<float>(x, "x", {kAny, kAny});
+        const int64_t n = x.shape(0), d = x.shape(1);
+        const bool weighted = inv.ndim() == 1 && inv.shape(0) > 0;
+        const float* iv = weighted ? in<float>(inv, "inv", {n}) : nullptr;
+        if (!weighted) in<float>(inv, "inv", {0});
+        const int64_t* lab = in<int64_t>(labels, "labels", {n});
+        double* sm = out<double>(sums, "sums", {kAny, d});
+        const int64_t n_clusters = sums.shape(0);
+        in_range(lab, n, n_clusters, "labels");
+        int64_t* ct = out<int64_t>(counts, "counts", {n_clusters});
         py::gil_scoped_release nogil;
-        hdlfast::cpu::cluster_sums(ptr<const float>(x), n, d, ptr<const float>(inv),
-                                   ptr<const int64_t>(labels), n_clusters, ptr<double>(sums),
-                                   ptr<int64_t>(counts));
+        c::cluster_sums(xx, n, d, iv, lab, n_clusters, sm, ct);
       },
-      "k-means update: per-cluster float64 sums of rows x * inv (inv 0: weight 1) and counts.");
-  m.def("num_threads", &hdlfast::cpu::num_threads, "Worker threads the kernels use.");
+      a("x"), a("inv"), a("labels"), a("sums"), a("counts"),
+      "k-means update: per-cluster float64 sums of rows x * inv (inv empty: weight 1) and "
+      "counts.");
+  m.def("num_threads", &c::num_threads, "Worker threads the kernels use.");
 }

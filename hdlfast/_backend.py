@@ -62,95 +62,81 @@ def _warn_fallback(message: str) -> None:
 
 
 class _NativeKernels:
-    """Adapts the pointer-taking native kernels to the array signature of numba_kernels."""
+    """The native top-k merge kernels behind the array signature of numba_kernels (the
+    binding checks every array: dtype, shape, C-contiguity)."""
 
     def __init__(self, mod):
         self._m = mod
 
     def merge_rows(self, tile, row0, col0, heap_s, heap_i, exclude_self):
-        rows, cols = tile.shape
-        self._m.merge_rows(tile.ctypes.data, rows, cols, cols, row0, col0, heap_s.ctypes.data,
-                           heap_i.ctypes.data, heap_s.shape[1], exclude_self)
+        self._m.merge_rows(tile, row0, col0, heap_s, heap_i, exclude_self)
 
     def merge_cols(self, tile, row0, col0, heap_s, heap_i):
-        rows, cols = tile.shape
-        self._m.merge_cols(tile.ctypes.data, rows, cols, cols, row0, col0, heap_s.ctypes.data,
-                           heap_i.ctypes.data, heap_s.shape[1])
+        self._m.merge_cols(tile, row0, col0, heap_s, heap_i)
 
     def finalize(self, heap_s, heap_i):
-        self._m.finalize(heap_s.ctypes.data, heap_i.ctypes.data, *heap_s.shape)
+        self._m.finalize(heap_s, heap_i)
 
 
 class _NativeLabeling:
-    """Adapts the pointer-taking native labeling kernels to numba_kernels.labeling."""
+    """The native labeling kernels behind the signature of numba_kernels.labeling."""
 
     def __init__(self, mod):
         self._m = mod
 
     def reverse_csr(self, idx, k, n):
         indptr = np.empty(n + 1, np.int64)
-        self._m.reverse_indptr(_p(idx), idx.shape[0], k, n, _p(indptr))
+        self._m.reverse_indptr(idx, k, indptr)
         src = np.empty(indptr[-1], np.int32)
-        self._m.reverse_fill(_p(idx), idx.shape[0], k, n, _p(indptr), _p(src))
+        self._m.reverse_fill(idx, k, indptr, src)
         return indptr, src
 
     def propagate_levels(self, idx, sims, k, indptr, src, labels, conf, level, prov, uniform):
-        return self._m.propagate_levels(_p(idx), _p(sims), idx.shape[0], k, _p(indptr), _p(src),
-                                        _p(labels), _p(conf), _p(level), _p(prov), uniform)
+        return self._m.propagate_levels(idx, sims, k, indptr, src, labels, conf, level, prov,
+                                        uniform)
 
     def propagate_sequential(self, idx, sims, k, indptr, src, labels, conf, level, prov,
                              uniform):
-        return self._m.propagate_sequential(_p(idx), _p(sims), idx.shape[0], k, _p(indptr),
-                                            _p(src), _p(labels), _p(conf), _p(level), _p(prov),
-                                            uniform)
+        return self._m.propagate_sequential(idx, sims, k, indptr, src, labels, conf, level,
+                                            prov, uniform)
 
     def search(self, idx, sims, k, indptr, src, labels, targets, max_visits, uniform,
                out_lab, out_conf, out_steps, out_cycles):
-        self._m.search(_p(idx), _p(sims), idx.shape[0], k, _p(indptr), _p(src),
-                       _p(labels), _p(targets), targets.shape[0], max_visits, uniform,
-                       _p(out_lab), _p(out_conf), _p(out_steps), _p(out_cycles))
+        self._m.search(idx, sims, k, indptr, src, labels, targets, max_visits, uniform,
+                       out_lab, out_conf, out_steps, out_cycles)
 
     def vote_rows(self, nbr_idx, nbr_sims, db_labels, uniform, out_lab, out_conf):
-        self._m.vote_rows(_p(nbr_idx), _p(nbr_sims), nbr_idx.shape[0], nbr_idx.shape[1],
-                          _p(db_labels), uniform, _p(out_lab), _p(out_conf))
+        self._m.vote_rows(nbr_idx, nbr_sims, db_labels, uniform, out_lab, out_conf)
 
 
 class _NativeSinkhorn:
-    """Adapts the pointer-taking native Sinkhorn kernels to numba_kernels.sinkhorn."""
+    """The native Sinkhorn kernels behind the signature of numba_kernels.sinkhorn."""
 
     def __init__(self, mod):
         self._m = mod
 
     def prepare(self, src, q, beta, rowmax):
-        self._m.sk_prepare(_p(src), _p(q), *q.shape, float(beta), _p(rowmax))
+        self._m.sk_prepare(src, q, float(beta), rowmax)
 
     def colsum(self, q, u, out):
-        self._m.sk_colsum(_p(q), *q.shape, _p(u), _p(out))
+        self._m.sk_colsum(q, u, out)
 
     def iterate(self, q, v, r, u, out_colsum):
-        self._m.sk_iterate(_p(q), *q.shape, _p(np.ascontiguousarray(v)), _p(r), _p(u),
-                           _p(out_colsum))
+        self._m.sk_iterate(q, np.ascontiguousarray(v, np.float64), r, u, out_colsum)
 
     def finalize(self, q, v, r, labels, out_colsum):
-        return self._m.sk_finalize(_p(q), *q.shape, _p(np.ascontiguousarray(v)), _p(r),
-                                   _p(labels), _p(out_colsum))
+        return self._m.sk_finalize(q, np.ascontiguousarray(v, np.float64), r, labels,
+                                   out_colsum)
 
 
 class _NativeKMeans:
-    """Adapts the native k-means update to numba_kernels.kmeans."""
+    """The native k-means update behind the signature of numba_kernels.kmeans."""
 
     def __init__(self, mod):
         self._m = mod
 
     def cluster_sums(self, x, inv, labels, sums, counts):
-        self._m.cluster_sums(_p(x), *x.shape, _p(inv) if inv.size else 0, _p(labels),
-                             sums.shape[0], _p(sums), _p(counts))
-
-
-def _p(a: np.ndarray) -> int:
-    """Pointer of a C-contiguous numpy array handed to a native kernel."""
-    assert a.flags.c_contiguous
-    return a.ctypes.data
+        self._m.cluster_sums(x, inv, labels, sums, counts)
 
 
 _FORKED_AFTER_OPENMP = False
