@@ -5,6 +5,8 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <new>
+#include <stdexcept>
 
 #include "array_args.h"
 #include "cpu/hdl.h"
@@ -268,4 +270,17 @@ PYBIND11_MODULE(_native, m) {
       "k-means update: per-cluster float64 sums of rows x * inv (inv empty: weight 1) and "
       "counts.");
   m.def("num_threads", &c::num_threads, "Worker threads the kernels use.");
+  m.def(
+      "_raise_in_worker",
+      [](bool bad_alloc) {
+        py::gil_scoped_release nogil;
+        c::parallel_for(4, 1, [bad_alloc](int64_t b, int64_t, int worker) {
+          if (worker == 0) return;  // only the other threads' ranges throw
+          if (b < 0) return;
+          if (bad_alloc) throw std::bad_alloc();
+          throw std::runtime_error("raised in a worker thread");
+        });
+      },
+      py::arg("bad_alloc"),
+      "Test hook: a worker thread of parallel_for throws; the exception must reach Python.");
 }

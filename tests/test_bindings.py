@@ -1,7 +1,8 @@
 """The native module's boundary: every kernel takes numpy arrays and checks each one before
 any work. For every array argument of every binding, a wrong dtype, a strided view, a wrong
 shape, a read-only output and a non-numpy object each raise a Python exception (never a
-crash, never a silent write to a copy), and the valid call still works."""
+crash, never a silent write to a copy), and the valid call still works. An exception thrown
+in a worker thread reaches Python too."""
 import numpy as np
 import pytest
 
@@ -156,3 +157,12 @@ def test_torch_tensor_is_refused():
     args[0] = torch.from_numpy(args[0])
     with pytest.raises(TypeError):
         fn(*args)
+
+
+@pytest.mark.parametrize("bad_alloc,exc", [(True, MemoryError), (False, RuntimeError)])
+def test_exception_in_a_worker_thread_reaches_python(bad_alloc, exc, monkeypatch):
+    monkeypatch.setenv("HDLFAST_NUM_THREADS", "4")
+    with pytest.raises(exc):
+        mod._raise_in_worker(bad_alloc)
+    fn, args, _ = calls()["sk_colsum"]  # the process lives on and the kernels still run
+    fn(*args)

@@ -8,6 +8,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <exception>
+#include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -30,6 +33,9 @@ inline int num_threads() {
 }
 
 // fn(begin, end, worker) on contiguous ranges; ranges are multiples of `grain` except the last.
+// An exception in any range (std::bad_alloc, ...) is rethrown here once every worker has
+// joined, so it reaches Python as an exception instead of terminating the process; the
+// first one wins. A thread that cannot be started runs its range on the calling thread.
 template <typename Fn>
 void parallel_for(int64_t n, int64_t grain, Fn fn) {
   const int64_t chunks = (n + grain - 1) / grain;
@@ -39,14 +45,30 @@ void parallel_for(int64_t n, int64_t grain, Fn fn) {
     return;
   }
   const int64_t per = (chunks + workers - 1) / workers;
+  std::mutex guard;
+  std::exception_ptr first;
+  auto run = [&](int64_t b, int64_t e, int w) {
+    try {
+      fn(b, e, w);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(guard);
+      if (!first) first = std::current_exception();
+    }
+  };
   std::vector<std::thread> pool;
   pool.reserve(static_cast<size_t>(workers - 1));
   for (int64_t w = 1; w < workers; ++w) {
     const int64_t b = std::min(n, w * per * grain), e = std::min(n, (w + 1) * per * grain);
-    if (b < e) pool.emplace_back([=, &fn] { fn(b, e, static_cast<int>(w)); });
+    if (b >= e) continue;
+    try {
+      pool.emplace_back([=, &run] { run(b, e, static_cast<int>(w)); });
+    } catch (const std::system_error&) {
+      run(b, e, static_cast<int>(w));
+    }
   }
-  fn(int64_t{0}, std::min(n, per * grain), 0);
+  run(int64_t{0}, std::min(n, per * grain), 0);
   for (auto& t : pool) t.join();
+  if (first) std::rethrow_exception(first);
 }
 
 }  // namespace cpu
