@@ -1,5 +1,8 @@
 """hdlfast: exact cosine kNN graphs, kNN labeling, balanced pseudo-labels, selective labeling
-and the neighbour utilities of SCAN and NCL, for numpy, cupy and torch arrays."""
+and the neighbour utilities of SCAN and NCL, for numpy, cupy and torch arrays.
+
+What each function computes, its tie rules and its bad-input rules are written down in the
+repository's docs/algorithms.md; docstrings cite its sections as "docs §N"."""
 from ._backend import info
 from .clusterability import KSelection, label_clusterability, select_k
 from .estimator import HDLLabeler

@@ -1,4 +1,4 @@
-"""Input validation shared by every public function (SPEC "Bad input").
+"""Input validation shared by every public function (docs: bad input).
 
 Each check raises ValueError or TypeError naming the argument, before any work starts, and
 never modifies the caller's array.

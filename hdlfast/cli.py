@@ -538,16 +538,20 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``hdlfast`` command line (every option with its help text)."""
     parser = _Parser(prog="hdlfast", description="hdlfast: exact kNN graphs, kNN labeling "
                      "(HDL) and benchmarks for embeddings")
     parser.add_argument("--version", action="version", version=f"hdlfast {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                                help="what to run (hdlfast COMMAND --help for its options)")
     sub.add_parser("info", help="which backends are built and usable").set_defaults(fn=_info)
 
     demo = sub.add_parser("demo", help="label the bundled digits from a few labels per class")
-    demo.add_argument("--per-class", type=int, nargs="+", default=[1, 2, 4])
-    demo.add_argument("--draws", type=int, default=5)
+    demo.add_argument("--per-class", type=int, nargs="+", default=[1, 2, 4],
+                      help="labels per class to start from, one run each (default 1 2 4)")
+    demo.add_argument("--draws", type=int, default=5,
+                      help="random draws of the labeled points per setting (default 5)")
     demo.add_argument("--k", default="auto", help="'auto' (select_k) or a number")
     demo.set_defaults(fn=_demo)
 
@@ -561,9 +565,14 @@ def main(argv=None) -> int:
                      help="largest input array to load, in GiB (default: half the available "
                           "memory); checked from the file header before loading")
     lab.add_argument("--k", default="auto", help="'auto' (select_k) or a number")
-    lab.add_argument("--method", choices=["hdl", "knn-dv", "tree"], default="hdl")
-    lab.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    lab.add_argument("--max-visits", type=int, default=64)
+    lab.add_argument("--method", choices=["hdl", "knn-dv", "tree"], default="hdl",
+                     help="hdl (propagation, search, fallback), knn-dv (direct kNN vote) or "
+                          "tree (search only); default hdl")
+    lab.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                     help="where the kNN graph is built (cuda: the embeddings go to the GPU "
+                          "through torch or cupy); default cpu")
+    lab.add_argument("--max-visits", type=int, default=64,
+                     help="points one label search may visit before it gives up (default 64)")
     lab.add_argument("--plot", help="PNG of the mu_k curve and the level histogram")
     lab.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     lab.set_defaults(fn=_label)
@@ -576,7 +585,11 @@ def main(argv=None) -> int:
     ben.add_argument("--repeats", type=int, help="timed runs per measurement (default 3)")
     ben.add_argument("--sizes", help=argparse.SUPPRESS)
     ben.set_defaults(fn=_bench)
+    return parser
 
+
+def main(argv=None) -> int:
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:

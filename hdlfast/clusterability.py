@@ -1,4 +1,4 @@
-"""Label clusterability and the choice of k for HDL from the labeled data alone (SPEC 4)."""
+"""Label clusterability and the choice of k for HDL from the labeled data alone (docs §4)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -4,7 +4,7 @@
 the local :func:`hdlfast.knn` on the two blocks (on the worker's GPU when it has one; for a
 self-graph one task per pair i < j serves both blocks from one pass of products), and the
 partial top-k lists of each query block are merged by a tree reduction (:func:`merge`, which
-keeps the SPEC tie rule, so the result depends neither on the chunking nor on the tree).
+keeps the tie rule of the docs, so the result depends neither on the chunking nor on the tree).
 ``hdl`` builds that graph on the cluster, gathers it to one worker for the labeling (linear
 in N k, far cheaper than the graph; see its docstring) and runs the fallback's kNN search on
 the cluster again. Both equal the single-machine results on the same data.
@@ -49,7 +49,7 @@ PAD_IDX = np.iinfo(np.int64).max
 
 def merge(a, b):
     """Merge two partial top-k results ``(sims, idx)`` of the same query rows, each row sorted
-    by the SPEC tie rule (similarity descending, index ascending) as the block tasks return
+    by the tie rule of the docs (similarity descending, index ascending) as the block tasks return
     them: the ``max`` of the two widths best entries per row, in that order (a two-pointer
     merge, O(k) per row). Padding entries (sim -inf, idx int64 max) sort last. Pure,
     associative and commutative for lists of distinct indices."""

@@ -1,4 +1,4 @@
-"""k-means (SPEC 6): spherical or Euclidean Lloyd iterations on every backend.
+"""k-means (docs §6): spherical or Euclidean Lloyd iterations on every backend.
 
 The assignment step is the exact top-1 search of ``knn`` (section 1) against the centroids.
 Spherical k-means searches the unit rows against the unit centroids. Euclidean k-means uses

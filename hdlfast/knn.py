@@ -1,4 +1,4 @@
-"""Exact cosine k-nearest-neighbour graphs (SPEC section 1)."""
+"""Exact cosine k-nearest-neighbour graphs (docs §1)."""
 from __future__ import annotations
 
 from typing import NamedTuple

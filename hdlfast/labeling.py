@@ -1,4 +1,4 @@
-"""Labels for every point from a few: kNN voting (SPEC 2) and HDL (SPEC 3).
+"""Labels for every point from a few: kNN voting (docs §2) and HDL (docs §3).
 
 HDL runs on the kNN graph of all points (labeled and unlabeled, self excluded):
 phase A propagates labels one hop per level, best-supported points first; phase B searches,
@@ -80,7 +80,7 @@ _SEARCH_CHUNK_WORK = 1 << 23  # candidate visits per search call (about 0.1 s on
 def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels",
         max_visits=64, fallback="auto", weighting="similarity", n_classes=None,
         backend=None, memory_budget=None) -> HDLResult:
-    """Hierarchical dynamic labeling (SPEC 3) of every point.
+    """Hierarchical dynamic labeling (docs §3) of every point.
 
     Give embeddings ``X`` (the graph is built with :func:`hdlfast.knn`) or a precomputed
     ``graph``, the result of ``hdlfast.knn(X, k)`` for all N points (self excluded, rows by

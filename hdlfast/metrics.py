@@ -1,4 +1,4 @@
-"""Clustering metrics (SPEC section 7) for labels of any array kind.
+"""Clustering metrics (docs §7) for labels of any array kind.
 
 Cluster accuracy matches clusters to classes one-to-one by the Hungarian algorithm on the
 contingency table (as the deep-clustering papers' ``cluster_acc``); NMI and ARI are

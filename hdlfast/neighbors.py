@@ -1,4 +1,4 @@
-"""Neighbour utilities of SCAN and NCL (SPEC section 6).
+"""Neighbour utilities of SCAN and NCL (docs §6).
 
 SCAN mines each point's nearest neighbours once (``mine_neighbors``, saved in its (N, k + 1)
 layout), checks them against ground truth (``neighbor_accuracy``) and later trains on its own

@@ -1,4 +1,4 @@
-"""Which points to label first: USL's unsupervised selective labeling (SPEC 6).
+"""Which points to label first: USL's unsupervised selective labeling (docs §6).
 
 USL (Wang, Lian et al., ECCV 2022) spends a labeling budget of B points on points that are
 both representative (dense: close to their k nearest neighbours) and diverse (one per k-means

@@ -1,4 +1,4 @@
-"""Sinkhorn-Knopp equipartition (SPEC 5): balanced soft assignments as in SeLa and SwAV.
+"""Sinkhorn-Knopp equipartition (docs §5): balanced soft assignments as in SeLa and SwAV.
 
 Q is proportional to exp(beta * scores) with beta = lam (SeLa: P^lam, P the row softmax, whose
 row factor the row scaling absorbs) or 1 / epsilon (SwAV), rescaled until every sample carries

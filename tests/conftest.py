@@ -79,7 +79,7 @@ def to_numpy(x) -> np.ndarray:
 
 
 def reference_knn(q, db, k, exclude_self):
-    """float64 NumPy reference: (sims, idx) with the SPEC tie rule (sim desc, index asc)."""
+    """float64 NumPy reference: (sims, idx) with the tie rule of the docs (sim desc, index asc)."""
     q = np.asarray(q, np.float64)
     db = np.asarray(db, np.float64)
     qn = q / np.linalg.norm(q, axis=1, keepdims=True)

@@ -1,9 +1,9 @@
-"""Plain-Python reference of knn_vote (SPEC 2) and hdl (SPEC 3), for the labeling tests.
+"""Plain-Python reference of knn_vote (docs §2) and hdl (docs §3), for the labeling tests.
 
 Clarity over speed: loops, lists and dicts. Works on a graph (idx, sims) whose first k columns
 are used, labels (-1 = unlabeled) and, for the fallback, float64 NumPy kNN on the embeddings.
 
-Rules where the SPEC is silent (the implementation follows the same):
+Rules where the docs are silent (the implementation follows the same):
 - vote: weight max(s, 0) (or 1 for uniform); per class vote = sum of weights, raw = sum of s;
   winner = largest vote, then largest raw, then smallest class; confidence = vote / total vote
   (0 when the total is 0). float32 similarities, float64 sums in the order of the voters.
@@ -37,7 +37,7 @@ def vote(voters, uniform=False):
 
 
 def knn_vote(X, labels, k, uniform=False):
-    """SPEC 2: each unlabeled point votes over its min(k, n_labeled) nearest labeled points."""
+    """docs §2: each unlabeled point votes over its min(k, n_labeled) nearest labeled points."""
     labels = [int(v) for v in labels]
     out_lab = list(labels)
     out_conf = [1.0 if v >= 0 else 0.0 for v in labels]
@@ -160,7 +160,7 @@ def propagate_sequential(idx, sims, k, lab, conf, level, prov, uniform=False):
 
 def hdl(idx, sims, labels, k, *, method="hdl", schedule="levels", max_visits=64, X=None,
         fallback=None, uniform=False):
-    """SPEC 3 on the graph (idx, sims). fallback: None or "knn-dv" (needs X).
+    """docs §3 on the graph (idx, sims). fallback: None or "knn-dv" (needs X).
     Returns dict of numpy arrays labels, confidence, level, provenance, cycles, and n_levels."""
     idx = np.asarray(idx)[:, :k]
     sims = np.asarray(sims, np.float32)[:, :k]

@@ -1,4 +1,4 @@
-"""SPEC "Bad input" for knn and reverse_graph: error type, argument named, caller unchanged."""
+"""docs: bad input for knn and reverse_graph: error type, argument named, caller unchanged."""
 import numpy as np
 import pytest
 

@@ -1,9 +1,9 @@
-"""SPEC "Bad input" for every public function that takes arrays, as one table.
+"""docs: bad input for every public function that takes arrays, as one table.
 
 For each function: a valid call on tiny arrays, and generators of bad variants of each of its
 arguments (wrong rank, empty, NaN/Inf, zero-norm rows where cosine is used, integer / complex /
 bool / object embeddings, non-arrays, mismatched lengths, bad labels, bad k, a wrong backend
-name, and the function-specific cases of the SPEC). Every case checks
+name, and the function-specific cases of the docs). Every case checks
 
 * the exception type (ValueError or TypeError),
 * that the message names the argument (and what was wrong), and

@@ -171,3 +171,17 @@ def test_package_metadata_has_one_version_and_a_license():
     assert metadata.version("hdlfast") == hdlfast.__version__
     assert metadata.metadata("hdlfast")["License"] == "MIT"
     assert (Path(hdlfast.__file__).parent / "py.typed").exists()
+
+
+def test_every_option_has_help_text():
+    import argparse
+
+    parser = cli.build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subs.choices.items():
+        for action in sub._actions:
+            if action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"hdlfast {name} {action.option_strings or action.dest}"
+    for action in parser._actions:
+        assert action.help, action.option_strings

@@ -1,4 +1,4 @@
-"""k-means (SPEC 6) against a float64 NumPy Lloyd reference, across the CPU backends, plus the
+"""k-means (docs §6) against a float64 NumPy Lloyd reference, across the CPU backends, plus the
 cluster-sum kernels and bad input. CUDA variants are skipped without a GPU."""
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""hdlfast.hdl and hdlfast.knn_vote (SPEC 2-3): hand-made graphs with known answers, random
+"""hdlfast.hdl and hdlfast.knn_vote (docs §2-3): hand-made graphs with known answers, random
 graphs against the plain-Python reference (tests/hdl_reference.py) on every CPU backend,
 array kinds, bad input, and the quality claim on scikit-learn digits."""
 import functools
@@ -581,7 +581,7 @@ def test_hdl_beats_knn_vote_on_digits():
         acc_hdl.append((to_numpy(res.labels)[hidden] == target[hidden]).mean())
         acc_dv.append((to_numpy(lab)[hidden] == target[hidden]).mean())
         assert (to_numpy(res.labels) >= 0).all()  # the fallback labels everyone
-    # SPEC 3: 15-20 points better at 1-4 labels per class (measured: ~0.90 against ~0.69)
+    # docs §3: 15-20 points better at 1-4 labels per class (measured: ~0.90 against ~0.69)
     assert np.mean(acc_hdl) > np.mean(acc_dv) + 0.10, (acc_hdl, acc_dv)
 
 

@@ -1,4 +1,4 @@
-"""USL selective labeling and knn_density (SPEC 6) against a float64 NumPy transcription of
+"""USL selective labeling and knn_density (docs §6) against a float64 NumPy transcription of
 USL's reference loop, across the CPU backends, plus bad input."""
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-// Labeling kernels on a kNN graph (SPEC sections 2-3): votes, reverse graph, HDL phase A
+// Labeling kernels on a kNN graph (docs §2-3): votes, reverse graph, HDL phase A
 // (level-synchronous propagation) and phase B (bounded depth-first search with cycle detection).
 // Graph: idx (n, k) int64 and sims (n, k) float32, row-major. Labels int64, -1 = unlabeled.
 #pragma once

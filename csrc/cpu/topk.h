@@ -1,5 +1,5 @@
 // Running top-k merge of similarity tiles (CPU). One heap of k (sim, index) pairs per row,
-// the worst pair at the root; order = sim descending, then index ascending (SPEC tie rule).
+// the worst pair at the root; order = sim descending, then index ascending (docs: tie rules).
 #pragma once
 #include <cstdint>
 

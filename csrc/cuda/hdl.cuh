@@ -1,4 +1,4 @@
-// HDL labeling on CUDA (SPEC sections 2-3): reverse graph, phase A (levels schedule), phase B
+// HDL labeling on CUDA (docs §2-3): reverse graph, phase A (levels schedule), phase B
 // (bounded depth-first label search) and kNN-DV votes. The CPU twin is csrc/cpu/hdl.cpp and both
 // give identical results: votes are float64 sums per class in voter order, winner = largest
 // vote, then largest raw similarity sum, then smallest class id; confidence = vote / total.

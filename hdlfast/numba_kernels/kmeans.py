@@ -1,4 +1,4 @@
-"""k-means centroid update (SPEC 6), numba version of ``csrc/cpu/kmeans.cpp``.
+"""k-means centroid update (docs §6), numba version of ``csrc/cpu/kmeans.cpp``.
 
 Members of each cluster are summed in increasing row order in float64 (the products of two
 float32 values are exact), so the sums are bit-identical to the native and CUDA kernels.

@@ -1,4 +1,4 @@
-"""Labeling kernels (SPEC sections 2-3), numba version of ``csrc/cpu/hdl.cpp``.
+"""Labeling kernels (docs §2-3), numba version of ``csrc/cpu/hdl.cpp``.
 
 Votes: weight max(sim, 0) (or 1 for uniform voting); winner = largest vote, then largest raw
 similarity sum, then smallest class id; confidence = winning vote / total vote. Per-class sums

@@ -1,4 +1,4 @@
-"""Sinkhorn-Knopp kernels (SPEC 5), numba version of ``csrc/cpu/sinkhorn.cpp``.
+"""Sinkhorn-Knopp kernels (docs §5), numba version of ``csrc/cpu/sinkhorn.cpp``.
 
 The (N, K) matrix lives in Q (float32): first the kernel exp(beta (s - row max)), finally the
 soft assignment. Scalings and sums are float64. Column sums are reduced over fixed chunks of

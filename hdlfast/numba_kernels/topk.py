@@ -1,7 +1,7 @@
 """Running top-k merge of similarity tiles, numba version of ``csrc/cpu/topk.cpp``.
 
 Per row a heap of k (sim, index) pairs, worst at the root; the order is sim descending, then
-index ascending (SPEC tie rule), so results equal the native kernels bit for bit. The merges
+index ascending (docs: tie rules), so results equal the native kernels bit for bit. The merges
 are serial and release the GIL: the driver runs one per core on disjoint heaps.
 """
 import numba as nb
