@@ -42,36 +42,44 @@ static py::arg a(const char* name) { return py::arg(name).noconvert(); }
 
 PYBIND11_MODULE(_native, m) {
   m.doc() = "hdlfast CPU kernels (C++, std::thread workers)";
+  // A similarity tile and the running heaps it merges into; `span` (rows for merge_rows,
+  // columns for merge_cols) must land inside the heaps from `start`.
+  struct Tile {
+    const float* t;
+    float* hs;
+    int64_t* hi;
+    int64_t rows, cols, k;
+  };
+  auto tile_args = [](Arr tile, Arr heap_s, Arr heap_i, int64_t start, bool by_rows) {
+    Tile x;
+    x.t = in<float>(tile, "tile", {kAny, kAny});
+    x.rows = tile.shape(0);
+    x.cols = tile.shape(1);
+    x.hs = out<float>(heap_s, "heap_s", {kAny, kAny});
+    x.k = heap_s.shape(1);
+    x.hi = out<int64_t>(heap_i, "heap_i", {heap_s.shape(0), x.k});
+    const int64_t span = by_rows ? x.rows : x.cols;
+    if (start < 0 || start + span > heap_s.shape(0))
+      throw py::value_error("the tile falls outside the heaps");
+    return x;
+  };
   m.def(
       "merge_rows",
-      [](Arr tile, int64_t row0, int64_t col0, Arr heap_s, Arr heap_i, bool exclude_self) {
-        const int64_t rows = tile.ndim() == 2 ? tile.shape(0) : 0;
-        const int64_t cols = tile.ndim() == 2 ? tile.shape(1) : 0;
-        const float* t = in<float>(tile, "tile", {kAny, kAny});
-        float* hs = out<float>(heap_s, "heap_s", {kAny, kAny});
-        const int64_t k = heap_s.shape(1);
-        int64_t* hi = out<int64_t>(heap_i, "heap_i", {heap_s.shape(0), k});
-        if (row0 < 0 || row0 + rows > heap_s.shape(0))
-          throw py::value_error("merge_rows: tile rows fall outside the heaps");
+      [tile_args](Arr tile, int64_t row0, int64_t col0, Arr heap_s, Arr heap_i,
+                  bool exclude_self) {
+        const Tile x = tile_args(tile, heap_s, heap_i, row0, true);
         py::gil_scoped_release nogil;
-        c::merge_rows(t, rows, cols, cols, row0, col0, hs, hi, k, exclude_self);
+        c::merge_rows(x.t, x.rows, x.cols, x.cols, row0, col0, x.hs, x.hi, x.k, exclude_self);
       },
       a("tile"), py::arg("row0"), py::arg("col0"), a("heap_s"), a("heap_i"),
       py::arg("exclude_self"),
       "Merge tile rows into the running top-k heaps of rows row0.. (candidates col0..).");
   m.def(
       "merge_cols",
-      [](Arr tile, int64_t row0, int64_t col0, Arr heap_s, Arr heap_i) {
-        const int64_t rows = tile.ndim() == 2 ? tile.shape(0) : 0;
-        const int64_t cols = tile.ndim() == 2 ? tile.shape(1) : 0;
-        const float* t = in<float>(tile, "tile", {kAny, kAny});
-        float* hs = out<float>(heap_s, "heap_s", {kAny, kAny});
-        const int64_t k = heap_s.shape(1);
-        int64_t* hi = out<int64_t>(heap_i, "heap_i", {heap_s.shape(0), k});
-        if (col0 < 0 || col0 + cols > heap_s.shape(0))
-          throw py::value_error("merge_cols: tile columns fall outside the heaps");
+      [tile_args](Arr tile, int64_t row0, int64_t col0, Arr heap_s, Arr heap_i) {
+        const Tile x = tile_args(tile, heap_s, heap_i, col0, false);
         py::gil_scoped_release nogil;
-        c::merge_cols(t, rows, cols, cols, row0, col0, hs, hi, k);
+        c::merge_cols(x.t, x.rows, x.cols, x.cols, row0, col0, x.hs, x.hi, x.k);
       },
       a("tile"), py::arg("row0"), py::arg("col0"), a("heap_s"), a("heap_i"),
       "Merge tile columns into the heaps of rows col0.. (candidates row0..).");

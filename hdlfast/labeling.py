@@ -176,9 +176,9 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
                      n_levels=n_levels, k=k)
 
 
-def vote_against(X, reference, ref_labels, k=20, *, weighting="similarity", backend=None):
-    """(labels, confidence) of new points ``X`` by the vote of their k nearest points of
-    ``reference`` whose ``ref_labels`` are not -1 (kNN-DV against a labeled set)."""
+def _vote_inputs(X, reference, ref_labels, k, weighting):
+    """The checked arguments of a vote against a labeled set: (X, X's Info, reference, the
+    int64 host labels of reference, k)."""
     X, x_info = _checks.embeddings(X, "X")
     reference, r_info = _checks.embeddings(reference, "reference")
     _checks.same_device(x_info, r_info, "X", "reference")
@@ -186,6 +186,13 @@ def vote_against(X, reference, ref_labels, k=20, *, weighting="similarity", back
     y = _checks.labels(ref_labels, r_info.shape[0], name="ref_labels")
     k = _checks.positive_int(k, "k")
     _checks.choice(weighting, "weighting", WEIGHTINGS)
+    return X, x_info, reference, y, k
+
+
+def vote_against(X, reference, ref_labels, k=20, *, weighting="similarity", backend=None):
+    """(labels, confidence) of new points ``X`` by the vote of their k nearest points of
+    ``reference`` whose ``ref_labels`` are not -1 (kNN-DV against a labeled set)."""
+    X, x_info, reference, y, k = _vote_inputs(X, reference, ref_labels, k, weighting)
     kern = _backend.select(backend, x_info.on_gpu, like=X).labeling
     _checks.rows(X, "X")
     _checks.rows(reference, "reference")
@@ -202,13 +209,7 @@ def vote_shares(X, reference, ref_labels, classes, k=20, *, weighting="similarit
     vote (1, or the similarity floored at 0) per class, over their total, so the winner of
     :func:`vote_against` has the largest share (ties aside). Rows whose voters all weigh 0 get
     the plain vote counts."""
-    X, x_info = _checks.embeddings(X, "X")
-    reference, r_info = _checks.embeddings(reference, "reference")
-    _checks.same_device(x_info, r_info, "X", "reference")
-    _checks.same_width(x_info, r_info, "X", "reference")
-    y = _checks.labels(ref_labels, r_info.shape[0], name="ref_labels")
-    k = _checks.positive_int(k, "k")
-    _checks.choice(weighting, "weighting", WEIGHTINGS)
+    X, _, reference, y, k = _vote_inputs(X, reference, ref_labels, k, weighting)
     classes = np.asarray(classes)
     known = np.nonzero(y >= 0)[0]
     if known.size == 0:

@@ -10,6 +10,21 @@ from hdlfast.datasets import hypersphere_mixture
 from conftest import reference_knn
 
 
+def round_picks(neighbors_dist, reg, cluster_labels, num_centroids, final_sample_num, w):
+    """One round of picks as USL loops over its clusters: in each non-empty cluster, in
+    order, the member of best 1 / dist - w * reg, until final_sample_num picks."""
+    selected = []
+    for cls_ind in range(num_centroids):
+        if len(selected) == final_sample_num:
+            break
+        match = np.flatnonzero(cluster_labels == cls_ind)
+        if len(match) == 0:
+            continue
+        scores = 1 / neighbors_dist[match] - w * reg[match]
+        selected.append(match[scores.argmax()])
+    return selected
+
+
 def usl_loop(data, neighbors_dist, cluster_labels, num_centroids, final_sample_num, iters,
              w, momentum, horizon_dist, alpha):
     """get_selection_with_reg as the original runs it, with numpy in place of torch."""
@@ -17,15 +32,8 @@ def usl_loop(data, neighbors_dist, cluster_labels, num_centroids, final_sample_n
     reg = np.zeros(len(data))
     mask = np.eye(final_sample_num)[cluster_labels]  # F.one_hot(cluster_labels, final)
     for _ in range(iters):
-        selected = []
-        for cls_ind in range(num_centroids):
-            if len(selected) == final_sample_num:
-                break
-            match = np.flatnonzero(cluster_labels == cls_ind)
-            if len(match) == 0:
-                continue
-            scores = 1 / neighbors_dist[match] - w * reg[match]
-            selected.append(match[scores.argmax()])
+        selected = round_picks(neighbors_dist, reg, cluster_labels, num_centroids,
+                               final_sample_num, w)
         sel = data[np.array(selected)]
         new = ((data[:, None, :] - sel[None, :, :]) ** 2).sum(-1)
         new = (1 - mask) * new + mask * 1e10
@@ -45,15 +53,8 @@ def usl_imagenet_loop(data, neighbors_dist, cluster_labels, num_centroids, iters
     data = np.asarray(data, np.float64)
     reg = np.zeros(len(data))
     for it in range(iters):
-        selected = []
-        for cls_ind in range(num_centroids):
-            if len(selected) == final_sample_num:
-                break
-            match = np.flatnonzero(cluster_labels == cls_ind)
-            if len(match) == 0:
-                continue
-            scores = 1 / neighbors_dist[match] - w * reg[match]
-            selected.append(match[scores.argmax()])
+        selected = round_picks(neighbors_dist, reg, cluster_labels, num_centroids,
+                               final_sample_num, w)
         if it < iters - 1:
             sel = data[np.array(selected)]
             sq = ((data[:, None, :] - sel[None, :, :]) ** 2).sum(-1)

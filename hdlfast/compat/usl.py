@@ -65,6 +65,15 @@ def _selection_inputs(data, neighbors_dist, cluster_labels, num_centroids, label
     return x, dist, num_centroids, _cluster_labels(cluster_labels, n, limit, limit_name)
 
 
+def _round_params(iters, w, momentum, alpha):
+    """The checked round parameters of the regularised selections."""
+    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 1:
+        raise ValueError(f"iters must be an integer >= 1, got {iters!r}")
+    return (int(iters), _checks.positive_float(w, "w", zero=True),
+            _checks.positive_float(momentum, "momentum", zero=True),
+            _checks.positive_float(alpha, "alpha"))
+
+
 def _sq_dists(x: np.ndarray, sq_norms: np.ndarray, start: int, picks: np.ndarray):
     """Squared distances of rows start.. start + _BLOCK of x to the picks: |a|^2 + |b|^2 -
     2 a.b by BLAS, with the entries that cancel to (near) 0 recomputed as sum (a - b)^2, so a
@@ -108,11 +117,7 @@ def get_selection_with_reg(data, neighbors_dist, cluster_labels, num_centroids,
         data, neighbors_dist, cluster_labels, num_centroids,
         (final_sample_num, "final_sample_num"))
     n = x.shape[0]
-    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 1:
-        raise ValueError(f"iters must be an integer >= 1, got {iters!r}")
-    w = _checks.positive_float(w, "w", zero=True)
-    momentum = _checks.positive_float(momentum, "momentum", zero=True)
-    alpha = _checks.positive_float(alpha, "alpha")
+    iters, w, momentum, alpha = _round_params(iters, w, momentum, alpha)
     if horizon_dist is not None:
         horizon_dist = _checks.positive_float(horizon_dist, "horizon_dist")
 
@@ -162,11 +167,7 @@ def get_selection_with_reg_imagenet(data, neighbors_dist, cluster_labels, num_ce
         raise ValueError("final_sample_num is required (the original's assert compares the "
                          "picks with it)")
     final_sample_num = _checks.positive_int(final_sample_num, "final_sample_num")
-    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 1:
-        raise ValueError(f"iters must be an integer >= 1, got {iters!r}")
-    w = _checks.positive_float(w, "w", zero=True)
-    momentum = _checks.positive_float(momentum, "momentum", zero=True)
-    alpha = _checks.positive_float(alpha, "alpha")
+    iters, w, momentum, alpha = _round_params(iters, w, momentum, alpha)
     horizon_num = _checks.positive_int(horizon_num, "horizon_num")
 
     sq_norms = np.einsum("ij,ij->i", x, x)
