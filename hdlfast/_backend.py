@@ -11,6 +11,7 @@ import functools
 import importlib
 import os
 import sys
+import types
 import warnings
 
 import numpy as np
@@ -61,82 +62,29 @@ def _warn_fallback(message: str) -> None:
     warnings.warn(f"hdlfast: {message}", RuntimeWarning, stacklevel=4)
 
 
-class _NativeKernels:
-    """The native top-k merge kernels behind the array signature of numba_kernels (the
-    binding checks every array: dtype, shape, C-contiguity)."""
+def _native_kernels(mod):
+    """The native module's kernels under the names and signatures of numba_kernels (topk,
+    labeling, sinkhorn, kmeans), so both CPU backends are driven alike; the binding checks
+    every array (dtype, shape, C-contiguity). Only the reverse graph takes two native calls
+    (its size is known after the first)."""
 
-    def __init__(self, mod):
-        self._m = mod
-
-    def merge_rows(self, tile, row0, col0, heap_s, heap_i, exclude_self):
-        self._m.merge_rows(tile, row0, col0, heap_s, heap_i, exclude_self)
-
-    def merge_cols(self, tile, row0, col0, heap_s, heap_i):
-        self._m.merge_cols(tile, row0, col0, heap_s, heap_i)
-
-    def finalize(self, heap_s, heap_i):
-        self._m.finalize(heap_s, heap_i)
-
-
-class _NativeLabeling:
-    """The native labeling kernels behind the signature of numba_kernels.labeling."""
-
-    def __init__(self, mod):
-        self._m = mod
-
-    def reverse_csr(self, idx, k, n):
+    def reverse_csr(idx, k, n):
         indptr = np.empty(n + 1, np.int64)
-        self._m.reverse_indptr(idx, k, indptr)
+        mod.reverse_indptr(idx, k, indptr)
         src = np.empty(indptr[-1], np.int32)
-        self._m.reverse_fill(idx, k, indptr, src)
+        mod.reverse_fill(idx, k, indptr, src)
         return indptr, src
 
-    def propagate_levels(self, idx, sims, k, indptr, src, labels, conf, level, prov, uniform):
-        return self._m.propagate_levels(idx, sims, k, indptr, src, labels, conf, level, prov,
-                                        uniform)
-
-    def propagate_sequential(self, idx, sims, k, indptr, src, labels, conf, level, prov,
-                             uniform):
-        return self._m.propagate_sequential(idx, sims, k, indptr, src, labels, conf, level,
-                                            prov, uniform)
-
-    def search(self, idx, sims, k, indptr, src, labels, targets, max_visits, uniform,
-               out_lab, out_conf, out_steps, out_cycles):
-        self._m.search(idx, sims, k, indptr, src, labels, targets, max_visits, uniform,
-                       out_lab, out_conf, out_steps, out_cycles)
-
-    def vote_rows(self, nbr_idx, nbr_sims, db_labels, uniform, out_lab, out_conf):
-        self._m.vote_rows(nbr_idx, nbr_sims, db_labels, uniform, out_lab, out_conf)
-
-
-class _NativeSinkhorn:
-    """The native Sinkhorn kernels behind the signature of numba_kernels.sinkhorn."""
-
-    def __init__(self, mod):
-        self._m = mod
-
-    def prepare(self, src, q, beta, rowmax):
-        self._m.sk_prepare(src, q, float(beta), rowmax)
-
-    def colsum(self, q, u, out):
-        self._m.sk_colsum(q, u, out)
-
-    def iterate(self, q, v, r, u, out_colsum):
-        self._m.sk_iterate(q, np.ascontiguousarray(v, np.float64), r, u, out_colsum)
-
-    def finalize(self, q, v, r, labels, out_colsum):
-        return self._m.sk_finalize(q, np.ascontiguousarray(v, np.float64), r, labels,
-                                   out_colsum)
-
-
-class _NativeKMeans:
-    """The native k-means update behind the signature of numba_kernels.kmeans."""
-
-    def __init__(self, mod):
-        self._m = mod
-
-    def cluster_sums(self, x, inv, labels, sums, counts):
-        self._m.cluster_sums(x, inv, labels, sums, counts)
+    topk = types.SimpleNamespace(merge_rows=mod.merge_rows, merge_cols=mod.merge_cols,
+                                 finalize=mod.finalize)
+    labeling = types.SimpleNamespace(reverse_csr=reverse_csr, vote_rows=mod.vote_rows,
+                                     propagate_levels=mod.propagate_levels,
+                                     propagate_sequential=mod.propagate_sequential,
+                                     search=mod.search)
+    sinkhorn = types.SimpleNamespace(prepare=mod.sk_prepare, colsum=mod.sk_colsum,
+                                     iterate=mod.sk_iterate, finalize=mod.sk_finalize)
+    kmeans = types.SimpleNamespace(cluster_sums=mod.cluster_sums)
+    return topk, labeling, sinkhorn, kmeans
 
 
 _FORKED_AFTER_OPENMP = False
@@ -309,8 +257,7 @@ def select(backend: str | None, on_gpu: bool, like=None):
         return CUDABackend(_module("cuda"), like, host)
     if name == "native":
         mod = _module("native")
-        return CPUBackend("native", _NativeKernels(mod), _NativeLabeling(mod),
-                          _NativeSinkhorn(mod), _NativeKMeans(mod))
+        return CPUBackend("native", *_native_kernels(mod))
     _check_numba_after_fork()
     return CPUBackend("numba", _module("numba"), _numba_labeling(), _numba_sinkhorn(),
                       _numba_kmeans())

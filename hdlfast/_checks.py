@@ -203,15 +203,26 @@ def graph_pair(g):
     """The ``(sims, idx)`` arrays of a graph argument: hdlfast.knn's result (a KNNGraph) or any
     pair of a float and an integer array, in either order (told apart by dtype, so the
     ``(idx, sims)`` order of earlier releases still works)."""
+    a, b = (_arrays.as_array(x, "graph") for x in pair_of(g))
+    return sims_first(a, b, [_arrays.info(x, "graph").dtype.startswith(_INT_KINDS)
+                             for x in (a, b)])
+
+
+def pair_of(g, source: str = "hdlfast.knn"):
+    """``g`` as a tuple of two, or TypeError: a graph is the (sims, idx) pair of ``source``."""
     if not isinstance(g, (tuple, list)) or len(g) != 2:
-        raise TypeError("graph must be the (sims, idx) pair returned by hdlfast.knn")
-    a, b = (_arrays.as_array(x, "graph") for x in g)
-    ints = [_arrays.info(x, "graph").dtype.startswith(_INT_KINDS) for x in (a, b)]
+        raise TypeError(f"graph must be the (sims, idx) pair returned by {source}")
+    return tuple(g)
+
+
+def sims_first(a, b, ints, source: str = "hdlfast.knn"):
+    """``(sims, idx)`` of the graph arrays a, b, whichever order they come in; ``ints``: which
+    of the two hold integers (exactly one must)."""
     if ints == [False, True]:
         return a, b
     if ints == [True, False]:
         return b, a
-    raise TypeError("graph must be the (sims, idx) result of hdlfast.knn: one float array of "
+    raise TypeError(f"graph must be the (sims, idx) result of {source}: one float array of "
                     "similarities and one integer array of indices, got "
                     f"{'two integer' if all(ints) else 'two float'} arrays")
 

@@ -394,7 +394,8 @@ class SinkhornState:
 
     def iterate(self, v: np.ndarray):
         """One fused pass; returns (local column sums, whether u stayed finite)."""
-        self._kern.iterate(self.q, v, self._r, self._u, self._colsum)
+        self._kern.iterate(self.q, np.ascontiguousarray(v, np.float64), self._r, self._u,
+                           self._colsum)
         return self._colsum.copy(), bool(np.isfinite(self._u).all())
 
     #: finalize does the last row scaling itself, so the driver skips the last iterate

@@ -114,7 +114,7 @@ def _first_block(cuda, nq, nd, d, k, dtype, budget) -> int:
 
 class CudaLabeling:
     """The HDL labeling kernels of ``hdlfast._cuda`` behind the interface of
-    ``_backend._NativeLabeling``: host (numpy) arrays in and out (the orchestrator in
+    the CPU labeling kernels (``numba_kernels.labeling``): host (numpy) arrays in and out (the orchestrator in
     ``labeling`` works on the host), copied to the device of ``like`` (a torch or cupy GPU
     array), run on its current stream and copied back. Results are identical to the CPU
     kernels. ``propagate_levels`` synchronises the stream once per level."""

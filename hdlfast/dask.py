@@ -488,14 +488,9 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
     if graph is None and src is None:
         raise ValueError("hdl needs embeddings X or a precomputed graph=(sims, idx)")
     if graph is not None:
-        if not isinstance(graph, (tuple, list)) or len(graph) != 2:
-            raise TypeError("graph must be the pair (sims, idx) of hdlfast.dask.knn")
-        parts = [_graph_part(a, "graph") for a in graph]
-        ints = [np.dtype(p.dtype).kind in "iu" for p in parts]
-        if sorted(ints) != [False, True]:  # either order, told apart by dtype
-            raise TypeError("graph must be the pair (sims, idx) of hdlfast.dask.knn: one float "
-                            "and one integer array")
-        g_sims, g_idx = parts if ints[1] else parts[::-1]
+        parts = [_graph_part(a, "graph") for a in _checks.pair_of(graph, "hdlfast.dask.knn")]
+        g_sims, g_idx = _checks.sims_first(*parts, [np.dtype(p.dtype).kind in "iu"
+                                                    for p in parts], "hdlfast.dask.knn")
         n = int(g_idx.shape[0])
         if src is not None and src.shape[0] != n:
             raise ValueError(f"graph has {n} rows but X has {src.shape[0]}")

@@ -186,6 +186,8 @@ def _vote_inputs(X, reference, ref_labels, k, weighting):
     y = _checks.labels(ref_labels, r_info.shape[0], name="ref_labels")
     k = _checks.positive_int(k, "k")
     _checks.choice(weighting, "weighting", WEIGHTINGS)
+    _checks.rows(X, "X")
+    _checks.rows(reference, "reference")
     return X, x_info, reference, y, k
 
 
@@ -194,8 +196,6 @@ def vote_against(X, reference, ref_labels, k=20, *, weighting="similarity", back
     ``reference`` whose ``ref_labels`` are not -1 (kNN-DV against a labeled set)."""
     X, x_info, reference, y, k = _vote_inputs(X, reference, ref_labels, k, weighting)
     kern = _backend.select(backend, x_info.on_gpu, like=X).labeling
-    _checks.rows(X, "X")
-    _checks.rows(reference, "reference")
     known = np.nonzero(y >= 0)[0]
     lab, conf = _vote_in_embedding(kern, X, y, None, known, k, weighting, backend,
                                    database=reference)
@@ -212,13 +212,9 @@ def vote_shares(X, reference, ref_labels, classes, k=20, *, weighting="similarit
     X, _, reference, y, k = _vote_inputs(X, reference, ref_labels, k, weighting)
     classes = np.asarray(classes)
     known = np.nonzero(y >= 0)[0]
-    if known.size == 0:
-        raise ValueError("ref_labels has no labeled point to vote")
     if not np.isin(y[known], classes).all():
         raise ValueError("ref_labels holds a label that is not in classes")
-    sims, nbr = (_arrays.to_numpy(a) for a in
-                 knn(X, min(k, known.size), database=_arrays.take_rows(reference, known),
-                     backend=backend))
+    sims, nbr = _known_neighbours(X, None, known, k, backend, database=reference)
     col = np.searchsorted(classes, y[known][nbr])
     rows = np.arange(nbr.shape[0])[:, None]
     counts = np.zeros((nbr.shape[0], classes.size))
@@ -234,15 +230,21 @@ def vote_shares(X, reference, ref_labels, classes, k=20, *, weighting="similarit
     return shares / total
 
 
+def _known_neighbours(X, todo, known, k, backend, database=None, memory_budget=None):
+    """Host (sims, idx) of points ``todo`` of X (all when None) against their min(k, known)
+    nearest ``known`` rows of ``database`` (X itself when None); idx indexes ``known``."""
+    q = X if todo is None else _arrays.take_rows(X, todo)
+    db = _arrays.take_rows(X if database is None else database, known)
+    return tuple(_arrays.to_numpy(a) for a in knn(q, min(k, known.size), database=db,
+                                                  backend=backend,
+                                                  memory_budget=memory_budget))
+
+
 def _vote_in_embedding(kern, X, y, todo, known, k, weighting, backend, database=None,
                        memory_budget=None):
     """(labels, confidence) of points ``todo`` of X (all when None) by the vote of their
     nearest ``known`` points of ``database`` (X itself when None)."""
-    kk = min(k, known.size)
-    q = X if todo is None else _arrays.take_rows(X, todo)
-    db = _arrays.take_rows(X if database is None else database, known)
-    sims, nbr = (_arrays.to_numpy(a) for a in knn(q, kk, database=db, backend=backend,
-                                                  memory_budget=memory_budget))
+    sims, nbr = _known_neighbours(X, todo, known, k, backend, database, memory_budget)
     out_lab = np.empty(nbr.shape[0], np.int64)
     out_conf = np.empty(nbr.shape[0], np.float64)
     kern.vote_rows(np.ascontiguousarray(nbr), np.ascontiguousarray(sims),

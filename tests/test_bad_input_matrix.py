@@ -691,9 +691,11 @@ def no_work(monkeypatch):
 
     monkeypatch.setattr(_cpu, "topk", started)
     monkeypatch.setattr(_cpu.SinkhornState, "start", started)
-    for meth in ("reverse_csr", "propagate_levels", "propagate_sequential", "search",
-                 "vote_rows"):
-        monkeypatch.setattr(_backend._NativeLabeling, meth, started)
+    if "native" in CPU_BACKENDS:
+        native = _backend._module("native")
+        for meth in ("reverse_indptr", "propagate_levels", "propagate_sequential", "search",
+                     "vote_rows"):
+            monkeypatch.setattr(native, meth, started)
     if "numba" in CPU_BACKENDS:
         from hdlfast.numba_kernels import labeling
 

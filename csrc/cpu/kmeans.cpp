@@ -10,6 +10,7 @@
 
 #include "cpu/clones.h"
 #include "cpu/parallel.h"
+#include "cpu/prefetch.h"
 
 namespace hdlfast {
 namespace cpu {
@@ -22,14 +23,6 @@ void add_row(const float* row, double w, double* acc, int64_t d) {
 }
 
 constexpr int64_t kAhead = 8;  // members whose rows are prefetched ahead of the one added
-
-// The members of a cluster sit at scattered rows: without a software prefetch each row is a
-// cache miss the hardware prefetcher cannot foresee.
-inline void prefetch_row(const float* row, int64_t d) {
-  const char* p = reinterpret_cast<const char*>(row);
-  for (int64_t b = 0; b < d * static_cast<int64_t>(sizeof(float)); b += 64)
-    __builtin_prefetch(p + b);
-}
 
 }  // namespace
 
@@ -52,7 +45,8 @@ void cluster_sums(const float* x, int64_t n, int64_t d, const float* inv, const 
       double* acc = sums + c * d;
       std::fill(acc, acc + d, 0.0);
       for (int64_t m = start[c]; m < start[c + 1]; ++m) {
-        if (m + kAhead < start[c + 1]) prefetch_row(x + members[m + kAhead] * d, d);
+        if (m + kAhead < start[c + 1])  // scattered rows: the hardware cannot foresee them
+          prefetch_bytes(x + members[m + kAhead] * d, d * static_cast<int64_t>(sizeof(float)));
         const int64_t i = members[m];
         add_row(x + i * d, inv ? static_cast<double>(inv[i]) : 1.0, acc, d);
       }

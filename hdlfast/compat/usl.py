@@ -74,6 +74,32 @@ def _round_params(iters, w, momentum, alpha):
             _checks.positive_float(alpha, "alpha"))
 
 
+def _rounds(x, dist, labels, num_centroids, final_sample_num, iters, w, momentum, penalty,
+            after_last):
+    """USL's rounds of regularised picks: in each, the cluster-by-cluster best of
+    1 / dist - w * reg; then (after the last round too when ``after_last``, as the CIFAR
+    code does) reg folds in, with ``momentum``, ``penalty(start, sq, picks)``: each block of
+    rows' regulariser from its squared distances to the picks (written over). Returns the
+    last round's picks; fewer non-empty clusters than picks is the original's assert."""
+    n = x.shape[0]
+    sq_norms = np.einsum("ij,ij->i", x, x)
+    reg = np.zeros(n)
+    for it in range(iters):
+        picks = _first_per_cluster(1.0 / dist - w * reg, labels, num_centroids,
+                                   final_sample_num, best_is_max=True)
+        if picks.shape[0] != final_sample_num:
+            raise ValueError(f"only {picks.shape[0]} of the num_centroids={num_centroids} "
+                             f"clusters are non-empty, fewer than final_sample_num="
+                             f"{final_sample_num} (the original's assert)")
+        if it == iters - 1 and not after_last:
+            break
+        new = np.empty(n)
+        for b in range(0, n, _BLOCK):
+            new[b:b + _BLOCK] = penalty(b, _sq_dists(x, sq_norms, b, picks), picks)
+        reg = reg * momentum + new * (1.0 - momentum)
+    return picks
+
+
 def _sq_dists(x: np.ndarray, sq_norms: np.ndarray, start: int, picks: np.ndarray):
     """Squared distances of rows start.. start + _BLOCK of x to the picks: |a|^2 + |b|^2 -
     2 a.b by BLAS, with the entries that cancel to (near) 0 recomputed as sum (a - b)^2, so a
@@ -116,36 +142,25 @@ def get_selection_with_reg(data, neighbors_dist, cluster_labels, num_centroids,
     x, dist, num_centroids, labels = _selection_inputs(
         data, neighbors_dist, cluster_labels, num_centroids,
         (final_sample_num, "final_sample_num"))
-    n = x.shape[0]
     iters, w, momentum, alpha = _round_params(iters, w, momentum, alpha)
     if horizon_dist is not None:
         horizon_dist = _checks.positive_float(horizon_dist, "horizon_dist")
 
-    sq_norms = np.einsum("ij,ij->i", x, x)
-    reg = np.zeros(n)
-    for _ in range(iters):
-        picks = _first_per_cluster(1.0 / dist - w * reg, labels, num_centroids,
-                                   final_sample_num, best_is_max=True)
-        if picks.shape[0] != final_sample_num:
-            raise ValueError(f"only {picks.shape[0]} of the num_centroids={num_centroids} "
-                             f"clusters are non-empty, fewer than final_sample_num="
-                             f"{final_sample_num} (the original's assert)")
-        new = np.empty(n)
-        cols = np.arange(final_sample_num)
-        for b in range(0, n, _BLOCK):
-            rows = slice(b, b + _BLOCK)
-            sq = _sq_dists(x, sq_norms, b, picks)
-            sq[labels[rows, None] == cols[None, :]] = _FAR
-            if (sq == 0).any():
-                r, c = np.argwhere(sq == 0)[0]
-                raise ValueError(f"row {b + r} of data coincides with pick {picks[c]} of "
-                                 "another cluster: the regulariser 1 / 0 is undefined (the "
-                                 "original's assert)")
-            if horizon_dist is not None:
-                sq[sq >= horizon_dist] = _FAR
-            new[rows] = (sq ** -alpha).sum(axis=1)
-        reg = reg * momentum + new * (1.0 - momentum)
-    return picks
+    cols = np.arange(final_sample_num)
+
+    def penalty(b, sq, picks):
+        sq[labels[b:b + _BLOCK, None] == cols[None, :]] = _FAR
+        if (sq == 0).any():
+            r, c = np.argwhere(sq == 0)[0]
+            raise ValueError(f"row {b + r} of data coincides with pick {picks[c]} of another "
+                             "cluster: the regulariser 1 / 0 is undefined (the original's "
+                             "assert)")
+        if horizon_dist is not None:
+            sq[sq >= horizon_dist] = _FAR
+        return (sq ** -alpha).sum(axis=1)
+
+    return _rounds(x, dist, labels, num_centroids, final_sample_num, iters, w, momentum,
+                   penalty, after_last=True)
 
 
 def get_selection_with_reg_imagenet(data, neighbors_dist, cluster_labels, num_centroids,
@@ -162,46 +177,32 @@ def get_selection_with_reg_imagenet(data, neighbors_dist, cluster_labels, num_ce
     del verbose
     x, dist, num_centroids, labels = _selection_inputs(data, neighbors_dist, cluster_labels,
                                                        num_centroids)
-    n = x.shape[0]
     if final_sample_num is None:
         raise ValueError("final_sample_num is required (the original's assert compares the "
                          "picks with it)")
     final_sample_num = _checks.positive_int(final_sample_num, "final_sample_num")
     iters, w, momentum, alpha = _round_params(iters, w, momentum, alpha)
     horizon_num = _checks.positive_int(horizon_num, "horizon_num")
+    if iters > 1 and horizon_num > final_sample_num:
+        raise ValueError(f"horizon_num={horizon_num} is more than the {final_sample_num} "
+                         "picks (the original's Kmin needs that many)")
 
-    sq_norms = np.einsum("ij,ij->i", x, x)
-    reg = np.zeros(n)
-    for it in range(iters):
-        picks = _first_per_cluster(1.0 / dist - w * reg, labels, num_centroids,
-                                   final_sample_num, best_is_max=True)
-        if it == iters - 1:
-            break
-        if horizon_num > picks.shape[0]:
-            raise ValueError(f"horizon_num={horizon_num} is more than the {picks.shape[0]} "
-                             "picks (the original's Kmin needs that many)")
-        new = np.empty(n)
-        for b in range(0, n, _BLOCK):
-            rows = slice(b, b + _BLOCK)
-            sq = _sq_dists(x, sq_norms, b, picks)
-            near = np.argpartition(sq, horizon_num - 1, axis=1)[:, :horizon_num]
-            d = np.take_along_axis(sq, near, 1)
-            if exclude_same_cluster:
-                d[near == labels[rows, None]] = _FAR
-                if (d == 0).any():
-                    r = int(np.argwhere(d == 0)[0][0])
-                    raise ValueError(f"row {b + r} of data coincides with a pick of another "
-                                     "cluster: the regulariser 1 / 0 is undefined (the "
-                                     "original's assert)")
-            else:
-                d[d == 0] = _FAR
-            new[rows] = (d ** -alpha).sum(axis=1)
-        reg = reg * momentum + new * (1.0 - momentum)
-    if picks.shape[0] != final_sample_num:
-        raise ValueError(f"only {picks.shape[0]} of the num_centroids={num_centroids} clusters "
-                         f"are non-empty, fewer than final_sample_num={final_sample_num} (the "
-                         "original's assert)")
-    return picks
+    def penalty(b, sq, picks):
+        near = np.argpartition(sq, horizon_num - 1, axis=1)[:, :horizon_num]
+        d = np.take_along_axis(sq, near, 1)
+        if exclude_same_cluster:
+            d[near == labels[b:b + _BLOCK, None]] = _FAR
+            if (d == 0).any():
+                r = int(np.argwhere(d == 0)[0][0])
+                raise ValueError(f"row {b + r} of data coincides with a pick of another "
+                                 "cluster: the regulariser 1 / 0 is undefined (the "
+                                 "original's assert)")
+        else:
+            d[d == 0] = _FAR
+        return (d ** -alpha).sum(axis=1)
+
+    return _rounds(x, dist, labels, num_centroids, final_sample_num, iters, w, momentum,
+                   penalty, after_last=False)
 
 
 def get_selection_without_reg(cluster_labels, neighbors_dist, centroid_ordering,
