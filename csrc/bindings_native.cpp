@@ -220,6 +220,26 @@ PYBIND11_MODULE(_native, m) {
       a("src"), a("q"), py::arg("beta"), a("rowmax"),
       "Sinkhorn kernel exp(beta (s - row max)) of the scores src into q; row maxima out.");
   m.def(
+      "sk_prepare_power",
+      [](Arr p, Arr q, int64_t power, Arr rowmax) {
+        float* qq = out<float>(q, "q", {kAny, kAny});
+        const int64_t n = q.shape(0), k = q.shape(1);
+        double* rm = out<double>(rowmax, "rowmax", {n});
+        if (power < 1) throw py::value_error("power must be >= 1, got " + std::to_string(power));
+        if (py::isinstance<py::array_t<double>>(p)) {
+          const double* pp = in<double>(p, "p", {n, k});
+          py::gil_scoped_release nogil;
+          c::sk_prepare_power(pp, qq, n, k, power, rm);
+        } else {
+          const float* pp = in<float>(p, "p", {n, k});  // else a TypeError naming p
+          py::gil_scoped_release nogil;
+          c::sk_prepare_power(pp, qq, n, k, power, rm);
+        }
+      },
+      a("p"), a("q"), py::arg("power"), a("rowmax"),
+      "Sinkhorn kernel (p / row max) ** power of the probabilities p (float32 or float64) "
+      "into q; row maxima out.");
+  m.def(
       "sk_colsum",
       [](Arr q, Arr u, Arr out_sum) {
         const float* qq = in<float>(q, "q", {kAny, kAny});

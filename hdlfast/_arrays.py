@@ -100,15 +100,18 @@ def to_host(x) -> np.ndarray:
     return x
 
 
-def float32_view(x):
-    """``x`` as a C-contiguous float32 numpy view when it is one on the host (numpy or torch
-    CPU), for kernels that only read it; else None (no copy is ever made here)."""
+def host_view(x, dtypes=(np.float32,)):
+    """``x`` as a C-contiguous numpy view when it is one on the host (numpy or torch CPU) of
+    one of ``dtypes``, for kernels that only read it; else None (no copy is ever made here)."""
     k = kind(x)
-    if k == "cupy" or (k == "torch" and (x.device.type != "cpu" or
-                                          x.dtype != _torch().float32)):
+    if k == "cupy" or (k == "torch" and x.device.type != "cpu"):
         return None
-    view = x.detach().numpy() if k == "torch" else x
-    return view if view.dtype == np.float32 and view.flags.c_contiguous else None
+    if k == "torch":
+        t = _torch()
+        if x.dtype not in (t.float32, t.float64):
+            return None
+        x = x.detach().numpy()
+    return x if x.dtype in dtypes and x.flags.c_contiguous else None
 
 
 def copy_to_host(dst: np.ndarray, src, rows=None) -> None:
@@ -165,6 +168,38 @@ def row_logsumexp(x, block: int = 4096) -> np.ndarray:
             m = blk.max(axis=1, keepdims=True)
             out[b:b + block] = to_numpy(m[:, 0] + xp.log(xp.exp(blk - m).sum(axis=1)))
     return out
+
+
+_LOG_TINY = float(np.log(np.finfo(np.float64).tiny))
+
+
+def log_probs(x, block_elements: int = 1 << 16):
+    """(log x as float32 in x's kind and on its device, the first row of x that is not a row
+    of probabilities, else -1) for the 2-D array ``x``: logs taken in float64 blocks of rows
+    and rounded once; 0 gives the log of the smallest normal double (any power of it with
+    lam >= 1 underflows to 0, as 0 ** lam is). A bad row holds NaN, Inf or a negative entry,
+    or no positive one."""
+    n, k = x.shape
+    out = empty(x, (n, k), "float32")
+    step = max(1, block_elements // max(k, 1))
+    is_torch = kind(x) == "torch"
+    xp = _cupy() if kind(x) == "cupy" else np
+    with device_ctx(x), np.errstate(divide="ignore", invalid="ignore"):
+        for b in range(0, n, step):
+            if is_torch:
+                blk = x[b:b + step].detach().double()
+                ok = ((blk >= 0) & (blk < float("inf"))).all(dim=1) & (blk.amax(dim=1) > 0)
+            else:
+                blk = xp.asarray(x[b:b + step], dtype=xp.float64)
+                ok = ((blk >= 0) & (blk < xp.inf)).all(axis=1) & (blk.max(axis=1) > 0)
+            ok = to_numpy(ok)
+            if not ok.all():
+                return out, b + int(np.argmin(ok))
+            if is_torch:
+                out[b:b + step].copy_(blk.clamp_min_(np.finfo(np.float64).tiny).log_())
+            else:
+                out[b:b + step] = xp.maximum(xp.log(blk), _LOG_TINY)
+    return out, -1
 
 
 def _half(x) -> bool:

@@ -81,7 +81,8 @@ def _native_kernels(mod):
                                      propagate_levels=mod.propagate_levels,
                                      propagate_sequential=mod.propagate_sequential,
                                      search=mod.search)
-    sinkhorn = types.SimpleNamespace(prepare=mod.sk_prepare, colsum=mod.sk_colsum,
+    sinkhorn = types.SimpleNamespace(prepare=mod.sk_prepare,
+                                     prepare_power=mod.sk_prepare_power, colsum=mod.sk_colsum,
                                      iterate=mod.sk_iterate, finalize=mod.sk_finalize)
     kmeans = types.SimpleNamespace(cluster_sums=mod.cluster_sums)
     return topk, labeling, sinkhorn, kmeans
@@ -151,8 +152,11 @@ class CPUBackend:
         self.sinkhorn = sinkhorn
         self.kmeans = kmeans
 
-    def sinkhorn_state(self, scores, beta, r):
-        return _cpu.SinkhornState(self.sinkhorn, scores, beta, r)
+    #: Sinkhorn kernels that raise probabilities to an integer power (SeLa's P ** lam)
+    sinkhorn_powers = True
+
+    def sinkhorn_state(self, scores, beta, r, power=None):
+        return _cpu.SinkhornState(self.sinkhorn, scores, beta, r, power)
 
     def kmeans_state(self, x, spherical, memory_budget, allow_tf32):
         del allow_tf32  # fp32 BLAS on the CPU
@@ -184,6 +188,7 @@ class CUDABackend:
 
     name = "cuda"
     on_gpu = True
+    sinkhorn_powers = False  # probabilities reach its Sinkhorn kernels as float32 logs
 
     def __init__(self, mod, like, host):
         from . import _gpu

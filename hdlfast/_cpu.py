@@ -358,23 +358,40 @@ def topk_pair(kernels, q: np.ndarray, db: np.ndarray, kq: int, kd: int,
     return heaps
 
 
+def bad_scores_message(row: int, probs: bool) -> str:
+    """The ValueError text for a row of Sinkhorn scores that cannot be used."""
+    if probs:
+        return (f"scores must hold probabilities (finite, >= 0, some entry > 0 in every "
+                f"row); row {row} does not")
+    return f"scores holds NaN or Inf (row {row})"
+
+
 class SinkhornState:
     """One Sinkhorn run on the host: Q (the only N x K buffer, float32) and the float64 row
     scaling u, driven by ``hdlfast.sinkhorn`` through the backend's kernels."""
 
-    def __init__(self, kernels, scores, beta: float, r: np.ndarray):
+    def __init__(self, kernels, scores, beta: float, r: np.ndarray, power=None):
         n, k = scores.shape
         self._kern, self._r, self._beta, self._like = kernels, r, beta, scores
         self.q = np.empty((n, k), np.float32)
-        src = _arrays.float32_view(scores)  # read by prepare, never written
-        if src is None:
-            _arrays.copy_to_host(self.q, scores)  # cast in place: no temporary of the scores
-            src = self.q
-        self._rowmax = np.empty(n, np.float64)
-        kernels.prepare(src, self.q, beta, self._rowmax)  # NaN for a row with NaN or Inf
+        self._rowmax = np.empty(n, np.float64)  # NaN marks a bad row
+        if power is None:
+            src = _arrays.host_view(scores)  # read by prepare, never written
+            if src is None:
+                _arrays.copy_to_host(self.q, scores)  # cast in place: no temporary
+                src = self.q
+            kernels.prepare(src, self.q, beta, self._rowmax)
+        else:  # probabilities, raised to the integer power beta
+            src = _arrays.host_view(scores, (np.float32, np.float64))
+            if src is None:
+                src = np.empty((n, k), np.float64)
+                _arrays.copy_to_host(src, scores)
+            kernels.prepare_power(src, self.q, power, self._rowmax)
         finite = np.isfinite(self._rowmax)
         if not finite.all():
-            raise ValueError(f"scores holds NaN or Inf (row {int(np.argmin(finite))})")
+            raise ValueError(bad_scores_message(int(np.argmin(finite)), power is not None))
+        if power is not None:
+            self._rowmax = np.log(self._rowmax)  # Q = exp(beta (log p - log max p))
         self._u = np.empty(n, np.float64)
         self._colsum = np.empty(k, np.float64)
 

@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 
-from . import _arrays, _checks
+from . import _arrays, _checks, _cpu
 
 _INT32_MAX = np.iinfo(np.int32).max
 # Share of the free device memory one call may use for its workspace.
@@ -242,7 +242,9 @@ class SinkhornState:
     column scaling v and the column sums cross to the host once per iteration (K doubles).
     Every kernel runs on the caller's current stream."""
 
-    def __init__(self, cuda_module, scores, beta: float, r: np.ndarray):
+    def __init__(self, cuda_module, scores, beta: float, r: np.ndarray, power=None):
+        if power is not None:
+            raise ValueError("the CUDA Sinkhorn kernels take no power: pass log-probabilities")
         self._m = cuda_module
         with _arrays.device_ctx(scores):
             scores = _arrays.gpu_contiguous(scores)
@@ -257,7 +259,7 @@ class SinkhornState:
                                _arrays.data_ptr(bad), self._stream())
             bad_row = int(_arrays.to_numpy(bad)[0])
             if bad_row != _INT32_MAX:
-                raise ValueError(f"scores holds NaN or Inf (row {bad_row})")
+                raise ValueError(_cpu.bad_scores_message(bad_row, probs=False))
             self._rowmax = np.asarray(_arrays.to_numpy(rowmax), np.float64)
             self._r = _arrays.to_device(np.asarray(r, np.float64), scores)
             self._u = _arrays.empty(scores, (n,), "float64")

@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from . import _arrays, _backend, _checks
+from . import _arrays, _backend, _checks, _cpu
 
 _KINDS = ("sela", "swav")
 _DEFAULT_ITERS = {"sela": 10_000, "swav": 3}
@@ -45,11 +45,12 @@ class SinkhornResult(tuple):
 
 def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=None,
              cluster_prior=None, sample_weight=None, process_group=None, log_probs=False,
-             sela_tol=_SELA_ERR, backend=None, memory_budget=None) -> SinkhornResult:
+             probs=False, sela_tol=_SELA_ERR, backend=None, memory_budget=None) -> SinkhornResult:
     """Balanced assignment of N samples to K clusters: returns ``(Q, labels)`` (a
     :class:`SinkhornResult`, which also carries ``n_iter`` and ``error``).
 
-    scores : (N, K) logits or log-probabilities (float32, float16, bfloat16 or float64).
+    scores : (N, K) logits, log-probabilities or probabilities (float32, float16, bfloat16
+        or float64).
     kind : "swav" (Q ~ exp(scores / epsilon), 3 iterations as in SwAV's distributed_sinkhorn)
         or "sela" (Q ~ softmax(scores) ** lam, from uniform sample scalings as SeLa's
         optimize_L_sk, until SeLa's own rule holds).
@@ -66,6 +67,11 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
     log_probs : kind="sela" only: the rows of ``scores`` are already log-probabilities (log
         of softmax outputs), so Q starts from exp(lam * scores), SeLa's ``PS ** lamb``, and
         the pass computing each row's log-sum-exp is skipped.
+    probs : kind="sela" only: the rows of ``scores`` are probabilities (softmax outputs,
+        SeLa's ``PS``), raised to ``lam`` as they are: for an integer ``lam`` (SeLa's 10 and
+        25) by repeated multiplication in float64 on the CPU, with no logarithm taken (one
+        pass over the scores); else through their float64 logs rounded to float32, as
+        ``log_probs``. Each row needs an entry > 0, and none negative.
     memory_budget : bytes of scratch for the log-domain fallback, which works on blocks of
         rows (about 6 float64 copies of a block; default 4096 rows). The fused iterations need
         no N x K scratch: Q, the output, is the only N x K buffer.
@@ -81,10 +87,14 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
     tol = None if tol is None else _checks.positive_float(tol, "tol", zero=True)
     sela_rule = kind == "sela" and tol is None
     sela_tol = _checks.positive_float(sela_tol, "sela_tol")
-    if not isinstance(log_probs, (bool, np.bool_)):
-        raise TypeError(f"log_probs must be True or False, got {log_probs!r}")
-    if log_probs and kind != "sela":
-        raise ValueError("log_probs=True applies to kind='sela' (SwAV's scores are logits)")
+    for flag, name in ((log_probs, "log_probs"), (probs, "probs")):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
+        if flag and kind != "sela":
+            raise ValueError(f"{name}=True applies to kind='sela' (SwAV's scores are logits)")
+    if log_probs and probs:
+        raise ValueError("log_probs=True and probs=True exclude each other: pick the one "
+                         "that describes scores")
     n, k = s_info.shape
     block = _LOG_BLOCK
     if memory_budget is not None:
@@ -93,6 +103,12 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
     c = _checks.distribution(cluster_prior, k, "cluster_prior")
     w = _checks.weights(sample_weight, n, "sample_weight")
     impl = _backend.select(backend, s_info.on_gpu, like=scores)
+    power = _integer_power(beta) if probs and impl.sinkhorn_powers else None
+    if probs and power is None:  # the general power: exp(lam log p)
+        scores, bad = _arrays.log_probs(scores)
+        if bad >= 0:
+            raise ValueError(_cpu.bad_scores_message(bad, probs=True))
+        probs, log_probs = False, True
 
     group = process_group
     total_w = float(_arrays.allreduce(np.array([w.sum()]), group, "sum")[0])
@@ -100,11 +116,11 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
         raise ValueError("sample_weight sums to 0 over all ranks")
     r = w / total_w
 
-    state = impl.sinkhorn_state(scores, beta, r)  # Q = exp(beta (s - row max)), once
+    state = impl.sinkhorn_state(scores, beta, r, power)  # Q = exp(beta (s - row max)), once
     # Initial sample scalings, relative to Q's row shift: uniform on exp(beta * scores)
     # (SwAV), or uniform on softmax(scores) ** lam (SeLa), whose rows carry 1 / Z_i ** lam.
     log_u = beta * state.rowmax()
-    if kind == "sela" and not log_probs:
+    if kind == "sela" and not (log_probs or probs):
         log_u = log_u - beta * _arrays.row_logsumexp(scores)
     g = float(_arrays.allreduce(np.array([log_u.max() if n else -np.inf]), group, "max")[0])
     log_u = log_u - g
@@ -147,11 +163,21 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
     warnings.warn("sinkhorn: the shifted kernel cannot carry this plan (extreme "
                   "temperature); redoing it in the log domain", RuntimeWarning, stacklevel=2)
     q = state.host_buffer()
+    if probs:  # the log domain works on log-probabilities
+        scores = _arrays.log_probs(scores)[0]
     log_u0 = log_u - beta * state.rowmax()  # relative to exp(beta * scores)
     labels, it, err = _log_domain(scores, q, beta, r, c, n_iters, tol, sela_rule, log_u0,
                                   group, block, sela_tol)
     return SinkhornResult(_arrays.from_host(q, scores), _arrays.from_host(labels, scores),
                           it, err)
+
+
+_MAX_POWER = 1 << 20  # larger powers go through logs (binary powering: 20 squarings)
+
+
+def _integer_power(lam: float):
+    """``lam`` as an int when it is a whole number the power kernels take, else None."""
+    return int(lam) if float(lam).is_integer() and 1 <= lam <= _MAX_POWER else None
 
 
 def _sela_done(ratio: np.ndarray, group, sela_tol: float) -> bool:

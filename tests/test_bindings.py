@@ -58,6 +58,8 @@ def calls():
                                 8, True, np.empty(N - 3, i64), np.empty(N - 3, f64),
                                 np.empty(N - 3, i64), np.empty(N - 3, i64)], [9, 10, 11, 12]),
         "sk_prepare": (mod.sk_prepare, [q, np.empty_like(q), 2.0, np.empty(N, f64)], [1, 3]),
+        "sk_prepare_power": (mod.sk_prepare_power, [q.astype(f64), np.empty_like(q), 3,
+                                                    np.empty(N, f64)], [1, 3]),
         "sk_colsum": (mod.sk_colsum, [q, np.ones(N, f64), np.empty(C, f64)], [2]),
         "sk_iterate": (mod.sk_iterate, [q, np.ones(C, f64), np.full(N, 1 / N), np.empty(N, f64),
                                         np.empty(C, f64)], [3, 4]),
@@ -80,10 +82,16 @@ def test_valid_call_works(name):
     fn(*args)
 
 
+TWO_FLOAT_TYPES = {("sk_prepare_power", 0)}  # float32 or float64 probabilities
+
+
 @pytest.mark.parametrize("name,i", ARRAY_ARGS)
 def test_wrong_dtype(name, i):
     fn, args, _ = calls()[name]
     wrong = np.float64 if args[i].dtype != np.float64 else np.float32
+    if (name, i) in TWO_FLOAT_TYPES:
+        fn(*[a.astype(np.float32) if j == i else a for j, a in enumerate(args)])  # both work
+        wrong = np.int64
     args[i] = args[i].astype(wrong)
     with pytest.raises(TypeError, match="must be a"):
         fn(*args)
@@ -156,6 +164,13 @@ def test_torch_tensor_is_refused():
     fn, args, _ = calls()["sk_colsum"]
     args[0] = torch.from_numpy(args[0])
     with pytest.raises(TypeError):
+        fn(*args)
+
+
+def test_power_below_one_is_refused():
+    fn, args, _ = calls()["sk_prepare_power"]
+    args[2] = 0
+    with pytest.raises(ValueError, match="power must be >= 1"):
         fn(*args)
 
 

@@ -248,6 +248,105 @@ def test_log_probs_start_from_the_rows_as_given(backend):
     np.testing.assert_allclose(a.Q, b.Q, rtol=1e-5, atol=1e-9)
 
 
+def softmax_rows(n, k, seed, scale=0.5):
+    p = np.exp(logits(n, k, seed=seed, scale=scale).astype(np.float64))
+    return p / p.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("lam", [10, 25])
+def test_probs_equal_selas_loop(backend, lam):
+    """probs=True: SeLa's PS ** lamb from the probabilities themselves (whole-number lam:
+    repeated multiplication, no log), so the plan is SeLa's to float32 rounding."""
+    p = softmax_rows(3000, 40, seed=21)
+    p *= np.random.default_rng(21).uniform(0.5, 2.0, (3000, 1))  # rows taken as given
+    ref_labels, ref_plan, ref_iters = sela_loop(p, lam)
+    res = hdlfast.sinkhorn(p, kind="sela", lam=lam, probs=True, backend=backend)
+    assert res.n_iter == ref_iters
+    np.testing.assert_array_equal(res.labels, ref_labels)
+    np.testing.assert_allclose(res.Q / 3000, ref_plan, rtol=2e-6, atol=1e-12)
+    # the log path carries float32 logs: a looser plan (lam |log p| float32 ulps)
+    via_logs = hdlfast.sinkhorn(np.log(p), kind="sela", lam=lam, log_probs=True,
+                                backend=backend)
+    assert np.abs(res.Q / 3000 - ref_plan).max() < np.abs(via_logs.Q / 3000 - ref_plan).max()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("power", [1, 2, 7, 25, 1000])
+def test_power_kernel_is_the_rounded_power_and_backends_agree(dtype, power):
+    """Q = (p / max p) ** power in float64 rounded once: within one float32 ulp of numpy's
+    power, and the native and numba kernels give the same bits (the same multiplies)."""
+    if not hdlfast.info()["native"]["built"]:
+        pytest.skip("native kernels not built")
+    from hdlfast import _native
+    from hdlfast.numba_kernels import sinkhorn as numba_sk
+
+    p = softmax_rows(500, 37, seed=power).astype(dtype)  # 37: a tail after the vector lanes
+    p[3, 5] = 0.0
+    out = {}
+    for name, fn in (("native", _native.sk_prepare_power), ("numba", numba_sk.prepare_power)):
+        q, rowmax = np.empty(p.shape, np.float32), np.empty(500)
+        fn(p, q, power, rowmax)
+        out[name] = q, rowmax
+    p64 = p.astype(np.float64)
+    ref = (p64 / p64.max(axis=1, keepdims=True)) ** power
+    np.testing.assert_array_max_ulp(out["native"][0], ref.astype(np.float32), maxulp=1)
+    np.testing.assert_array_equal(out["native"][1], p64.max(axis=1))
+    assert out["native"][0][3, 5] == 0.0
+    np.testing.assert_array_equal(out["native"][0].view(np.int32),
+                                  out["numba"][0].view(np.int32))
+    np.testing.assert_array_equal(out["native"][1], out["numba"][1])
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_probs_inputs_and_fractional_lam(backend):
+    """float32, float64 and torch probabilities give one result; a fractional lam goes
+    through float64 logs, exactly as log_probs=True on those logs."""
+    p = softmax_rows(800, 12, seed=22)
+    a = hdlfast.sinkhorn(p, kind="sela", lam=10, probs=True, backend=backend)
+    b = hdlfast.sinkhorn(p.astype(np.float32), kind="sela", lam=10, probs=True,
+                         backend=backend)
+    np.testing.assert_allclose(a.Q, b.Q, rtol=1e-5, atol=1e-9)
+    torch = pytest.importorskip("torch")
+    t = hdlfast.sinkhorn(torch.from_numpy(p), kind="sela", lam=10, probs=True,
+                         backend=backend)
+    assert isinstance(t.Q, torch.Tensor)
+    np.testing.assert_array_equal(t.Q.numpy(), a.Q)
+    frac = hdlfast.sinkhorn(p, kind="sela", lam=2.5, probs=True, backend=backend)
+    logs = np.maximum(np.log(p), np.log(np.finfo(np.float64).tiny)).astype(np.float32)
+    same = hdlfast.sinkhorn(logs, kind="sela", lam=2.5, log_probs=True, backend=backend)
+    np.testing.assert_array_equal(frac.Q, same.Q)
+    ref_labels, ref_plan, ref_iters = sela_loop(p, 2.5)
+    assert frac.n_iter == ref_iters
+    np.testing.assert_allclose(frac.Q / 800, ref_plan, rtol=1e-5, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("lam", [10, 2.5])
+@pytest.mark.parametrize("bad", ["nan", "inf", "negative", "zero row"])
+def test_probs_that_are_not_probabilities(backend, lam, bad):
+    p = softmax_rows(300, 6, seed=23)
+    row = 117
+    if bad == "zero row":
+        p[row] = 0.0
+    else:
+        p[row, 2] = {"nan": np.nan, "inf": np.inf, "negative": -1e-3}[bad]
+    before = p.copy()
+    with pytest.raises(ValueError, match=f"scores must hold probabilities.*row {row} "):
+        hdlfast.sinkhorn(p, kind="sela", lam=lam, probs=True, backend=backend)
+    np.testing.assert_array_equal(p, before)
+
+
+def test_probs_flag_checks():
+    p = softmax_rows(50, 4, seed=24)
+    with pytest.raises(ValueError, match="probs=True applies to kind='sela'"):
+        hdlfast.sinkhorn(p, probs=True)
+    with pytest.raises(TypeError, match="probs must be True or False"):
+        hdlfast.sinkhorn(p, kind="sela", probs="yes")
+    with pytest.raises(ValueError, match="exclude each other"):
+        hdlfast.sinkhorn(p, kind="sela", probs=True, log_probs=True)
+
+
 def test_log_probs_bad_input():
     s = logits(50, 4, seed=14)
     with pytest.raises(ValueError, match="log_probs=True applies to kind='sela'"):

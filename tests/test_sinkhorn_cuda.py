@@ -49,6 +49,21 @@ def test_swav_matches_cpu(kind, n, k):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("lam", [10, 2.5])
+def test_sela_probabilities_match_cpu(kind, lam):
+    """probs=True on the GPU goes through float32 logs taken on the device; the CPU raises
+    whole-number powers directly: the same plan to the logs' rounding."""
+    p = np.exp(logits(1003, 37, seed=5, scale=0.5).astype(np.float64))
+    p /= p.sum(axis=1, keepdims=True)
+    compare(p, to_kind(p, kind), rtol=2e-5, kind="sela", lam=lam, probs=True)
+    bad = p.copy()
+    bad[7, 3] = -1.0
+    with pytest.raises(ValueError, match="row 7 "):
+        hdlfast.sinkhorn(to_kind(bad, kind), kind="sela", lam=lam, probs=True, backend="cuda")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("n,k", SHAPES)
 def test_sela_matches_cpu(kind, n, k):
     s = logits(n, k, seed=2 * n + k, scale=3.0)

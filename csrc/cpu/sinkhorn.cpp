@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "cpu/clones.h"
@@ -35,10 +36,11 @@ void accumulate2(const float* a, double wa, const float* b, double wb, double* a
 constexpr int64_t kPrefetchBytes = 8192;  // how far ahead of a row it is prefetched
 
 // Prefetch rows [i, i + m) of q from kPrefetchBytes past their start, not past row end.
-inline void prefetch_rows(const float* q, int64_t i, int64_t m, int64_t end, int64_t k) {
+template <typename T>
+inline void prefetch_rows(const T* q, int64_t i, int64_t m, int64_t end, int64_t k) {
   const char* base = reinterpret_cast<const char*>(q + i * k) + kPrefetchBytes;
   const char* stop = reinterpret_cast<const char*>(q + end * k);
-  prefetch_bytes(base, std::min<int64_t>(m * k * static_cast<int64_t>(sizeof(float)),
+  prefetch_bytes(base, std::min<int64_t>(m * k * static_cast<int64_t>(sizeof(T)),
                                          stop - base));
 }
 
@@ -144,6 +146,22 @@ void exp_shifted(const float* src, float* row, int64_t k, double beta, double m)
   }
 }
 
+// out[j] = base[j] ** e rounded to float, by binary powering from the lowest bit (acc *= base
+// at a set bit, then base *= base while bits remain: the numba twin multiplies in the same
+// order, so both give the same bits). base and acc are scratch rows of k doubles; a few
+// passes over L1-resident rows, each of which vectorises.
+HDLFAST_CLONES
+void power_row(double* base, double* acc, float* out, int64_t k, int64_t e) {
+  for (int64_t j = 0; j < k; ++j) acc[j] = 1.0;
+  for (; e > 0; e >>= 1) {
+    if (e & 1)
+      for (int64_t j = 0; j < k; ++j) acc[j] *= base[j];
+    if (e > 1)
+      for (int64_t j = 0; j < k; ++j) base[j] *= base[j];
+  }
+  for (int64_t j = 0; j < k; ++j) out[j] = static_cast<float>(acc[j]);
+}
+
 // The first index of the largest entry of a row of non-negative floats (their bits order
 // like the values, so the max runs in integer lanes).
 HDLFAST_CLONES
@@ -173,6 +191,45 @@ void scale_row(float* row, const double* v, double inv_s, double w, double* acc,
   }
 }
 
+// base[j] = row[j] / m for m the row max of probabilities, and m into base[k]; false (base
+// untouched) for a row holding NaN, Inf or a negative entry, or no positive one. One body for
+// both input types, inlined into each cloned overload so that it vectorises per target.
+// The scan runs in integer lanes on the bits (a non-negative finite value's bits order like
+// the value and lie in [0, bits of the largest finite]; -0 is the signed minimum), which
+// vectorises without fast-math.
+template <typename T, typename I>
+inline __attribute__((always_inline)) bool scaled_probs(const T* row, int64_t k,
+                                                        double* base) {
+  constexpr I kMinusZero = std::numeric_limits<I>::min();
+  I finite_max;
+  const T largest = std::numeric_limits<T>::max();
+  std::memcpy(&finite_max, &largest, sizeof finite_max);
+  I top = kMinusZero, bad = 0;
+  for (int64_t j = 0; j < k; ++j) {
+    I b;
+    std::memcpy(&b, row + j, sizeof b);
+    bad |= static_cast<I>((b > finite_max) | ((b < 0) & (b != kMinusZero)));
+    top = std::max(top, b);
+  }
+  T mt;
+  std::memcpy(&mt, &top, sizeof mt);
+  const double m = static_cast<double>(mt);
+  if (bad || !(m > 0.0)) return false;
+  for (int64_t j = 0; j < k; ++j) base[j] = static_cast<double>(row[j]) / m;
+  base[k] = m;
+  return true;
+}
+
+HDLFAST_CLONES
+bool scaled_probs_row(const float* row, int64_t k, double* base) {
+  return scaled_probs<float, int32_t>(row, k, base);
+}
+
+HDLFAST_CLONES
+bool scaled_probs_row(const double* row, int64_t k, double* base) {
+  return scaled_probs<double, int64_t>(row, k, base);
+}
+
 }  // namespace
 
 void sk_prepare(const float* src, float* q, int64_t n, int64_t k, double beta,
@@ -187,6 +244,28 @@ void sk_prepare(const float* src, float* q, int64_t n, int64_t k, double beta,
     }
   });
 }
+
+template <typename T>
+void sk_prepare_power(const T* p, float* q, int64_t n, int64_t k, int64_t power,
+                      double* rowmax) {
+  parallel_for(n, 256, [&](int64_t b, int64_t e, int) {
+    // base: the scaled row, then its max in base[k]; acc: the power being built
+    std::vector<double> base(static_cast<size_t>(k + 1)), acc(static_cast<size_t>(k));
+    for (int64_t i = b; i < e; ++i) {
+      prefetch_rows(p, i, 1, e, k);
+      if (!scaled_probs_row(p + i * k, k, base.data())) {
+        rowmax[i] = std::nan("");
+        continue;
+      }
+      rowmax[i] = base[k];
+      power_row(base.data(), acc.data(), q + i * k, k, power);
+    }
+  });
+}
+template void sk_prepare_power<float>(const float*, float*, int64_t, int64_t, int64_t,
+                                      double*);
+template void sk_prepare_power<double>(const double*, float*, int64_t, int64_t, int64_t,
+                                       double*);
 
 void sk_colsum(const float* q, int64_t n, int64_t k, const double* u, double* out) {
   chunked_colsum(

@@ -9,7 +9,8 @@ outputs, ``self.lamb``, ``self.outs[nh]``, ``self.dtype``, ``self.L`` and ``self
 same effect: ``self.L[nh]`` gets the new labels and ``self.PS`` the transport plan as SeLa
 leaves it, the (K, N) transpose of the (N, K) array, which (a writable numpy array of
 ``self.dtype``, as SeLa's is) holds the plan in place. It runs :func:`hdlfast.sinkhorn` with
-``kind="sela"`` on log(PS) (``log_probs=True``): the same start (uniform sample scalings on
+``kind="sela"`` on PS itself (``probs=True``: PS ** lamb by repeated multiplication for
+SeLa's whole-number lamb): the same start (uniform sample scalings on
 PS ** lamb) and SeLa's own stopping rule (sum |c / c_new - 1| <= 0.1, checked every 10
 iterations; 0.01 in cifar.py), so the iterations are SeLa's; the scalings are float64 and
 the plan float32 (SeLa: ``self.dtype``), so labels can differ only where two clusters tie to
@@ -23,25 +24,7 @@ from .. import _arrays, _checks
 from ..sinkhorn import sinkhorn
 
 
-_BLOCK_ELEMENTS = 1 << 16  # float64 scratch of _log: 512 KiB, stays in cache
 _CIFAR_RULE = 1e-2  # cifar.py stops at err <= 0.01 (the trainer's code at 0.1)
-
-
-def _log(ps: np.ndarray) -> np.ndarray:
-    """log(PS) as the float32 the kernel reads (computed in float64, rounded once), in
-    blocks of rows; PS = 0 gives the log of the smallest normal double, whose power is 0 as
-    SeLa's PS ** lamb is."""
-    out = np.empty(ps.shape, np.float32)
-    step = max(1, _BLOCK_ELEMENTS // max(ps.shape[1], 1))
-    tmp = np.empty((step, ps.shape[1]))
-    floor = np.log(np.finfo(np.float64).tiny)
-    with np.errstate(divide="ignore"):
-        for b in range(0, ps.shape[0], step):
-            blk = tmp[:min(step, ps.shape[0] - b)]
-            np.log(ps[b:b + step], out=blk, dtype=np.float64, casting="unsafe")
-            np.maximum(blk, floor, out=blk)
-            out[b:b + step] = blk
-    return out
 
 
 def optimize_L_sk(self, nh=0, *, lamb=10.0):
@@ -62,7 +45,7 @@ def optimize_L_sk(self, nh=0, *, lamb=10.0):
     n = max(self.L.size())
     if ps.shape[0] != n:
         raise ValueError(f"self.PS has {ps.shape[0]} rows but self.L has {n} labels per head")
-    res = sinkhorn(_log(ps), kind="sela", lam=float(self.lamb), log_probs=True)  # PS ** lamb
+    res = sinkhorn(ps, kind="sela", lam=float(self.lamb), probs=True)  # PS ** lamb
     # SeLa writes the plan over PS in place and leaves self.PS as its (K, N) transpose
     in_place = isinstance(self.PS, np.ndarray) and self.PS.flags.writeable and \
         self.PS.dtype == self.dtype
@@ -82,8 +65,8 @@ def _optimize_cifar(ps, lamb):
     host = _arrays.to_numpy(_arrays.as_array(ps, "PS"))
     if host.ndim != 2 or 0 in host.shape:
         raise ValueError(f"PS must be (N, K) softmax outputs, got shape {host.shape}")
-    res = sinkhorn(_log(host), kind="sela", lam=_checks.positive_float(lamb, "lamb"),
-                   log_probs=True, sela_tol=_CIFAR_RULE)
+    res = sinkhorn(host, kind="sela", lam=_checks.positive_float(lamb, "lamb"), probs=True,
+                   sela_tol=_CIFAR_RULE)
     labels = np.asarray(res.labels)
     with np.errstate(divide="ignore"):
         cost = -float(np.nansum(np.log(np.asarray(host, np.float64)[np.arange(len(labels)),

@@ -61,6 +61,38 @@ def prepare(src, q, beta, rowmax):
             q[i, j] = np.float32(_exp_nonpositive(beta * (np.float64(src[i, j]) - m)))
 
 
+@nb.njit(parallel=True, cache=True)
+def prepare_power(p, q, power, rowmax):
+    """q[i, j] = (p[i, j] / m_i) ** power with m_i = max_j p[i, j] (stored in rowmax), by
+    binary powering in float64 from the lowest bit, the native kernel's order of multiplies;
+    rounded once to float32. A row holding NaN, Inf or a negative entry, or no positive one,
+    gets rowmax NaN and its q row is left as it was."""
+    n, k = q.shape
+    for i in nb.prange(n):
+        ok = True
+        m = 0.0
+        for j in range(k):
+            x = np.float64(p[i, j])
+            if not (x >= 0.0 and x < np.inf):
+                ok = False
+            m = x if x > m else m
+        if not ok or m == 0.0:
+            rowmax[i] = np.nan
+            continue
+        rowmax[i] = m
+        for j in range(k):
+            b = np.float64(p[i, j]) / m
+            a = 1.0
+            e = power
+            while e > 0:
+                if e & 1:
+                    a *= b
+                if e > 1:
+                    b *= b
+                e >>= 1
+            q[i, j] = np.float32(a)
+
+
 @nb.njit(inline="always", cache=True, nogil=True)
 def _dot8(row, w):
     """sum_j row[j] w[j] in float64 with eight interleaved accumulators summed pairwise (the
