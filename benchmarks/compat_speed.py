@@ -184,7 +184,8 @@ def main():
                usl_case(20_000, 64, 50), ncl_case(5), ncl_case(20), scan_case()]
     for r in records:
         r["speedup"] = r["original_s"] / r["hdlfast_s"]
-    out = {"machine": {"cpu": platform.processor() or platform.machine(),
+    info = hdlfast.info()
+    out = {"machine": {"cpu": info["cpu"], "threads": info["cpu_threads"],
                        "python": platform.python_version(), "numpy": np.__version__,
                        "hdlfast": hdlfast.__version__},
            "records": records}

@@ -299,6 +299,20 @@ PYBIND11_MODULE(_native, m) {
       "counts.");
   m.def("num_threads", &c::num_threads, "Worker threads the kernels use.");
   m.def(
+      "simd_level",
+      []() -> std::string {
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && defined(__linux__)
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4";
+        if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3";
+        return "x86-64";
+#else
+        return "generic";
+#endif
+      },
+      "The instruction-set level whose clones of the hot loops run here (csrc/cpu/clones.h): "
+      "x86-64-v4 (AVX-512), x86-64-v3 (AVX2) or x86-64; generic off x86-64 Linux GCC.");
+  m.def(
       "_raise_in_worker",
       [](bool bad_alloc) {
         py::gil_scoped_release nogil;

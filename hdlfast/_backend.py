@@ -272,6 +272,9 @@ def info() -> dict:
     """Which backends are built and usable, and the default for CPU data."""
     out = {name: {"built": built(name), "usable": usable(name)} for name in NAMES}
     out["cpu_threads"] = _cpu.num_workers()
+    out["cpu"] = _cpu.description()
+    if out["native"]["built"]:
+        out["cpu"]["native_simd"] = _module("native").simd_level()
     if out["cuda"]["usable"]:
         out["cuda"]["devices"] = _module("cuda").device_count()
     else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import platform
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -85,6 +86,28 @@ def num_workers() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def description() -> dict:
+    """The host CPU as benchmark records need it: model name, and on Linux x86 the family and
+    model numbers (a VM often hides the name: "AMD EPYC" is Zen 3 at family 25 model 1, Zen 4
+    at model 17) and whether AVX-512 is there."""
+    out = {"model": platform.processor() or platform.machine()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read().split("\n\n", 1)[0]
+    except OSError:
+        return out
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    if "model name" in fields:
+        out["model"] = fields["model name"]
+    for key, name in (("cpu family", "family"), ("model", "model_number")):
+        if fields.get(key, "").isdigit():
+            out[name] = int(fields[key])
+    if "flags" in fields:
+        out["avx512"] = "avx512f" in fields["flags"].split()
+    return out
 
 
 _NORM_BLOCK_ELEMENTS = 1 << 14  # float64 temporaries of normalize: 128 KiB per block

@@ -1,5 +1,6 @@
 """The one place that picks a backend says so when work does not run where the caller would
 expect it to (GPU arrays without a usable GPU, no compiled CPU module)."""
+import platform
 import re
 import warnings
 
@@ -48,6 +49,17 @@ def test_info_says_why_cuda_is_not_usable():
     else:
         assert isinstance(cuda["why_not"], str) and cuda["why_not"]
         assert cuda["why_not"] == _backend.cuda_problem()
+
+
+def test_info_describes_the_cpu_and_the_kernel_clones_that_run():
+    cpu = hdlfast.info()["cpu"]
+    assert isinstance(cpu["model"], str) and cpu["model"]
+    if _backend.built("native"):
+        assert cpu["native_simd"] in ("x86-64-v4", "x86-64-v3", "x86-64", "generic")
+        if cpu.get("avx512") is False:
+            assert cpu["native_simd"] != "x86-64-v4"
+    if platform.system() == "Linux" and platform.machine() == "x86_64":
+        assert isinstance(cpu["family"], int) and isinstance(cpu["avx512"], bool)
 
 
 def test_knn_result_is_unchanged_by_the_choice(fresh_warnings):
