@@ -11,6 +11,7 @@
 #include "array_args.h"
 #include "cpu/hdl.h"
 #include "cpu/kmeans.h"
+#include "cpu/pairs.h"
 #include "cpu/parallel.h"
 #include "cpu/sinkhorn.h"
 #include "cpu/topk.h"
@@ -297,6 +298,43 @@ PYBIND11_MODULE(_native, m) {
       a("x"), a("inv"), a("labels"), a("sums"), a("counts"),
       "k-means update: per-cluster float64 sums of rows x * inv (inv empty: weight 1) and "
       "counts.");
+  m.def(
+      "pair_dots",
+      [](Arr a_rows, Arr b_rows, Arr ra, Arr rb, Arr out_dots) {
+        const double* aa = in<double>(a_rows, "a", {kAny, kAny});
+        const int64_t na = a_rows.shape(0), d = a_rows.shape(1);
+        const double* bb = in<double>(b_rows, "b", {kAny, d});
+        const int64_t nb = b_rows.shape(0);
+        const int64_t* pa = in<int64_t>(ra, "ra", {kAny});
+        const int64_t n_pairs = ra.shape(0);
+        const int64_t* pb = in<int64_t>(rb, "rb", {n_pairs});
+        double* o = out<double>(out_dots, "out", {n_pairs});
+        in_range(pa, n_pairs, na, "ra");
+        in_range(pb, n_pairs, nb, "rb");
+        py::gil_scoped_release nogil;
+        c::pair_dots(aa, bb, d, pa, pb, n_pairs, o);
+      },
+      a("a"), a("b"), a("ra"), a("rb"), a("out"),
+      "Dot products a[ra[p]] . b[rb[p]] of indexed row pairs, in float64.");
+  m.def(
+      "mix_rows",
+      [](Arr a_rows, Arr b_rows, Arr ra, Arr rb, Arr w, Arr out_rows) {
+        const float* aa = in<float>(a_rows, "a", {kAny, kAny});
+        const int64_t na = a_rows.shape(0), d = a_rows.shape(1);
+        const float* bb = in<float>(b_rows, "b", {kAny, d});
+        const int64_t nb = b_rows.shape(0);
+        const int64_t* pa = in<int64_t>(ra, "ra", {kAny});
+        const int64_t n_pairs = ra.shape(0);
+        const int64_t* pb = in<int64_t>(rb, "rb", {n_pairs});
+        const float* ww = in<float>(w, "w", {n_pairs});
+        float* o = out<float>(out_rows, "out", {n_pairs, d});
+        in_range(pa, n_pairs, na, "ra");
+        in_range(pb, n_pairs, nb, "rb");
+        py::gil_scoped_release nogil;
+        c::mix_rows(aa, bb, d, pa, pb, ww, n_pairs, o);
+      },
+      a("a"), a("b"), a("ra"), a("rb"), a("w"), a("out"),
+      "Unit-length mixtures a[ra[p]] w[p] + b[rb[p]] (1 - w[p]) of indexed row pairs.");
   m.def("num_threads", &c::num_threads, "Worker threads the kernels use.");
   m.def(
       "simd_level",

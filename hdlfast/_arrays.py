@@ -428,16 +428,17 @@ def gpu_free_bytes(like) -> int:
         return free + pool.total_bytes() - pool.used_bytes()
 
 
-def unit_mixtures(a, rows_a, b, rows_b, weight, like, normalize=True):
+def unit_mixtures(a, rows_a, b, rows_b, weight, like, host_mix, normalize=True):
     """Mixtures ``w * a[rows_a] + (1 - w) * b[rows_b]`` of the rows of a and b scaled to unit
     length (scale-safe: whatever the rows' magnitude; ``normalize=False``: of the rows as
     stored), each rescaled to unit length (a zero mixture stays zero, as torch's
     F.normalize): float32, detached, shape ``rows_a.shape + (d,)``, in the kind and on the
     device of ``like``. ``rows_a``, ``rows_b`` and ``weight`` are numpy arrays of one shape;
-    a and b live on like's device."""
+    a and b live on like's device. Host arrays are mixed by ``host_mix`` (the CPU backend's
+    ``mix_rows`` kernel: one pass writing the output, no gathered copies)."""
     shape = rows_a.shape + (a.shape[1],)
     rows_a, rows_b = (np.ascontiguousarray(r, dtype=np.int64).reshape(-1) for r in (rows_a, rows_b))
-    w = np.ascontiguousarray(weight, dtype=np.float32).reshape(-1, 1)
+    w = np.ascontiguousarray(weight, dtype=np.float32).reshape(-1)
     if kind(like) == "torch" and like.device.type == "cuda":
         t = _torch()
         unit = t.nn.functional.normalize
@@ -449,7 +450,7 @@ def unit_mixtures(a, rows_a, b, rows_b, weight, like, normalize=True):
                 x = unit((x / x.abs().amax(dim=1, keepdim=True)).float())
             return x.float()[t.from_numpy(rows).to(x.device)]
 
-        w = t.from_numpy(w).to(like.device)
+        w = t.from_numpy(w[:, None]).to(like.device)
         return unit(w * take(a, rows_a) + (1 - w) * take(b, rows_b)).reshape(shape)
     on_cupy = kind(like) == "cupy"
     xp = _cupy() if on_cupy else np
@@ -458,21 +459,24 @@ def unit_mixtures(a, rows_a, b, rows_b, weight, like, normalize=True):
         x /= xp.maximum(xp.sqrt(xp.einsum("ij,ij->i", x, x)), 1e-12)[:, None]
         return x
 
-    def take(x, rows):  # rows divided by their largest magnitude first: scale-safe
+    def table(x):  # float32 rows to mix: divided by their largest magnitude first (scale-safe)
         x = xp.asarray(x if on_cupy else to_host(x))
         if x.dtype != xp.float64:
             x = x.astype(xp.float32)
         if normalize:
             x = unit((x / xp.abs(x).max(axis=1, keepdims=True)).astype(xp.float32))
-        return x.astype(xp.float32, copy=False)[xp.asarray(rows)]
+        return xp.ascontiguousarray(x, dtype=xp.float32)
 
+    if not on_cupy:
+        m = np.empty((rows_a.size, shape[-1]), np.float32)
+        host_mix(table(a), table(b), rows_a, rows_b, w, m)
+        return from_host(m.reshape(shape), like)
     with device_ctx(like):  # two gathered copies, the rest in place: the output is large
-        w = xp.asarray(w)
-        m = take(a, rows_a)
+        w = xp.asarray(w[:, None])
+        m = table(a)[xp.asarray(rows_a)]
         m *= w
-        other = take(b, rows_b)
+        other = table(b)[xp.asarray(rows_b)]
         other *= 1 - w
         m += other
         del other
-        m = unit(m).reshape(shape)
-    return m if on_cupy else from_host(m, like)
+        return unit(m).reshape(shape)

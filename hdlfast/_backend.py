@@ -64,7 +64,7 @@ def _warn_fallback(message: str) -> None:
 
 def _native_kernels(mod):
     """The native module's kernels under the names and signatures of numba_kernels (topk,
-    labeling, sinkhorn, kmeans), so both CPU backends are driven alike; the binding checks
+    labeling, sinkhorn, kmeans, pairs), so both CPU backends are driven alike; the binding checks
     every array (dtype, shape, C-contiguity). Only the reverse graph takes two native calls
     (its size is known after the first)."""
 
@@ -85,7 +85,8 @@ def _native_kernels(mod):
                                      prepare_power=mod.sk_prepare_power, colsum=mod.sk_colsum,
                                      iterate=mod.sk_iterate, finalize=mod.sk_finalize)
     kmeans = types.SimpleNamespace(cluster_sums=mod.cluster_sums)
-    return topk, labeling, sinkhorn, kmeans
+    pairs = types.SimpleNamespace(pair_dots=mod.pair_dots, mix_rows=mod.mix_rows)
+    return topk, labeling, sinkhorn, kmeans, pairs
 
 
 _FORKED_AFTER_OPENMP = False
@@ -140,17 +141,24 @@ def _numba_kmeans():
     return kmeans
 
 
+def _numba_pairs():
+    from .numba_kernels import pairs
+
+    return pairs
+
+
 class CPUBackend:
     """Blocked BLAS tiles + a merge kernel (native or numba); works on host copies."""
 
     on_gpu = False
 
-    def __init__(self, name: str, kernels, labeling, sinkhorn, kmeans):
+    def __init__(self, name: str, kernels, labeling, sinkhorn, kmeans, pairs):
         self.name = name
         self.kernels = kernels
         self.labeling = labeling
         self.sinkhorn = sinkhorn
         self.kmeans = kmeans
+        self.pairs = pairs
 
     #: Sinkhorn kernels that raise probabilities to an integer power (SeLa's P ** lam)
     sinkhorn_powers = True
@@ -236,6 +244,19 @@ def host_data_on_gpu(backend: str | None) -> bool:
     return name in (None, "cuda") and usable("cuda")
 
 
+def _default_cpu(on_gpu: bool) -> str:
+    """The CPU backend used when none is named, saying so when it is not what the caller would
+    expect (GPU arrays on the CPU, numba instead of the compiled module)."""
+    name = "native" if built("native") else "numba"
+    if on_gpu:
+        _warn_fallback(f"GPU arrays run on the CPU ({name} backend, copied to the host and "
+                       f"back): {cuda_problem()}")
+    if name == "numba":
+        _warn_fallback("the compiled CPU module is not built (no C++ compiler at install?): "
+                       "using the numba kernels, slower and compiled on first use")
+    return name
+
+
 def select(backend: str | None, on_gpu: bool, like=None):
     """The backend object for data on the GPU (``on_gpu``) or the host; ``like`` is the
     caller's GPU array whose device the CUDA labeling kernels use."""
@@ -245,13 +266,7 @@ def select(backend: str | None, on_gpu: bool, like=None):
     elif on_gpu and usable("cuda"):
         name = "cuda"
     else:
-        name = "native" if built("native") else "numba"
-        if on_gpu:
-            _warn_fallback(f"GPU arrays run on the CPU ({name} backend, copied to the host "
-                           f"and back): {cuda_problem()}")
-        if name == "numba":
-            _warn_fallback("the compiled CPU module is not built (no C++ compiler at install?): "
-                           "using the numba kernels, slower and compiled on first use")
+        name = _default_cpu(on_gpu)
     if not usable(name):
         reason = "no CUDA device is visible" if built(name) else "it is not installed"
         raise RuntimeError(f"backend {name!r} cannot be used here: {reason} (see hdlfast.info())")
@@ -265,7 +280,17 @@ def select(backend: str | None, on_gpu: bool, like=None):
         return CPUBackend("native", *_native_kernels(mod))
     _check_numba_after_fork()
     return CPUBackend("numba", _module("numba"), _numba_labeling(), _numba_sinkhorn(),
-                      _numba_kmeans())
+                      _numba_kmeans(), _numba_pairs())
+
+
+def host(backend: str | None):
+    """The CPU backend for work that runs on the host whatever the data's device (hard
+    negatives' selection): the CPU backend named by ``backend`` (or HDLFAST_BACKEND), else
+    the default one; "cuda" names where the rest of the work runs, not this part."""
+    name = backend if backend is not None else os.environ.get("HDLFAST_BACKEND") or None
+    if name is not None:
+        _checks.choice(name, "backend", NAMES)
+    return select(_default_cpu(False) if name in (None, "cuda") else name, False)
 
 
 def info() -> dict:

@@ -173,24 +173,16 @@ def _bank_rows(x, name: str, normalize: bool) -> np.ndarray:
     return host
 
 
-_PAIR_BLOCK_ELEMENTS = 1 << 20  # float64 rows gathered per block of _pair_dots: 8 MiB
-_PRODUCT_ENTRIES = 1 << 25  # largest a[rows] @ b.T _pair_dots forms: 256 MiB of float64
-
-
-def _pair_dots(a: np.ndarray, neg: np.ndarray, b: np.ndarray, lab: np.ndarray) -> np.ndarray:
+def _pair_dots(pairs, a: np.ndarray, neg: np.ndarray, b: np.ndarray,
+               lab: np.ndarray) -> np.ndarray:
     """``ab[i, r, j] = a[neg[i, j]] · b[lab[i, r, j]]`` (float64), the dot products of the
-    paired rows only. A BLAS product of the used rows of a with b when it is not much more
-    work (one GEMM entry costs about 1/70 of a gathered pair on a desktop CPU), else the
-    pairs' rows gathered in blocks."""
-    used, inv = np.unique(neg, return_inverse=True)
-    if used.size * b.shape[0] <= min(32 * lab.size, _PRODUCT_ENTRIES):
-        return (a[used] @ b.T)[inv.reshape(neg.shape)[:, None, :], lab]
-    ra = np.broadcast_to(neg[:, None, :], lab.shape).reshape(-1)
-    rb = lab.reshape(-1)
+    paired rows only, read in place by the CPU backend's ``pairs`` kernel (a gathered copy of
+    the rows cost 20x more at NCL's sizes; a GEMM of the used rows computes far more pairs
+    than are used)."""
+    ra = np.ascontiguousarray(np.broadcast_to(neg[:, None, :], lab.shape)).reshape(-1)
+    rb = np.ascontiguousarray(lab, dtype=np.int64).reshape(-1)
     out = np.empty(ra.size)
-    step = max(1, _PAIR_BLOCK_ELEMENTS // a.shape[1])
-    for s in range(0, ra.size, step):
-        out[s:s + step] = np.einsum("ij,ij->i", a[ra[s:s + step]], b[rb[s:s + step]])
+    pairs.pair_dots(a, b, ra, rb, out)
     return out.reshape(lab.shape)
 
 
@@ -251,8 +243,8 @@ def hard_negatives(z, bank_unlabeled, bank_labeled, k, *, n_neg=None, n_mix=5,
         the caller's own ``torch.randperm`` prefixes.
     normalize : False ranks and mixes the bank rows as stored (NCL's code does; the same
         result as True when they are unit-length, as NCL's queues are once filled).
-    backend : accepted for a uniform signature; the selection runs on the host for every
-        backend.
+    backend : the CPU backend of the selection ("native" or "numba"), which runs on the host
+        whatever z's device ("cuda", or None: the default CPU backend).
 
     Returns
     -------
@@ -285,6 +277,7 @@ def hard_negatives(z, bank_unlabeled, bank_labeled, k, *, n_neg=None, n_mix=5,
     if draws is not None:
         draws = _given_draws(draws, (batch, n_mix, n_neg), l_info.shape[0])
 
+    pairs = _backend.host(backend).pairs
     zh = _cpu.normalize(z, "z", np.float64)
     a = _bank_rows(bank_unlabeled, "bank_unlabeled", normalize)
     b = _bank_rows(bank_labeled, "bank_labeled", normalize)
@@ -295,7 +288,7 @@ def hard_negatives(z, bank_unlabeled, bank_labeled, k, *, n_neg=None, n_mix=5,
     rows = np.arange(batch)[:, None, None]
     za = np.take_along_axis(sim_a, neg, 1)[:, None, None, :]
     zb = (zh @ b.T)[rows, lab][:, :, None, :]
-    ab = _pair_dots(a, neg, b, lab)[:, :, None, :]
+    ab = _pair_dots(pairs, a, neg, b, lab)[:, :, None, :]
     w = mu[None, None, :, None]
     if normalize:
         sq = w * w + (1 - w) ** 2 + 2 * w * (1 - w) * ab
@@ -311,7 +304,7 @@ def hard_negatives(z, bank_unlabeled, bank_labeled, k, *, n_neg=None, n_mix=5,
     l_idx = lab[np.arange(batch)[:, None], rnd, pos]
     weight = mu[wi].astype(np.float32)
     mixtures = _arrays.unit_mixtures(bank_unlabeled, u_idx, bank_labeled, l_idx, weight, z,
-                                     normalize=normalize)
+                                     pairs.mix_rows, normalize=normalize)
     sims = np.take_along_axis(cand, keep, 1).astype(np.float32)
     return HardNegatives(mixtures, *(_arrays.from_host(v, z) for v in
                                      (sims, u_idx, l_idx, weight)))

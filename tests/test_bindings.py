@@ -11,7 +11,7 @@ from hdlfast import _backend
 mod = _backend._module("native")
 pytestmark = pytest.mark.skipif(mod is None, reason="the native module is not built")
 
-N, K, D, C = 12, 3, 4, 5
+N, K, D, C, P = 12, 3, 4, 5, 20
 
 
 def graph():
@@ -65,6 +65,12 @@ def calls():
                                         np.empty(C, f64)], [3, 4]),
         "sk_finalize": (mod.sk_finalize, [q.copy(), np.ones(C, f64), np.full(N, 1 / N),
                                           np.empty(N, i64), np.empty(C, f64)], [0, 3, 4]),
+        "pair_dots": (mod.pair_dots, [np.ones((N, D), f64), np.ones((6, D), f64),
+                                      np.arange(P, dtype=i64) % N, np.arange(P, dtype=i64) % 6,
+                                      np.empty(P, f64)], [4]),
+        "mix_rows": (mod.mix_rows, [np.ones((N, D), f32), np.ones((6, D), f32),
+                                    np.arange(P, dtype=i64) % N, np.arange(P, dtype=i64) % 6,
+                                    np.full(P, 0.5, f32), np.empty((P, D), f32)], [5]),
         "cluster_sums": (mod.cluster_sums, [np.ones((N, D), f32), np.empty(0, f32),
                                             np.arange(N, dtype=i64) % 2, np.empty((2, D), f64),
                                             np.empty(2, i64)], [3, 4]),
@@ -133,7 +139,8 @@ def test_size_that_disagrees_with_the_first_array(name, i):
 
 @pytest.mark.parametrize("name,i,bad", [
     ("reverse_indptr", 0, N), ("reverse_fill", 0, -1), ("vote_rows", 0, N),
-    ("search", 6, N), ("cluster_sums", 2, 2),
+    ("search", 6, N), ("cluster_sums", 2, 2), ("pair_dots", 2, N), ("pair_dots", 3, -1),
+    ("mix_rows", 2, -1), ("mix_rows", 3, 6),
 ])
 def test_indices_the_kernel_dereferences_are_in_range(name, i, bad):
     fn, args, _ = calls()[name]

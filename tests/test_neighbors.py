@@ -281,6 +281,46 @@ def test_hard_negatives_equal_ncl_loop(backend, b, mu_rows, ml_rows, d, k, n_neg
     assert (np.diff(out.sims, axis=1) <= 0).all()
 
 
+@pytest.mark.parametrize("normalize", [True, False])
+def test_hard_negatives_native_and_numba_give_the_same_bits(normalize):
+    """The pair dots and the mixtures run in the CPU backend's kernels, in one order of
+    operations: both backends agree to the bit, at a width with a tail after the 8 lanes."""
+    if len(CPU_BACKENDS) < 2:
+        pytest.skip("needs both CPU backends")
+    z = clustered(32, 77, seed=40)
+    bank_u, bank_l = clustered(500, 77, seed=41), clustered(300, 77, seed=42)
+    out = [nb.hard_negatives(z, bank_u, bank_l, 150, n_neg=60, n_mix=5, seed=7,
+                             normalize=normalize, backend=b) for b in CPU_BACKENDS]
+    for x, y in zip(*out):
+        np.testing.assert_array_equal(to_numpy(x), to_numpy(y))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_pair_kernels_equal_a_float64_reference(backend):
+    """pair_dots: a[ra] . b[rb] in float64; mix_rows: the float32 mixture over its length."""
+    from hdlfast import _backend
+
+    pairs = _backend.select(backend, False).pairs
+    rng = np.random.default_rng(43)
+    a, b = rng.standard_normal((40, 19)), rng.standard_normal((25, 19))
+    ra, rb = rng.integers(0, 40, 300), rng.integers(0, 25, 300)
+    dots = np.empty(300)
+    pairs.pair_dots(a, b, ra, rb, dots)
+    np.testing.assert_allclose(dots, np.einsum("ij,ij->i", a[ra], b[rb]), rtol=1e-13,
+                               atol=1e-13)
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
+    w = rng.uniform(0, 1, 300).astype(np.float32)
+    w[:3] = [0.0, 1.0, 0.5]
+    out = np.empty((300, 19), np.float32)
+    pairs.mix_rows(a32, b32, ra, rb, w, out)
+    m = a32[ra].astype(np.float64) * w[:, None] + b32[rb] * (1 - w[:, None].astype(np.float64))
+    np.testing.assert_allclose(out, m / np.linalg.norm(m, axis=1, keepdims=True), atol=1e-6)
+    zero = np.empty((1, 19), np.float32)  # a zero mixture stays zero, as F.normalize's
+    pairs.mix_rows(np.zeros((1, 19), np.float32), b32, np.zeros(1, np.int64),
+                   np.zeros(1, np.int64), np.ones(1, np.float32), zero)
+    assert not zero.any()
+
+
 def test_hard_negatives_defaults_are_ncl():
     z, bank_u, bank_l = clustered(4, 8, 14), clustered(60, 8, 15), clustered(30, 8, 16)
     out = nb.hard_negatives(z, bank_u, bank_l, 10)
