@@ -381,14 +381,6 @@ def topk_pair(kernels, q: np.ndarray, db: np.ndarray, kq: int, kd: int,
     return heaps
 
 
-def bad_scores_message(row: int, probs: bool) -> str:
-    """The ValueError text for a row of Sinkhorn scores that cannot be used."""
-    if probs:
-        return (f"scores must hold probabilities (finite, >= 0, some entry > 0 in every "
-                f"row); row {row} does not")
-    return f"scores holds NaN or Inf (row {row})"
-
-
 class SinkhornState:
     """One Sinkhorn run on the host: Q (the only N x K buffer, float32) and the float64 row
     scaling u, driven by ``hdlfast.sinkhorn`` through the backend's kernels."""
@@ -411,10 +403,11 @@ class SinkhornState:
                 _arrays.copy_to_host(src, scores)
             kernels.prepare_power(src, self.q, power, self._rowmax)
         finite = np.isfinite(self._rowmax)
-        if not finite.all():
-            raise ValueError(bad_scores_message(int(np.argmin(finite)), power is not None))
+        #: the first row prepare refused (NaN or Inf; with a power, not probabilities), or -1
+        self.bad_row = -1 if finite.all() else int(np.argmin(finite))
         if power is not None:
-            self._rowmax = np.log(self._rowmax)  # Q = exp(beta (log p - log max p))
+            with np.errstate(invalid="ignore"):
+                self._rowmax = np.log(self._rowmax)  # Q = exp(beta (log p - log max p))
         self._u = np.empty(n, np.float64)
         self._colsum = np.empty(k, np.float64)
 

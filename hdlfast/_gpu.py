@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 
-from . import _arrays, _checks, _cpu
+from . import _arrays, _checks
 
 _INT32_MAX = np.iinfo(np.int32).max
 # Share of the free device memory one call may use for its workspace.
@@ -258,8 +258,7 @@ class SinkhornState:
                                _arrays.data_ptr(self.q), _arrays.data_ptr(rowmax),
                                _arrays.data_ptr(bad), self._stream())
             bad_row = int(_arrays.to_numpy(bad)[0])
-            if bad_row != _INT32_MAX:
-                raise ValueError(_cpu.bad_scores_message(bad_row, probs=False))
+            self.bad_row = -1 if bad_row == _INT32_MAX else bad_row  # NaN or Inf there
             self._rowmax = np.asarray(_arrays.to_numpy(rowmax), np.float64)
             self._r = _arrays.to_device(np.asarray(r, np.float64), scores)
             self._u = _arrays.empty(scores, (n,), "float64")

@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from . import _arrays, _backend, _checks, _cpu
+from . import _arrays, _backend, _checks
 
 _KINDS = ("sela", "swav")
 _DEFAULT_ITERS = {"sela": 10_000, "swav": 3}
@@ -45,7 +45,8 @@ class SinkhornResult(tuple):
 
 def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=None,
              cluster_prior=None, sample_weight=None, process_group=None, log_probs=False,
-             probs=False, sela_tol=_SELA_ERR, backend=None, memory_budget=None) -> SinkhornResult:
+             probs=False, sela_tol=_SELA_ERR, backend=None, memory_budget=None,
+             _name="scores") -> SinkhornResult:
     """Balanced assignment of N samples to K clusters: returns ``(Q, labels)`` (a
     :class:`SinkhornResult`, which also carries ``n_iter`` and ``error``).
 
@@ -78,7 +79,7 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
     Q : (N, K) float32 in the caller's kind and device, rows summing to 1 (soft assignment;
         SwAV's codes). labels : (N,) int64 row argmax (smaller index on ties).
     """
-    scores, s_info = _checks.embeddings(scores, "scores")
+    scores, s_info = _checks.embeddings(scores, _name)  # _name: the caller's (compat) name
     _checks.choice(kind, "kind", _KINDS)
     beta = _checks.positive_float(lam, "lam") if kind == "sela" else \
         1.0 / _checks.positive_float(epsilon, "epsilon")
@@ -107,7 +108,7 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
     if probs and power is None:  # the general power: exp(lam log p)
         scores, bad = _arrays.log_probs(scores)
         if bad >= 0:
-            raise ValueError(_cpu.bad_scores_message(bad, probs=True))
+            raise ValueError(_bad_scores(_name, bad, probs=True))
         probs, log_probs = False, True
 
     group = process_group
@@ -117,6 +118,8 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
     r = w / total_w
 
     state = impl.sinkhorn_state(scores, beta, r, power)  # Q = exp(beta (s - row max)), once
+    if state.bad_row >= 0:
+        raise ValueError(_bad_scores(_name, state.bad_row, probs))
     # Initial sample scalings, relative to Q's row shift: uniform on exp(beta * scores)
     # (SwAV), or uniform on softmax(scores) ** lam (SeLa), whose rows carry 1 / Z_i ** lam.
     log_u = beta * state.rowmax()
@@ -173,6 +176,14 @@ def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=N
 
 
 _MAX_POWER = 1 << 20  # larger powers go through logs (binary powering: 20 squarings)
+
+
+def _bad_scores(name: str, row: int, probs: bool) -> str:
+    """The ValueError text for a row of scores that cannot be used."""
+    if probs:
+        return (f"{name} must hold probabilities (finite, >= 0, some entry > 0 in every row); "
+                f"row {row} does not")
+    return f"{name} holds NaN or Inf (row {row})"
 
 
 def _integer_power(lam: float):

@@ -75,3 +75,14 @@ def test_cifar_variant_returns_selas_cost_and_labels(lamb):
     np.testing.assert_array_equal(p, before)
     with pytest.raises(ValueError, match=r"PS must be \(N, K\)"):
         sela.optimize_L_sk(p[0])
+    bad = p.copy()
+    bad[11, 2] = -0.5
+    with pytest.raises(ValueError, match=r"^PS must hold probabilities.*row 11 "):
+        sela.optimize_L_sk(bad, lamb=lamb)
+
+
+def test_trainer_bad_probabilities_are_named_as_selas():
+    self = trainer(300, 10, seed=2, dtype=np.float64)
+    self.PS[5] = 0.0
+    with pytest.raises(ValueError, match=r"^self.PS must hold probabilities.*row 5 "):
+        sela.optimize_L_sk(self, 0)

@@ -32,3 +32,12 @@ def test_scores_that_overflow_the_original():
     q = swav.distributed_sinkhorn(out)
     assert torch.isfinite(q).all()
     torch.testing.assert_close(q.sum(dim=1), torch.ones(2))
+
+
+def test_bad_scores_are_named_as_swavs():
+    out = torch.zeros(6, 4)
+    out[3, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"^out holds NaN or Inf \(row 3\)"):
+        swav.distributed_sinkhorn(out)
+    with pytest.raises(ValueError, match="out"):
+        swav.distributed_sinkhorn(torch.zeros(6))

@@ -45,7 +45,7 @@ def optimize_L_sk(self, nh=0, *, lamb=10.0):
     n = max(self.L.size())
     if ps.shape[0] != n:
         raise ValueError(f"self.PS has {ps.shape[0]} rows but self.L has {n} labels per head")
-    res = sinkhorn(ps, kind="sela", lam=float(self.lamb), probs=True)  # PS ** lamb
+    res = sinkhorn(ps, kind="sela", lam=float(self.lamb), probs=True, _name="self.PS")
     # SeLa writes the plan over PS in place and leaves self.PS as its (K, N) transpose
     in_place = isinstance(self.PS, np.ndarray) and self.PS.flags.writeable and \
         self.PS.dtype == self.dtype
@@ -66,7 +66,7 @@ def _optimize_cifar(ps, lamb):
     if host.ndim != 2 or 0 in host.shape:
         raise ValueError(f"PS must be (N, K) softmax outputs, got shape {host.shape}")
     res = sinkhorn(host, kind="sela", lam=_checks.positive_float(lamb, "lamb"), probs=True,
-                   sela_tol=_CIFAR_RULE)
+                   sela_tol=_CIFAR_RULE, _name="PS")
     labels = np.asarray(res.labels)
     with np.errstate(divide="ignore"):
         cost = -float(np.nansum(np.log(np.asarray(host, np.float64)[np.arange(len(labels)),

@@ -29,5 +29,5 @@ def distributed_sinkhorn(out, epsilon=0.05, sinkhorn_iterations=3):
     initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
     with torch.no_grad():
         q, _ = sinkhorn(out, kind="swav", epsilon=epsilon, n_iters=sinkhorn_iterations,
-                        process_group=True if initialised else None)
+                        process_group=True if initialised else None, _name="out")
     return _arrays.cast_like(q, out)
