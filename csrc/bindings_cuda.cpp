@@ -1,6 +1,8 @@
-// hdlfast._cuda: CUDA kernels. Pointers (device addresses), shapes and the stream cross the
-// boundary as plain integers; the GIL is released around every launch. Errors (bad arguments,
-// CUDA errors with their cudaGetErrorString text) are raised as RuntimeError.
+// hdlfast._cuda: CUDA kernels. Arrays cross the boundary as CUDA arrays (cupy, torch), each
+// checked before any launch (csrc/cuda_args.h); shapes come from the arrays, row blocks are
+// slices, the stream is the caller's (an integer handle). The GIL is released around every
+// launch. Errors (bad arguments, CUDA errors with their cudaGetErrorString text) are raised as
+// TypeError / ValueError / RuntimeError.
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
@@ -10,19 +12,18 @@
 #include "cuda/kmeans.cuh"
 #include "cuda/sinkhorn.cuh"
 #include "cuda/topk.cuh"
+#include "cuda_args.h"
 
 namespace py = pybind11;
 namespace hc = hdlfast::cuda;
-
-template <typename T>
-static T* ptr(uintptr_t p) {
-  return reinterpret_cast<T*>(p);
-}
-
-static cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
+using hdlfast::cuda_args::Args;
+using hdlfast::cuda_args::dim;
+using hdlfast::cuda_args::kAny;
+using hdlfast::cuda_args::stream;
+using Obj = const py::object&;
 
 PYBIND11_MODULE(_cuda, m) {
-  m.doc() = "hdlfast CUDA kernels (exact cosine kNN). dtype codes: 0=float32, 1=float16, 2=bfloat16.";
+  m.doc() = "hdlfast CUDA kernels (exact cosine kNN, HDL labeling, Sinkhorn, k-means).";
 
   m.def(
       "device_count",
@@ -41,14 +42,18 @@ PYBIND11_MODULE(_cuda, m) {
 
   m.def(
       "row_inv_norms",
-      [](uintptr_t x, int64_t n, int64_t d, int dtype, uintptr_t out_inv, uintptr_t out_bad,
-         uintptr_t stream) {
+      [](Obj x, Obj out_inv, Obj out_bad, uintptr_t s) {
+        Args a;
+        const int64_t n = dim(x, "x", 0), d = dim(x, "x", 1);
+        int dtype = 0;
+        const void* xx = a.float_in(x, "x", {n, d}, &dtype);
+        float* inv = a.out<float>(out_inv, "out_inv", {n});
+        int32_t* bad = a.out<int32_t>(out_bad, "out_bad", {2});
+        a.on_device();
         py::gil_scoped_release nogil;
-        hc::row_inv_norms(ptr<const void>(x), n, d, dtype, ptr<float>(out_inv),
-                          ptr<int32_t>(out_bad), as_stream(stream));
+        hc::row_inv_norms(xx, n, d, dtype, inv, bad, stream(s));
       },
-      py::arg("x"), py::arg("n"), py::arg("d"), py::arg("dtype"), py::arg("out_inv"),
-      py::arg("out_bad"), py::arg("stream"),
+      py::arg("x"), py::arg("out_inv"), py::arg("out_bad"), py::arg("stream"),
       "out_inv[i] = 1/||x[i]|| (float32[n], fp32 accumulation). out_bad (int32[2], preset to\n"
       "INT32_MAX) gets by atomicMin: [0] a row with NaN/Inf, [1] a row of norm 0 (out_inv = 0).\n"
       "Asynchronous on `stream`.");
@@ -62,30 +67,41 @@ PYBIND11_MODULE(_cuda, m) {
         return hc::knn_workspace_bytes(nq, nd, d, k, dtype);
       },
       py::arg("nq"), py::arg("nd"), py::arg("d"), py::arg("k"), py::arg("dtype"),
-      "Device scratch bytes for one knn() call. 0 if k <= knn_small_k_max(); otherwise about\n"
-      "4*nq*nd + 8*nq*k (+ max(0, 8*nq*k - 4*nq*nd)) + 4*nq + CUB temp storage (linear in\n"
-      "nq*nd; the caller shrinks nq to fit). Needs a CUDA device in the large-k case.");
+      "Device scratch bytes for one knn() call (dtype: 0 float32, 1 float16, 2 bfloat16). 0 if\n"
+      "k <= knn_small_k_max(); otherwise about 4*nq*nd + 8*nq*k (+ max(0, 8*nq*k - 4*nq*nd))\n"
+      "+ 4*nq + CUB temp storage (linear in nq*nd; the caller shrinks nq to fit). Needs a CUDA\n"
+      "device in the large-k case.");
 
   m.def(
       "knn",
-      [](uintptr_t q, int64_t nq, uintptr_t db, int64_t nd, int64_t d, int dtype, uintptr_t q_inv,
-         uintptr_t db_inv, int64_t k, int64_t q_offset, bool exclude_self, bool allow_tf32,
-         uintptr_t out_sims, uintptr_t out_idx, uintptr_t workspace, size_t workspace_bytes,
-         uintptr_t stream) {
+      [](Obj q, Obj db, Obj q_inv, Obj db_inv, int64_t q_offset, bool exclude_self,
+         bool allow_tf32, Obj out_sims, Obj out_idx, Obj ws, uintptr_t s) {
+        Args a;
+        const int64_t nq = dim(q, "q", 0), d = dim(q, "q", 1), nd = dim(db, "db", 0);
+        const int64_t k = dim(out_sims, "out_sims", 1);
+        int dtype = 0, db_dtype = 0;
+        const void* qq = a.float_in(q, "q", {nq, d}, &dtype);
+        const void* dd = a.float_in(db, "db", {nd, d}, &db_dtype);
+        if (db_dtype != dtype) throw py::type_error("q and db must have the same dtype");
+        const float* qi = a.in<float>(q_inv, "q_inv", {nq});
+        const float* di = a.in<float>(db_inv, "db_inv", {nd});
+        float* sims = a.out<float>(out_sims, "out_sims", {nq, k});
+        int64_t* idx = a.out<int64_t>(out_idx, "out_idx", {nq, k});
+        size_t ws_bytes = 0;
+        void* w = a.workspace(ws, &ws_bytes);
+        a.on_device();
         py::gil_scoped_release nogil;
-        hc::knn(ptr<const void>(q), nq, ptr<const void>(db), nd, d, dtype,
-                ptr<const float>(q_inv), ptr<const float>(db_inv), k, q_offset, exclude_self,
-                allow_tf32, ptr<float>(out_sims), ptr<int64_t>(out_idx), ptr<void>(workspace),
-                workspace_bytes, as_stream(stream));
+        hc::knn(qq, nq, dd, nd, d, dtype, qi, di, k, q_offset, exclude_self, allow_tf32, sims,
+                idx, w, ws_bytes, stream(s));
       },
-      py::arg("q"), py::arg("nq"), py::arg("db"), py::arg("nd"), py::arg("d"), py::arg("dtype"),
-      py::arg("q_inv"), py::arg("db_inv"), py::arg("k"), py::arg("q_offset"),
+      py::arg("q"), py::arg("db"), py::arg("q_inv"), py::arg("db_inv"), py::arg("q_offset"),
       py::arg("exclude_self"), py::arg("allow_tf32"), py::arg("out_sims"), py::arg("out_idx"),
-      py::arg("workspace"), py::arg("workspace_bytes"), py::arg("stream"),
-      "Exact top-k of sim = dot(q_i, db_j) * q_inv[i] * db_inv[j] per query row: out_sims\n"
-      "float32 (nq, k) and out_idx int64 (nq, k), sim descending, ties by smaller index.\n"
+      py::arg("workspace"), py::arg("stream"),
+      "Exact top-k (k = out_sims' columns) of sim = dot(q_i, db_j) * q_inv[i] * db_inv[j] per\n"
+      "query row: out_sims float32 (nq, k) and out_idx int64 (nq, k), sim descending, ties by\n"
+      "smaller index. q is a block of rows starting at row q_offset of the queries;\n"
       "exclude_self drops j == q_offset + i. allow_tf32 lets float32 inputs use TF32 tensor\n"
-      "cores. Asynchronous on `stream`; workspace as given by knn_workspace_bytes.");
+      "cores. Asynchronous on `stream`; workspace (uint8) as given by knn_workspace_bytes.");
 
   // --- labeling (csrc/cuda/hdl.cuh): identical results to the CPU kernels -----------------
   m.def(
@@ -98,17 +114,23 @@ PYBIND11_MODULE(_cuda, m) {
 
   m.def(
       "reverse_csr",
-      [](uintptr_t idx, int64_t rows, int64_t k, int64_t n, uintptr_t indptr, uintptr_t src,
-         uintptr_t workspace, size_t workspace_bytes, uintptr_t stream) {
+      [](Obj idx, Obj out_indptr, Obj out_src, Obj ws, uintptr_t s) {
+        Args a;
+        const int64_t rows = dim(idx, "idx", 0), k = dim(idx, "idx", 1);
+        const int64_t n = dim(out_indptr, "indptr", 0) - 1;
+        const int64_t* ii = a.in<int64_t>(idx, "idx", {rows, k});
+        int64_t* indptr = a.out<int64_t>(out_indptr, "indptr", {n + 1});
+        int32_t* src = a.out<int32_t>(out_src, "src", {rows * k});
+        size_t ws_bytes = 0;
+        void* w = a.workspace(ws, &ws_bytes);
+        a.on_device();
         py::gil_scoped_release nogil;
-        hc::reverse_csr(ptr<const int64_t>(idx), rows, k, n, ptr<int64_t>(indptr),
-                        ptr<int32_t>(src), ptr<void>(workspace), workspace_bytes,
-                        as_stream(stream));
+        hc::reverse_csr(ii, rows, k, n, indptr, src, w, ws_bytes, stream(s));
       },
-      py::arg("idx"), py::arg("rows"), py::arg("k"), py::arg("n"), py::arg("indptr"),
-      py::arg("src"), py::arg("workspace"), py::arg("workspace_bytes"), py::arg("stream"),
-      "Reverse graph of idx (rows, k) int64: indptr (n + 1) int64 and src (rows * k) int32,\n"
-      "sources ascending per target. Asynchronous on `stream`.");
+      py::arg("idx"), py::arg("indptr"), py::arg("src"), py::arg("workspace"),
+      py::arg("stream"),
+      "Reverse graph of idx (rows, k) int64 over n = len(indptr) - 1 points: indptr int64 and\n"
+      "src (rows * k) int32, sources ascending per target. Asynchronous on `stream`.");
 
   m.def(
       "propagate_levels_workspace_bytes",
@@ -118,19 +140,28 @@ PYBIND11_MODULE(_cuda, m) {
 
   m.def(
       "propagate_levels",
-      [](uintptr_t idx, uintptr_t sims, int64_t n, int64_t k, uintptr_t indptr, uintptr_t src,
-         uintptr_t labels, uintptr_t conf, uintptr_t level, uintptr_t prov, bool uniform,
-         uintptr_t workspace, size_t workspace_bytes, uintptr_t stream) {
+      [](Obj idx, Obj sims, Obj indptr, Obj src, Obj labels, Obj conf, Obj level, Obj prov,
+         bool uniform, Obj ws, uintptr_t s) {
+        Args a;
+        const int64_t n = dim(idx, "idx", 0), k = dim(idx, "idx", 1);
+        const int64_t* ii = a.in<int64_t>(idx, "idx", {n, k});
+        const float* ss = a.in<float>(sims, "sims", {n, k});
+        const int64_t* ip = a.in<int64_t>(indptr, "indptr", {n + 1});
+        const int32_t* sr = a.in<int32_t>(src, "src", {kAny});
+        int64_t* lab = a.out<int64_t>(labels, "labels", {n});
+        double* cf = a.out<double>(conf, "conf", {n});
+        int32_t* lv = a.out<int32_t>(level, "level", {n});
+        int8_t* pv = a.out<int8_t>(prov, "prov", {n});
+        size_t ws_bytes = 0;
+        void* w = a.workspace(ws, &ws_bytes);
+        a.on_device();
         py::gil_scoped_release nogil;
-        return hc::propagate_levels(ptr<const int64_t>(idx), ptr<const float>(sims), n, k,
-                                    ptr<const int64_t>(indptr), ptr<const int32_t>(src),
-                                    ptr<int64_t>(labels), ptr<double>(conf), ptr<int32_t>(level),
-                                    ptr<int8_t>(prov), uniform, ptr<void>(workspace),
-                                    workspace_bytes, as_stream(stream));
+        return hc::propagate_levels(ii, ss, n, k, ip, sr, lab, cf, lv, pv, uniform, w, ws_bytes,
+                                    stream(s));
       },
-      py::arg("idx"), py::arg("sims"), py::arg("n"), py::arg("k"), py::arg("indptr"),
-      py::arg("src"), py::arg("labels"), py::arg("conf"), py::arg("level"), py::arg("prov"),
-      py::arg("uniform"), py::arg("workspace"), py::arg("workspace_bytes"), py::arg("stream"),
+      py::arg("idx"), py::arg("sims"), py::arg("indptr"), py::arg("src"), py::arg("labels"),
+      py::arg("conf"), py::arg("level"), py::arg("prov"), py::arg("uniform"),
+      py::arg("workspace"), py::arg("stream"),
       "HDL phase A (levels schedule) in place on device labels (int64), conf (float64), level\n"
       "(int32), prov (int8); returns the number of levels. Synchronises `stream` per level.");
 
@@ -145,54 +176,78 @@ PYBIND11_MODULE(_cuda, m) {
 
   m.def(
       "search",
-      [](uintptr_t idx, uintptr_t sims, int64_t n, int64_t k, uintptr_t indptr, uintptr_t src,
-         int64_t nnz, uintptr_t labels, uintptr_t targets, int64_t n_targets, int64_t max_visits,
-         bool uniform, uintptr_t out_lab, uintptr_t out_conf, uintptr_t out_steps,
-         uintptr_t out_cycles, int64_t chunk, uintptr_t workspace, size_t workspace_bytes,
-         uintptr_t stream) {
+      [](Obj idx, Obj sims, Obj indptr, Obj src, int64_t nnz, Obj labels, Obj targets,
+         int64_t max_visits, bool uniform, Obj out_lab, Obj out_conf, Obj out_steps,
+         Obj out_cycles, int64_t chunk, Obj ws, uintptr_t s) {
+        Args a;
+        const int64_t n = dim(idx, "idx", 0), k = dim(idx, "idx", 1);
+        const int64_t n_targets = dim(targets, "targets", 0);
+        if (nnz < 0 || nnz > dim(src, "src", 0))
+          throw py::value_error("nnz = " + std::to_string(nnz) + " is outside [0, len(src)]");
+        const int64_t* ii = a.in<int64_t>(idx, "idx", {n, k});
+        const float* ss = a.in<float>(sims, "sims", {n, k});
+        const int64_t* ip = a.in<int64_t>(indptr, "indptr", {n + 1});
+        const int32_t* sr = a.in<int32_t>(src, "src", {kAny});
+        const int64_t* lab = a.in<int64_t>(labels, "labels", {n});
+        const int64_t* tg = a.in<int64_t>(targets, "targets", {n_targets});
+        int64_t* ol = a.out<int64_t>(out_lab, "out_lab", {n_targets});
+        double* oc = a.out<double>(out_conf, "out_conf", {n_targets});
+        int64_t* os = a.out<int64_t>(out_steps, "out_steps", {n_targets});
+        int64_t* oy = a.out<int64_t>(out_cycles, "out_cycles", {n_targets});
+        size_t ws_bytes = 0;
+        void* w = a.workspace(ws, &ws_bytes);
+        a.on_device();
         py::gil_scoped_release nogil;
-        hc::search(ptr<const int64_t>(idx), ptr<const float>(sims), n, k,
-                   ptr<const int64_t>(indptr), ptr<const int32_t>(src), nnz,
-                   ptr<const int64_t>(labels), ptr<const int64_t>(targets), n_targets,
-                   max_visits, uniform, ptr<int64_t>(out_lab), ptr<double>(out_conf),
-                   ptr<int64_t>(out_steps), ptr<int64_t>(out_cycles), chunk, ptr<void>(workspace),
-                   workspace_bytes, as_stream(stream));
+        hc::search(ii, ss, n, k, ip, sr, nnz, lab, tg, n_targets, max_visits, uniform, ol, oc,
+                   os, oy, chunk, w, ws_bytes, stream(s));
       },
-      py::arg("idx"), py::arg("sims"), py::arg("n"), py::arg("k"), py::arg("indptr"),
-      py::arg("src"), py::arg("nnz"), py::arg("labels"), py::arg("targets"),
-      py::arg("n_targets"), py::arg("max_visits"), py::arg("uniform"), py::arg("out_lab"),
+      py::arg("idx"), py::arg("sims"), py::arg("indptr"), py::arg("src"), py::arg("nnz"),
+      py::arg("labels"), py::arg("targets"), py::arg("max_visits"), py::arg("uniform"),
+      py::arg("out_lab"),
       py::arg("out_conf"), py::arg("out_steps"), py::arg("out_cycles"), py::arg("chunk"),
-      py::arg("workspace"), py::arg("workspace_bytes"), py::arg("stream"),
-      "HDL phase B from every target (int64): out_lab (-1 = failed) and out_steps / out_cycles\n"
-      "int64, out_conf float64. Asynchronous on `stream`.");
+      py::arg("workspace"), py::arg("stream"),
+      "HDL phase B from every target (int64), `chunk` targets per launch, over the first nnz\n"
+      "entries of src: out_lab (-1 = failed) and out_steps / out_cycles int64, out_conf\n"
+      "float64. Asynchronous on `stream`.");
 
   m.def(
       "vote_rows",
-      [](uintptr_t nbr_idx, uintptr_t nbr_sims, int64_t rows, int64_t k, uintptr_t db_labels,
-         bool uniform, uintptr_t out_lab, uintptr_t out_conf, uintptr_t stream) {
+      [](Obj nbr_idx, Obj nbr_sims, Obj db_labels, bool uniform, Obj out_lab, Obj out_conf,
+         uintptr_t s) {
+        Args a;
+        const int64_t rows = dim(nbr_idx, "nbr_idx", 0), k = dim(nbr_idx, "nbr_idx", 1);
+        const int64_t* ii = a.in<int64_t>(nbr_idx, "nbr_idx", {rows, k});
+        const float* ss = a.in<float>(nbr_sims, "nbr_sims", {rows, k});
+        const int64_t* dl = a.in<int64_t>(db_labels, "db_labels", {kAny});
+        int64_t* ol = a.out<int64_t>(out_lab, "out_lab", {rows});
+        double* oc = a.out<double>(out_conf, "out_conf", {rows});
+        a.on_device();
         py::gil_scoped_release nogil;
-        hc::vote_rows(ptr<const int64_t>(nbr_idx), ptr<const float>(nbr_sims), rows, k,
-                      ptr<const int64_t>(db_labels), uniform, ptr<int64_t>(out_lab),
-                      ptr<double>(out_conf), as_stream(stream));
+        hc::vote_rows(ii, ss, rows, k, dl, uniform, ol, oc, stream(s));
       },
-      py::arg("nbr_idx"), py::arg("nbr_sims"), py::arg("rows"), py::arg("k"),
-      py::arg("db_labels"), py::arg("uniform"), py::arg("out_lab"), py::arg("out_conf"),
-      py::arg("stream"),
+      py::arg("nbr_idx"), py::arg("nbr_sims"), py::arg("db_labels"), py::arg("uniform"),
+      py::arg("out_lab"), py::arg("out_conf"), py::arg("stream"),
       "kNN-DV: row r votes over db_labels[nbr_idx[r, :]] with nbr_sims[r, :]; out_lab int64,\n"
       "out_conf float64. Asynchronous on `stream`.");
 
   // --- Sinkhorn-Knopp (csrc/cuda/sinkhorn.cuh): deterministic, no float atomics ----------
   m.def(
       "sk_prepare",
-      [](uintptr_t scores, int64_t n, int64_t k, int dtype, double beta, uintptr_t q_out,
-         uintptr_t rowmax_out, uintptr_t bad_row, uintptr_t stream) {
+      [](Obj scores, double beta, Obj q_out, Obj rowmax_out, Obj bad_row, uintptr_t s) {
+        Args a;
+        const int64_t n = dim(scores, "scores", 0), k = dim(scores, "scores", 1);
+        int dtype = 0;
+        const void* sc = a.float_in(scores, "scores", {n, k}, &dtype);
+        float* q = a.out<float>(q_out, "q", {n, k});
+        double* rm = a.out<double>(rowmax_out, "rowmax", {n});
+        int32_t* bad = a.out<int32_t>(bad_row, "bad_row", {1});
+        a.on_device();
         py::gil_scoped_release nogil;
-        hc::sk_prepare(ptr<const void>(scores), n, k, dtype, beta, ptr<float>(q_out),
-                       ptr<double>(rowmax_out), ptr<int32_t>(bad_row), as_stream(stream));
+        hc::sk_prepare(sc, n, k, dtype, beta, q, rm, bad, stream(s));
       },
-      py::arg("scores"), py::arg("n"), py::arg("k"), py::arg("dtype"), py::arg("beta"),
-      py::arg("q_out"), py::arg("rowmax_out"), py::arg("bad_row"), py::arg("stream"),
-      "q_out float32 (n, k) = exp(beta * (s - rowmax)) (double math), rowmax_out float64 (n).\n"
+      py::arg("scores"), py::arg("beta"), py::arg("q"), py::arg("rowmax"), py::arg("bad_row"),
+      py::arg("stream"),
+      "q float32 (n, k) = exp(beta * (s - rowmax)) (double math), rowmax float64 (n).\n"
       "bad_row (int32[1], preset to INT32_MAX) gets by atomicMin a row with NaN/Inf.\n"
       "Asynchronous on `stream`.");
 
@@ -203,55 +258,77 @@ PYBIND11_MODULE(_cuda, m) {
 
   m.def(
       "sk_colsum",
-      [](uintptr_t q, int64_t n, int64_t k, uintptr_t u, uintptr_t workspace,
-         size_t workspace_bytes, uintptr_t out_colsum, uintptr_t stream) {
+      [](Obj q, Obj u, Obj ws, Obj out_colsum, uintptr_t s) {
+        Args a;
+        const int64_t n = dim(q, "q", 0), k = dim(q, "q", 1);
+        const float* qq = a.in<float>(q, "q", {n, k});
+        const double* uu = a.in<double>(u, "u", {n});
+        double* cs = a.out<double>(out_colsum, "out_colsum", {k});
+        size_t ws_bytes = 0;
+        void* w = a.workspace(ws, &ws_bytes);
+        a.on_device();
         py::gil_scoped_release nogil;
-        hc::sk_colsum(ptr<const float>(q), n, k, ptr<const double>(u), ptr<void>(workspace),
-                      workspace_bytes, ptr<double>(out_colsum), as_stream(stream));
+        hc::sk_colsum(qq, n, k, uu, w, ws_bytes, cs, stream(s));
       },
-      py::arg("q"), py::arg("n"), py::arg("k"), py::arg("u"), py::arg("workspace"),
-      py::arg("workspace_bytes"), py::arg("out_colsum"), py::arg("stream"),
+      py::arg("q"), py::arg("u"), py::arg("workspace"), py::arg("out_colsum"), py::arg("stream"),
       "out_colsum[j] = sum_i q[i, j] u[i] (float64). Asynchronous on `stream`.");
 
   m.def(
       "sk_iterate",
-      [](uintptr_t q, int64_t n, int64_t k, uintptr_t v, uintptr_t r, uintptr_t u,
-         uintptr_t workspace, size_t workspace_bytes, uintptr_t out_colsum, uintptr_t u_bad,
-         uintptr_t stream) {
+      [](Obj q, Obj v, Obj r, Obj u, Obj ws, Obj out_colsum, Obj u_bad, uintptr_t s) {
+        Args a;
+        const int64_t n = dim(q, "q", 0), k = dim(q, "q", 1);
+        const float* qq = a.in<float>(q, "q", {n, k});
+        const double* vv = a.in<double>(v, "v", {k});
+        const double* rr = a.in<double>(r, "r", {n});
+        double* uu = a.out<double>(u, "u", {n});
+        double* cs = a.out<double>(out_colsum, "out_colsum", {k});
+        int32_t* ub = a.out<int32_t>(u_bad, "u_bad", {1});
+        size_t ws_bytes = 0;
+        void* w = a.workspace(ws, &ws_bytes);
+        a.on_device();
         py::gil_scoped_release nogil;
-        hc::sk_iterate(ptr<const float>(q), n, k, ptr<const double>(v), ptr<const double>(r),
-                       ptr<double>(u), ptr<void>(workspace), workspace_bytes,
-                       ptr<double>(out_colsum), ptr<int32_t>(u_bad), as_stream(stream));
+        hc::sk_iterate(qq, n, k, vv, rr, uu, w, ws_bytes, cs, ub, stream(s));
       },
-      py::arg("q"), py::arg("n"), py::arg("k"), py::arg("v"), py::arg("r"), py::arg("u"),
-      py::arg("workspace"), py::arg("workspace_bytes"), py::arg("out_colsum"), py::arg("u_bad"),
-      py::arg("stream"),
+      py::arg("q"), py::arg("v"), py::arg("r"), py::arg("u"), py::arg("workspace"),
+      py::arg("out_colsum"), py::arg("u_bad"), py::arg("stream"),
       "u[i] = r[i] / sum_j q[i, j] v[j], then out_colsum[j] = sum_i q[i, j] u[i] (float64);\n"
       "u_bad (int32[1]) = 1 if some u[i] is not finite, else 0. Asynchronous on `stream`.");
 
   m.def(
       "sk_finalize",
-      [](uintptr_t q, int64_t n, int64_t k, uintptr_t v, uintptr_t labels, uintptr_t stream) {
+      [](Obj q, Obj v, Obj labels, uintptr_t s) {
+        Args a;
+        const int64_t n = dim(q, "q", 0), k = dim(q, "q", 1);
+        float* qq = a.out<float>(q, "q", {n, k});
+        const double* vv = a.in<double>(v, "v", {k});
+        int64_t* lab = a.out<int64_t>(labels, "labels", {n});
+        a.on_device();
         py::gil_scoped_release nogil;
-        hc::sk_finalize(ptr<float>(q), n, k, ptr<const double>(v), ptr<int64_t>(labels),
-                        as_stream(stream));
+        hc::sk_finalize(qq, n, k, vv, lab, stream(s));
       },
-      py::arg("q"), py::arg("n"), py::arg("k"), py::arg("v"), py::arg("labels"),
-      py::arg("stream"),
+      py::arg("q"), py::arg("v"), py::arg("labels"), py::arg("stream"),
       "In place: rows of q * v normalised to sum 1; labels int64 = row argmax of q * v\n"
       "(smaller index on ties). Asynchronous on `stream`.");
+
   m.def(
       "cluster_sums",
-      [](uintptr_t x, int64_t n, int64_t d, int dtype, uintptr_t inv, uintptr_t labels,
-         int64_t n_clusters, uintptr_t sums, uintptr_t counts, uintptr_t stream) {
+      [](Obj x, const py::object& inv, Obj labels, Obj sums, Obj counts, uintptr_t s) {
+        Args a;
+        const int64_t n = dim(x, "x", 0), d = dim(x, "x", 1);
+        const int64_t n_clusters = dim(sums, "sums", 0);
+        int dtype = 0;
+        const void* xx = a.float_in(x, "x", {n, d}, &dtype);
+        const float* iv = inv.is_none() ? nullptr : a.in<float>(inv, "inv", {n});
+        const int64_t* lab = a.in<int64_t>(labels, "labels", {n});
+        double* sm = a.out<double>(sums, "sums", {n_clusters, d});
+        int64_t* ct = a.out<int64_t>(counts, "counts", {n_clusters});
+        a.on_device();
         py::gil_scoped_release nogil;
-        hc::cluster_sums(ptr<const void>(x), n, d, dtype, ptr<const float>(inv),
-                         ptr<const int64_t>(labels), n_clusters, ptr<double>(sums),
-                         ptr<int64_t>(counts), as_stream(stream));
+        hc::cluster_sums(xx, n, d, dtype, iv, lab, n_clusters, sm, ct, stream(s));
       },
-      py::arg("x"), py::arg("n"), py::arg("d"), py::arg("dtype"), py::arg("inv"),
-      py::arg("labels"), py::arg("n_clusters"), py::arg("sums"), py::arg("counts"),
-      py::arg("stream"),
-      "k-means update: per-cluster float64 sums of rows x * inv (inv 0: weight 1) and int64\n"
+      py::arg("x"), py::arg("inv").none(true), py::arg("labels"), py::arg("sums"),
+      py::arg("counts"), py::arg("stream"),
+      "k-means update: per-cluster float64 sums of rows x * inv (inv None: weight 1) and int64\n"
       "counts, members in row order (bit-identical to the CPU kernels). Asynchronous on `stream`.");
 }

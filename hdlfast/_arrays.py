@@ -270,16 +270,14 @@ def gpu_contiguous(x):
     return x if x.flags.c_contiguous else _cupy().ascontiguousarray(x)
 
 
-def data_ptr(x) -> int:
+def cuda_view(x):
+    """``x`` as hdlfast._cuda takes it (anything with ``__cuda_array_interface__``): itself,
+    or for a torch bfloat16 tensor its int16 bit view, since torch's interface has no
+    bfloat16 type string (the kernels read "<i2" float inputs as bfloat16). Detached."""
     if kind(x) == "torch":
-        return x.data_ptr()
-    if kind(x) == "cupy":
-        return x.data.ptr
-    return x.ctypes.data
-
-
-def itemsize(x) -> int:
-    return x.element_size() if kind(x) == "torch" else x.itemsize
+        x = x.detach()
+        return x.view(_torch().int16) if x.dtype == _torch().bfloat16 else x
+    return x
 
 
 def cuda_stream(x) -> int:

@@ -31,9 +31,7 @@ def inverse_norms(cuda, x, name: str):
     n, d = x.shape
     inv = _arrays.empty(x, (n,), "float32")
     bad = _arrays.full(x, (2,), _INT32_MAX, "int32")
-    dtype = _arrays.DTYPE_CODES[_arrays.info(x, name).dtype]
-    cuda.row_inv_norms(_arrays.data_ptr(x), n, d, dtype, _arrays.data_ptr(inv),
-                       _arrays.data_ptr(bad), _arrays.cuda_stream(x))
+    cuda.row_inv_norms(_arrays.cuda_view(x), inv, bad, _arrays.cuda_stream(x))
     nonfinite, zero = (int(v) for v in _arrays.to_numpy(bad))
     _checks.bad_rows(name, None if nonfinite == _INT32_MAX else nonfinite,
                      None if zero == _INT32_MAX else zero)
@@ -79,8 +77,8 @@ def topk(cuda, q, db, k: int, exclude_self: bool, allow_tf32: bool,
         if budget is None:
             budget = int(_arrays.gpu_free_bytes(q) * FREE_FRACTION)
         block = _first_block(cuda, nq, nd, d, k, dtype, budget)
-        elem = _arrays.itemsize(q)
         stream = _arrays.cuda_stream(q)
+        q_view, db_view = _arrays.cuda_view(q), _arrays.cuda_view(db)
         start = 0
         while start < nq:
             stop = min(start + block, nq)
@@ -94,11 +92,8 @@ def topk(cuda, q, db, k: int, exclude_self: bool, allow_tf32: bool,
                 warnings.warn(f"hdlfast.knn: out of GPU memory for the workspace; retrying "
                               f"with blocks of {block} queries", RuntimeWarning, stacklevel=4)
                 continue
-            cuda.knn(_arrays.data_ptr(q) + start * d * elem, stop - start, _arrays.data_ptr(db),
-                     nd, d, dtype, _arrays.data_ptr(q_inv) + 4 * start, _arrays.data_ptr(db_inv),
-                     k, start, exclude_self, allow_tf32, _arrays.data_ptr(sims) + 4 * start * k,
-                     _arrays.data_ptr(idx) + 8 * start * k, _arrays.data_ptr(ws), ws_bytes,
-                     stream)
+            cuda.knn(q_view[start:stop], db_view, q_inv[start:stop], db_inv, start,
+                     exclude_self, allow_tf32, sims[start:stop], idx[start:stop], ws, stream)
             del ws
             start = stop
         return sims, idx
@@ -153,9 +148,7 @@ class CudaLabeling:
             src = self._empty((rows * k,), "int32")
             ws_bytes = self._m.reverse_csr_workspace_bytes(rows, k, n)
             ws = self._workspace(ws_bytes)
-            self._m.reverse_csr(_arrays.data_ptr(d_idx), rows, k, n, _arrays.data_ptr(indptr),
-                                _arrays.data_ptr(src), _arrays.data_ptr(ws), ws_bytes,
-                                _arrays.cuda_stream(self._like))
+            self._m.reverse_csr(d_idx, indptr, src, ws, _arrays.cuda_stream(self._like))
             return _arrays.to_numpy(indptr), _arrays.to_numpy(src)
 
     def propagate_levels(self, idx, sims, k, indptr, src, labels, conf, level, prov, uniform):
@@ -166,11 +159,8 @@ class CudaLabeling:
                                                        (np.int64, np.float64, np.int32, np.int8))]
             ws_bytes = self._m.propagate_levels_workspace_bytes(n, k)
             ws = self._workspace(ws_bytes)
-            h = self._m.propagate_levels(
-                _arrays.data_ptr(d_idx), _arrays.data_ptr(d_sims), n, k,
-                _arrays.data_ptr(d_indptr), _arrays.data_ptr(d_src),
-                *(_arrays.data_ptr(a) for a in state), bool(uniform), _arrays.data_ptr(ws),
-                ws_bytes, _arrays.cuda_stream(self._like))
+            h = self._m.propagate_levels(d_idx, d_sims, d_indptr, d_src, *state, bool(uniform),
+                                         ws, _arrays.cuda_stream(self._like))
             for host, dev in zip((labels, conf, level, prov), state):
                 host[...] = _arrays.to_numpy(dev)
         return h
@@ -211,12 +201,8 @@ class CudaLabeling:
                     warnings.warn(f"hdlfast: out of GPU memory for the label search; "
                                   f"retrying {chunk} targets at a time", RuntimeWarning,
                                   stacklevel=4)
-            self._m.search(_arrays.data_ptr(d_idx), _arrays.data_ptr(d_sims), n, k,
-                           _arrays.data_ptr(d_indptr), _arrays.data_ptr(d_src), nnz,
-                           _arrays.data_ptr(d_lab), _arrays.data_ptr(d_tgt), n_targets,
-                           max_visits, bool(uniform), *(_arrays.data_ptr(a) for a in outs),
-                           chunk, _arrays.data_ptr(ws), ws_bytes,
-                           _arrays.cuda_stream(self._like))
+            self._m.search(d_idx, d_sims, d_indptr, d_src, nnz, d_lab, d_tgt, max_visits,
+                           bool(uniform), *outs, chunk, ws, _arrays.cuda_stream(self._like))
             for host, dev in zip((out_lab, out_conf, out_steps, out_cycles), outs):
                 host[...] = _arrays.to_numpy(dev)
 
@@ -228,10 +214,7 @@ class CudaLabeling:
             d_in = [self._dev(a, dt) for a, dt in zip((nbr_idx, nbr_sims, db_labels),
                                                       (np.int64, np.float32, np.int64))]
             outs = [self._empty((rows,), "int64"), self._empty((rows,), "float64")]
-            self._m.vote_rows(_arrays.data_ptr(d_in[0]), _arrays.data_ptr(d_in[1]), rows, k,
-                              _arrays.data_ptr(d_in[2]), bool(uniform),
-                              *(_arrays.data_ptr(a) for a in outs),
-                              _arrays.cuda_stream(self._like))
+            self._m.vote_rows(*d_in, bool(uniform), *outs, _arrays.cuda_stream(self._like))
             out_lab[...], out_conf[...] = (_arrays.to_numpy(a) for a in outs)
 
 
@@ -248,22 +231,21 @@ class SinkhornState:
         self._m = cuda_module
         with _arrays.device_ctx(scores):
             scores = _arrays.gpu_contiguous(scores)
-            dtype = dtype_code(scores, "scores")
+            dtype_code(scores, "scores")  # float64 is refused
             n, k = scores.shape
             self._n, self._k, self._beta, self._like = n, k, float(beta), scores
             self.q = _arrays.empty(scores, (n, k), "float32")
             rowmax = _arrays.empty(scores, (n,), "float64")
             bad = _arrays.full(scores, (1,), _INT32_MAX, "int32")
-            self._m.sk_prepare(_arrays.data_ptr(scores), n, k, dtype, self._beta,
-                               _arrays.data_ptr(self.q), _arrays.data_ptr(rowmax),
-                               _arrays.data_ptr(bad), self._stream())
+            self._m.sk_prepare(_arrays.cuda_view(scores), self._beta, self.q, rowmax, bad,
+                               self._stream())
             bad_row = int(_arrays.to_numpy(bad)[0])
             self.bad_row = -1 if bad_row == _INT32_MAX else bad_row  # NaN or Inf there
             self._rowmax = np.asarray(_arrays.to_numpy(rowmax), np.float64)
             self._r = _arrays.to_device(np.asarray(r, np.float64), scores)
             self._u = _arrays.empty(scores, (n,), "float64")
-            self._ws_bytes = int(self._m.sk_workspace_bytes(n, k))
-            self._ws = _arrays.empty(scores, (max(self._ws_bytes, 1),), "uint8")
+            self._ws = _arrays.empty(scores, (max(int(self._m.sk_workspace_bytes(n, k)), 1),),
+                                     "uint8")
             self._colsum = _arrays.empty(scores, (k,), "float64")
             self._u_bad = _arrays.empty(scores, (1,), "int32")
             self._v = None
@@ -287,20 +269,15 @@ class SinkhornState:
         """Column sums for the first step, from the initial row scaling ``u`` (host)."""
         with _arrays.device_ctx(self._like):
             self._u = self._dev(u)
-            self._m.sk_colsum(_arrays.data_ptr(self.q), self._n, self._k,
-                              _arrays.data_ptr(self._u), _arrays.data_ptr(self._ws),
-                              self._ws_bytes, _arrays.data_ptr(self._colsum), self._stream())
+            self._m.sk_colsum(self.q, self._u, self._ws, self._colsum, self._stream())
             return self._colsum_host()
 
     def iterate(self, v: np.ndarray):
         """One fused pass; returns (local column sums, whether u stayed finite)."""
         with _arrays.device_ctx(self._like):
             self._v = d_v = self._dev(v)  # kept alive until the next launch
-            self._m.sk_iterate(_arrays.data_ptr(self.q), self._n, self._k, _arrays.data_ptr(d_v),
-                               _arrays.data_ptr(self._r), _arrays.data_ptr(self._u),
-                               _arrays.data_ptr(self._ws), self._ws_bytes,
-                               _arrays.data_ptr(self._colsum), _arrays.data_ptr(self._u_bad),
-                               self._stream())
+            self._m.sk_iterate(self.q, d_v, self._r, self._u, self._ws, self._colsum,
+                               self._u_bad, self._stream())
             colsum = self._colsum_host()
             u_ok = int(_arrays.to_numpy(self._u_bad)[0]) == 0
             return colsum, u_ok
@@ -312,8 +289,7 @@ class SinkhornState:
         with _arrays.device_ctx(self._like):
             self._v = d_v = self._dev(v)  # kept alive past the asynchronous launch
             labels = _arrays.empty(self._like, (self._n,), "int64")
-            self._m.sk_finalize(_arrays.data_ptr(self.q), self._n, self._k,
-                                _arrays.data_ptr(d_v), _arrays.data_ptr(labels), self._stream())
+            self._m.sk_finalize(self.q, d_v, labels, self._stream())
             return self.q, labels, None, True  # marginals: those of the last iterate
 
     def host_buffer(self) -> np.ndarray:
@@ -333,7 +309,8 @@ class KMeansState:
         self._m, self._budget, self._tf32 = cuda_module, memory_budget, bool(allow_tf32)
         with _arrays.device_ctx(x):
             x = _arrays.gpu_contiguous(x)
-            self._x, self._dtype, self._spherical = x, dtype_code(x, "X"), spherical
+            dtype_code(x, "X")  # float64 is refused
+            self._x, self._spherical = x, spherical
             if spherical:
                 x = self._x = safe_rows(x, "X")
                 self._inv = inverse_norms(cuda_module, x, "X")  # the update sums unit rows
@@ -370,11 +347,8 @@ class KMeansState:
         with _arrays.device_ctx(self._x):
             sums = _arrays.empty(self._x, (n_clusters, d), "float64")
             counts = _arrays.empty(self._x, (n_clusters,), "int64")
-            self._m.cluster_sums(_arrays.data_ptr(self._x), n, d, self._dtype,
-                                 0 if self._inv is None else _arrays.data_ptr(self._inv),
-                                 _arrays.data_ptr(self.labels), n_clusters,
-                                 _arrays.data_ptr(sums), _arrays.data_ptr(counts),
-                                 _arrays.cuda_stream(self._x))
+            self._m.cluster_sums(_arrays.cuda_view(self._x), self._inv, self.labels, sums,
+                                 counts, _arrays.cuda_stream(self._x))
             return _arrays.to_numpy(sums), _arrays.to_numpy(counts)
 
     def labels_out(self):

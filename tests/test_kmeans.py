@@ -245,9 +245,7 @@ def test_cuda_cluster_sums_bit_identical(kind, dtype):
     dl = _arrays.to_device(labels, dx)
     sums = _arrays.empty(dx, (37, 300), "float64")
     counts = _arrays.empty(dx, (37,), "int64")
-    cuda.cluster_sums(_arrays.data_ptr(dx), *x.shape, _arrays.DTYPE_CODES[dtype], 0,
-                      _arrays.data_ptr(dl), 37, _arrays.data_ptr(sums),
-                      _arrays.data_ptr(counts), _arrays.cuda_stream(dx))
+    cuda.cluster_sums(_arrays.cuda_view(dx), None, dl, sums, counts, _arrays.cuda_stream(dx))
     ref_s = np.empty((37, 300))
     ref_c = np.empty(37, np.int64)
     _backend.select(CPU, False).kmeans.cluster_sums(host_x, np.empty(0, np.float32), labels,
