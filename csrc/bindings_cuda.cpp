@@ -22,6 +22,21 @@ using hdlfast::cuda_args::kAny;
 using hdlfast::cuda_args::stream;
 using Obj = const py::object&;
 
+// The kNN graph (idx, sims (n, k)) and its reverse CSR (indptr (n + 1), src) of the labeling
+// kernels.
+struct Graph {
+  Graph(Args& a, Obj idx_obj, Obj sims_obj, Obj indptr_obj, Obj src_obj)
+      : n(dim(idx_obj, "idx", 0)), k(dim(idx_obj, "idx", 1)),
+        idx(a.in<int64_t>(idx_obj, "idx", {n, k})), sims(a.in<float>(sims_obj, "sims", {n, k})),
+        indptr(a.in<int64_t>(indptr_obj, "indptr", {n + 1})),
+        src(a.in<int32_t>(src_obj, "src", {kAny})) {}
+  const int64_t n, k;
+  const int64_t* idx;
+  const float* sims;
+  const int64_t* indptr;
+  const int32_t* src;
+};
+
 PYBIND11_MODULE(_cuda, m) {
   m.doc() = "hdlfast CUDA kernels (exact cosine kNN, HDL labeling, Sinkhorn, k-means).";
 
@@ -143,11 +158,8 @@ PYBIND11_MODULE(_cuda, m) {
       [](Obj idx, Obj sims, Obj indptr, Obj src, Obj labels, Obj conf, Obj level, Obj prov,
          bool uniform, Obj ws, uintptr_t s) {
         Args a;
-        const int64_t n = dim(idx, "idx", 0), k = dim(idx, "idx", 1);
-        const int64_t* ii = a.in<int64_t>(idx, "idx", {n, k});
-        const float* ss = a.in<float>(sims, "sims", {n, k});
-        const int64_t* ip = a.in<int64_t>(indptr, "indptr", {n + 1});
-        const int32_t* sr = a.in<int32_t>(src, "src", {kAny});
+        const Graph g(a, idx, sims, indptr, src);
+        const int64_t n = g.n, k = g.k;
         int64_t* lab = a.out<int64_t>(labels, "labels", {n});
         double* cf = a.out<double>(conf, "conf", {n});
         int32_t* lv = a.out<int32_t>(level, "level", {n});
@@ -156,8 +168,8 @@ PYBIND11_MODULE(_cuda, m) {
         void* w = a.workspace(ws, &ws_bytes);
         a.on_device();
         py::gil_scoped_release nogil;
-        return hc::propagate_levels(ii, ss, n, k, ip, sr, lab, cf, lv, pv, uniform, w, ws_bytes,
-                                    stream(s));
+        return hc::propagate_levels(g.idx, g.sims, n, k, g.indptr, g.src, lab, cf, lv, pv,
+                                    uniform, w, ws_bytes, stream(s));
       },
       py::arg("idx"), py::arg("sims"), py::arg("indptr"), py::arg("src"), py::arg("labels"),
       py::arg("conf"), py::arg("level"), py::arg("prov"), py::arg("uniform"),
@@ -180,14 +192,10 @@ PYBIND11_MODULE(_cuda, m) {
          int64_t max_visits, bool uniform, Obj out_lab, Obj out_conf, Obj out_steps,
          Obj out_cycles, int64_t chunk, Obj ws, uintptr_t s) {
         Args a;
-        const int64_t n = dim(idx, "idx", 0), k = dim(idx, "idx", 1);
-        const int64_t n_targets = dim(targets, "targets", 0);
+        const Graph g(a, idx, sims, indptr, src);
+        const int64_t n = g.n, k = g.k, n_targets = dim(targets, "targets", 0);
         if (nnz < 0 || nnz > dim(src, "src", 0))
           throw py::value_error("nnz = " + std::to_string(nnz) + " is outside [0, len(src)]");
-        const int64_t* ii = a.in<int64_t>(idx, "idx", {n, k});
-        const float* ss = a.in<float>(sims, "sims", {n, k});
-        const int64_t* ip = a.in<int64_t>(indptr, "indptr", {n + 1});
-        const int32_t* sr = a.in<int32_t>(src, "src", {kAny});
         const int64_t* lab = a.in<int64_t>(labels, "labels", {n});
         const int64_t* tg = a.in<int64_t>(targets, "targets", {n_targets});
         int64_t* ol = a.out<int64_t>(out_lab, "out_lab", {n_targets});
@@ -198,7 +206,7 @@ PYBIND11_MODULE(_cuda, m) {
         void* w = a.workspace(ws, &ws_bytes);
         a.on_device();
         py::gil_scoped_release nogil;
-        hc::search(ii, ss, n, k, ip, sr, nnz, lab, tg, n_targets, max_visits, uniform, ol, oc,
+        hc::search(g.idx, g.sims, n, k, g.indptr, g.src, nnz, lab, tg, n_targets, max_visits, uniform, ol, oc,
                    os, oy, chunk, w, ws_bytes, stream(s));
       },
       py::arg("idx"), py::arg("sims"), py::arg("indptr"), py::arg("src"), py::arg("nnz"),

@@ -41,6 +41,25 @@ static int64_t checked(int64_t result) {
 // in vain): anything but a numpy array of the right kind is a TypeError.
 static py::arg a(const char* name) { return py::arg(name).noconvert(); }
 
+// Two row tables a (na, d), b (nb, d) of T and the pairs of their rows ra, rb (n,), each index
+// checked to be in range.
+template <typename T>
+struct RowPairs {
+  RowPairs(Arr a_rows, Arr b_rows, Arr ra_arr, Arr rb_arr)
+      : a(in<T>(a_rows, "a", {kAny, kAny})), d(a_rows.shape(1)),
+        b(in<T>(b_rows, "b", {kAny, d})), ra(in<int64_t>(ra_arr, "ra", {kAny})),
+        n(ra_arr.shape(0)), rb(in<int64_t>(rb_arr, "rb", {n})) {
+    in_range(ra, n, a_rows.shape(0), "ra");
+    in_range(rb, n, b_rows.shape(0), "rb");
+  }
+  const T* a;
+  const int64_t d;
+  const T* b;
+  const int64_t* ra;
+  const int64_t n;
+  const int64_t* rb;
+};
+
 PYBIND11_MODULE(_native, m) {
   m.doc() = "hdlfast CPU kernels (C++, std::thread workers)";
   // A similarity tile and the running heaps it merges into; `span` (rows for merge_rows,
@@ -301,37 +320,21 @@ PYBIND11_MODULE(_native, m) {
   m.def(
       "pair_dots",
       [](Arr a_rows, Arr b_rows, Arr ra, Arr rb, Arr out_dots) {
-        const double* aa = in<double>(a_rows, "a", {kAny, kAny});
-        const int64_t na = a_rows.shape(0), d = a_rows.shape(1);
-        const double* bb = in<double>(b_rows, "b", {kAny, d});
-        const int64_t nb = b_rows.shape(0);
-        const int64_t* pa = in<int64_t>(ra, "ra", {kAny});
-        const int64_t n_pairs = ra.shape(0);
-        const int64_t* pb = in<int64_t>(rb, "rb", {n_pairs});
-        double* o = out<double>(out_dots, "out", {n_pairs});
-        in_range(pa, n_pairs, na, "ra");
-        in_range(pb, n_pairs, nb, "rb");
+        const RowPairs<double> p(a_rows, b_rows, ra, rb);
+        double* o = out<double>(out_dots, "out", {p.n});
         py::gil_scoped_release nogil;
-        c::pair_dots(aa, bb, d, pa, pb, n_pairs, o);
+        c::pair_dots(p.a, p.b, p.d, p.ra, p.rb, p.n, o);
       },
       a("a"), a("b"), a("ra"), a("rb"), a("out"),
       "Dot products a[ra[p]] . b[rb[p]] of indexed row pairs, in float64.");
   m.def(
       "mix_rows",
       [](Arr a_rows, Arr b_rows, Arr ra, Arr rb, Arr w, Arr out_rows) {
-        const float* aa = in<float>(a_rows, "a", {kAny, kAny});
-        const int64_t na = a_rows.shape(0), d = a_rows.shape(1);
-        const float* bb = in<float>(b_rows, "b", {kAny, d});
-        const int64_t nb = b_rows.shape(0);
-        const int64_t* pa = in<int64_t>(ra, "ra", {kAny});
-        const int64_t n_pairs = ra.shape(0);
-        const int64_t* pb = in<int64_t>(rb, "rb", {n_pairs});
-        const float* ww = in<float>(w, "w", {n_pairs});
-        float* o = out<float>(out_rows, "out", {n_pairs, d});
-        in_range(pa, n_pairs, na, "ra");
-        in_range(pb, n_pairs, nb, "rb");
+        const RowPairs<float> p(a_rows, b_rows, ra, rb);
+        const float* ww = in<float>(w, "w", {p.n});
+        float* o = out<float>(out_rows, "out", {p.n, p.d});
         py::gil_scoped_release nogil;
-        c::mix_rows(aa, bb, d, pa, pb, ww, n_pairs, o);
+        c::mix_rows(p.a, p.b, p.d, p.ra, p.rb, ww, p.n, o);
       },
       a("a"), a("b"), a("ra"), a("rb"), a("w"), a("out"),
       "Unit-length mixtures a[ra[p]] w[p] + b[rb[p]] (1 - w[p]) of indexed row pairs.");

@@ -152,3 +152,12 @@ def swav_reference(scores, epsilon=0.05, n_iters=3):
         q /= b
     q *= b
     return q.T
+
+
+def strided_view(a: np.ndarray) -> np.ndarray:
+    """A non-C-contiguous view with a's shape and values (every other column of a wider copy),
+    for the tests that kernel boundaries refuse strided arrays."""
+    wide = np.repeat(a[..., None], 2, axis=-1) if a.ndim == 1 else np.repeat(a, 2, axis=1)
+    view = wide[..., 0] if a.ndim == 1 else wide[:, ::2]
+    assert view.shape == a.shape and not view.flags.c_contiguous
+    return view
