@@ -8,6 +8,7 @@ view; phase C falls back to kNN voting in embedding space. Heavy loops are kerne
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,7 +75,8 @@ def knn_vote(X, labels, k=20, *, weighting="similarity", n_classes=None, backend
             _arrays.from_host(out_conf.astype(np.float32), X))
 
 
-_SEARCH_CHUNK_WORK = 1 << 23  # candidate visits per search call (about 0.1 s on one core)
+_SEARCH_CHUNK_WORK = 1 << 21  # candidate visits in the first search call
+_SEARCH_CHUNK_SECONDS = 0.1  # then calls sized to this much wall time: Ctrl-C is seen between
 
 
 def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels",
@@ -151,13 +153,18 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
         s_conf = np.empty(todo.size, np.float64)
         s_steps = np.empty(todo.size, np.int64)
         s_cyc = np.empty(todo.size, np.int64)
-        # independent searches (phase-B labels do not count), in chunks of bounded work so
-        # that Ctrl-C is seen between chunks
-        chunk = max(1024, _SEARCH_CHUNK_WORK // (max_visits * k))
-        for a in range(0, todo.size, chunk):
+        # independent searches (phase-B labels do not count), in chunks of bounded time so
+        # that Ctrl-C is seen between chunks on any machine: each chunk is sized from the
+        # pace of the one before (growing at most 4x), at least 1024 targets
+        chunk, a = max(1024, _SEARCH_CHUNK_WORK // (max_visits * k)), 0
+        while a < todo.size:
             b = a + chunk
+            start = time.perf_counter()
             kern.search(idx, sims, k, indptr, src, lab, todo[a:b], max_visits, uniform,
                         s_lab[a:b], s_conf[a:b], s_steps[a:b], s_cyc[a:b])
+            pace = (time.perf_counter() - start) / min(chunk, todo.size - a)
+            chunk = max(1024, min(4 * chunk, int(_SEARCH_CHUNK_SECONDS / max(pace, 1e-9))))
+            a = b
         cycles[todo] = s_cyc
         found = s_lab >= 0
         hit = todo[found]
