@@ -50,38 +50,39 @@ void divide(float* out, float den, int64_t d) {
   for (int64_t j = 0; j < d; ++j) out[j] /= den;
 }
 
-constexpr int64_t kAhead = 4;  // pairs whose rows are prefetched ahead of the one summed
+constexpr int64_t kAhead = 4;  // pairs whose rows are prefetched ahead of the one worked on
+
+// fn(p, a row ra[p], b row rb[p]) for every pair, over worker threads in contiguous ranges
+// of at least `grain` pairs, the rows of the pair kAhead on prefetched.
+template <typename T, typename Fn>
+void for_each_pair(const T* a, const T* b, int64_t d, const int64_t* ra, const int64_t* rb,
+                   int64_t n_pairs, int64_t grain, Fn fn) {
+  const int64_t row_bytes = d * static_cast<int64_t>(sizeof(T));
+  parallel_for(n_pairs, grain, [&](int64_t begin, int64_t end, int) {
+    for (int64_t p = begin; p < end; ++p) {
+      if (p + kAhead < end) {
+        prefetch_bytes(a + ra[p + kAhead] * d, row_bytes);
+        prefetch_bytes(b + rb[p + kAhead] * d, row_bytes);
+      }
+      fn(p, a + ra[p] * d, b + rb[p] * d);
+    }
+  });
+}
 
 }  // namespace
 
 void pair_dots(const double* a, const double* b, int64_t d, const int64_t* ra,
                const int64_t* rb, int64_t n_pairs, double* out) {
-  const int64_t row_bytes = d * static_cast<int64_t>(sizeof(double));
-  parallel_for(n_pairs, 1024, [&](int64_t begin, int64_t end, int) {
-    for (int64_t p = begin; p < end; ++p) {
-      if (p + kAhead < end) {
-        prefetch_bytes(a + ra[p + kAhead] * d, row_bytes);
-        prefetch_bytes(b + rb[p + kAhead] * d, row_bytes);
-      }
-      out[p] = dot8(a + ra[p] * d, b + rb[p] * d, d);
-    }
-  });
+  for_each_pair(a, b, d, ra, rb, n_pairs, 1024,
+                [&](int64_t p, const double* x, const double* y) { out[p] = dot8(x, y, d); });
 }
 
 void mix_rows(const float* a, const float* b, int64_t d, const int64_t* ra, const int64_t* rb,
               const float* w, int64_t n_pairs, float* out) {
-  const int64_t row_bytes = d * static_cast<int64_t>(sizeof(float));
-  parallel_for(n_pairs, 256, [&](int64_t begin, int64_t end, int) {
-    for (int64_t p = begin; p < end; ++p) {
-      if (p + kAhead < end) {
-        prefetch_bytes(a + ra[p + kAhead] * d, row_bytes);
-        prefetch_bytes(b + rb[p + kAhead] * d, row_bytes);
-      }
-      float* row = out + p * d;
-      const float norm = static_cast<float>(std::sqrt(mix(a + ra[p] * d, b + rb[p] * d, w[p],
-                                                          d, row)));
-      divide(row, std::max(norm, 1e-12f), d);
-    }
+  for_each_pair(a, b, d, ra, rb, n_pairs, 256, [&](int64_t p, const float* x, const float* y) {
+    float* row = out + p * d;
+    const float norm = static_cast<float>(std::sqrt(mix(x, y, w[p], d, row)));
+    divide(row, std::max(norm, 1e-12f), d);
   });
 }
 

@@ -8,6 +8,8 @@ CHUNK rows in chunk order, so results do not depend on the number of threads.
 import numba as nb
 import numpy as np
 
+from .dots import dot8
+
 CHUNK = 2048
 
 
@@ -93,29 +95,6 @@ def prepare_power(p, q, power, rowmax):
             q[i, j] = np.float32(a)
 
 
-@nb.njit(inline="always", cache=True, nogil=True)
-def _dot8(row, w):
-    """sum_j row[j] w[j] in float64 with eight interleaved accumulators summed pairwise (the
-    order of the native kernels)."""
-    k = row.shape[0]
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-    j = 0
-    while j + 8 <= k:
-        s0 += np.float64(row[j]) * w[j]
-        s1 += np.float64(row[j + 1]) * w[j + 1]
-        s2 += np.float64(row[j + 2]) * w[j + 2]
-        s3 += np.float64(row[j + 3]) * w[j + 3]
-        s4 += np.float64(row[j + 4]) * w[j + 4]
-        s5 += np.float64(row[j + 5]) * w[j + 5]
-        s6 += np.float64(row[j + 6]) * w[j + 6]
-        s7 += np.float64(row[j + 7]) * w[j + 7]
-        j += 8
-    while j < k:
-        s0 += np.float64(row[j]) * w[j]
-        j += 1
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
-
-
 @nb.njit(parallel=True, cache=True)
 def colsum(q, u, out):
     """out[j] = sum_i q[i, j] u[i]."""
@@ -140,7 +119,7 @@ def iterate(q, v, r, u, out_colsum):
     part = np.zeros((chunks, k))
     for c in nb.prange(chunks):
         for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
-            ui = r[i] / _dot8(q[i], v)
+            ui = r[i] / dot8(q[i], v)
             u[i] = ui
             for j in range(k):
                 part[c, j] += np.float64(q[i, j]) * ui
@@ -160,7 +139,7 @@ def finalize(q, v, r, labels, out_colsum):
     ok = np.ones(chunks, np.bool_)
     for c in nb.prange(chunks):
         for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
-            inv_s = 1.0 / _dot8(q[i], v)
+            inv_s = 1.0 / dot8(q[i], v)
             if not (inv_s > 0.0 and inv_s < np.inf):
                 ok[c] = False
                 continue
