@@ -413,6 +413,15 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError)
 
 
+#: Share of the free device memory one GPU call may use for its workspace.
+GPU_FREE_FRACTION = 0.5
+
+
+def gpu_budget(like) -> int:
+    """Workspace bytes one GPU call may use on like's device."""
+    return int(gpu_free_bytes(like) * GPU_FREE_FRACTION)
+
+
 def gpu_free_bytes(like) -> int:
     """Free memory on like's device, counting what the framework's pool holds but does not use."""
     if kind(like) == "torch":

@@ -11,21 +11,18 @@ import functools
 import importlib
 import os
 import sys
-import types
 import warnings
 
-import numpy as np
-
-from . import _arrays, _checks, _cpu
+from . import _checks, _host
+from ._kernels import Backend
 
 NAMES = ("cuda", "native", "numba")
 
 
 @functools.lru_cache(maxsize=None)
 def _module(name: str):
-    """The compiled module or package behind a backend, or None when it cannot be imported."""
-    target = {"cuda": "hdlfast._cuda", "native": "hdlfast._native",
-              "numba": "hdlfast.numba_kernels"}[name]
+    """The compiled module (or numba itself) behind a backend, or None when it cannot be imported."""
+    target = {"cuda": "hdlfast._cuda", "native": "hdlfast._native", "numba": "numba"}[name]
     try:
         return importlib.import_module(target)
     except ImportError:
@@ -62,33 +59,6 @@ def _warn_fallback(message: str) -> None:
     warnings.warn(f"hdlfast: {message}", RuntimeWarning, stacklevel=4)
 
 
-def _native_kernels(mod):
-    """The native module's kernels under the names and signatures of numba_kernels (topk,
-    labeling, sinkhorn, kmeans, pairs), so both CPU backends are driven alike; the binding checks
-    every array (dtype, shape, C-contiguity). Only the reverse graph takes two native calls
-    (its size is known after the first)."""
-
-    def reverse_csr(idx, k, n):
-        indptr = np.empty(n + 1, np.int64)
-        mod.reverse_indptr(idx, k, indptr)
-        src = np.empty(indptr[-1], np.int32)
-        mod.reverse_fill(idx, k, indptr, src)
-        return indptr, src
-
-    topk = types.SimpleNamespace(merge_rows=mod.merge_rows, merge_cols=mod.merge_cols,
-                                 finalize=mod.finalize)
-    labeling = types.SimpleNamespace(reverse_csr=reverse_csr, vote_rows=mod.vote_rows,
-                                     propagate_levels=mod.propagate_levels,
-                                     propagate_sequential=mod.propagate_sequential,
-                                     search=mod.search)
-    sinkhorn = types.SimpleNamespace(prepare=mod.sk_prepare,
-                                     prepare_power=mod.sk_prepare_power, colsum=mod.sk_colsum,
-                                     iterate=mod.sk_iterate, finalize=mod.sk_finalize)
-    kmeans = types.SimpleNamespace(cluster_sums=mod.cluster_sums)
-    pairs = types.SimpleNamespace(pair_dots=mod.pair_dots, mix_rows=mod.mix_rows)
-    return topk, labeling, sinkhorn, kmeans, pairs
-
-
 _FORKED_AFTER_OPENMP = False
 
 
@@ -123,105 +93,55 @@ def _check_numba_after_fork() -> None:
             "(NUMBA_THREADING_LAYER=tbb with tbb installed) before numba starts")
 
 
-def _numba_labeling():
-    from .numba_kernels import labeling
-
-    return labeling
-
-
-def _numba_sinkhorn():
-    from .numba_kernels import sinkhorn
-
-    return sinkhorn
+#: The operations with kernels of their own: each is a subpackage holding its public functions,
+#: ``host.native_kernels`` (the compiled module's kernels under the numba twins' names),
+#: ``numba_kernels`` (the twins) and, where the GPU has its own, ``cuda``.
+OPERATIONS = ("knn", "labeling", "sinkhorn", "kmeans", "neighbors")
 
 
-def _numba_kmeans():
-    from .numba_kernels import kmeans
-
-    return kmeans
-
-
-def _numba_pairs():
-    from .numba_kernels import pairs
-
-    return pairs
-
-
-class CPUBackend:
-    """Blocked BLAS tiles + a merge kernel (native or numba); works on host copies."""
-
-    on_gpu = False
-
-    def __init__(self, name: str, kernels, labeling, sinkhorn, kmeans, pairs):
-        self.name = name
-        self.kernels = kernels
-        self.labeling = labeling
-        self.sinkhorn = sinkhorn
-        self.kmeans = kmeans
-        self.pairs = pairs
-
-    #: Sinkhorn kernels that raise probabilities to an integer power (SeLa's P ** lam)
-    sinkhorn_powers = True
-
-    def sinkhorn_state(self, scores, beta, r, power=None):
-        return _cpu.SinkhornState(self.sinkhorn, scores, beta, r, power)
-
-    def kmeans_state(self, x, spherical, memory_budget, allow_tf32):
-        del allow_tf32  # fp32 BLAS on the CPU
-        return _cpu.KMeansState(self.kernels, self.kmeans, x, spherical, memory_budget)
-
-    def knn(self, q, db, k, *, exclude_self, allow_tf32, memory_budget, q_name, db_name):
-        del allow_tf32  # fp32 BLAS on the CPU
-        qn = _cpu.normalize(q, q_name)
-        dn = None if db is None else _cpu.normalize(db, db_name)
-        sims, idx = _cpu.topk(self.kernels, qn, dn, k, exclude_self, memory_budget)
-        rep = _cpu.duplicate_reps(qn if dn is None else dn)
-        if rep is not None:
-            _cpu.tie_duplicates(sims, idx, rep, exclude_self)
-        return _arrays.from_host(sims, q), _arrays.from_host(idx, q)
-
-    def knn_pair(self, q, db, kq, kd, *, allow_tf32, memory_budget, floors=(None, None)):
-        """(top-kq of q against db, top-kd of db against q) as numpy, from one pass of tile
-        products (an off-diagonal block pair of a self-graph; rows already checked). With
-        ``floors`` (see ``_cpu.topk_pair``) entries may hold the index sentinel int64 max."""
-        del allow_tf32
-        qn = _cpu.normalize(q, "X")
-        dn = _cpu.normalize(db, "X")
-        return _cpu.topk_pair(self.kernels, qn, dn, kq, kd, memory_budget, floors)
+def _cpu_kernels(name: str) -> dict:
+    """Each operation's kernel family for the CPU backend ``name``."""
+    out = {}
+    for op in OPERATIONS:
+        if name == "native":
+            host = importlib.import_module(f"hdlfast.{op}.host")
+            out[op] = host.native_kernels(_module("native"))
+        else:
+            out[op] = importlib.import_module(f"hdlfast.{op}.numba_kernels")
+    return out
 
 
-class CUDABackend:
-    """hdlfast._cuda: fused tensor-core kNN tiles, HDL labeling, Sinkhorn and k-means kernels
-    on ``like``'s device."""
+def _cpu_backend(name: str) -> Backend:
+    from .kmeans.host import KMeansState
+    from .knn.host import HostKNN
+    from .sinkhorn.host import SinkhornState
 
-    name = "cuda"
-    on_gpu = True
-    sinkhorn_powers = False  # probabilities reach its Sinkhorn kernels as float32 logs
+    kern = _cpu_kernels(name)
+    return Backend(
+        name=name, on_gpu=False, knn=HostKNN(kern["knn"]), labeling=kern["labeling"],
+        sinkhorn_state=functools.partial(SinkhornState, kern["sinkhorn"]),
+        sinkhorn_powers=True,
+        kmeans_state=lambda x, spherical, memory_budget, allow_tf32: KMeansState(
+            kern["knn"], kern["kmeans"], x, spherical, memory_budget),  # fp32 BLAS: no TF32
+        kmeans=kern["kmeans"], pairs=kern["neighbors"])
 
-    def __init__(self, mod, like, host):
-        from . import _gpu
 
-        self.mod = mod
-        self.labeling = _gpu.CudaLabeling(mod, like) if like is not None else host.labeling
-        self.sinkhorn_state = functools.partial(_gpu.SinkhornState, mod)
-        self.kmeans_state = functools.partial(_gpu.KMeansState, mod)
+def _cuda_backend(like, host: Backend) -> Backend:
+    """fused tensor-core kNN tiles, HDL labeling, Sinkhorn and k-means kernels on ``like``'s
+    device (``like`` None: the labeling kernels of ``host``)."""
+    from .kmeans.cuda import KMeansState
+    from .knn.cuda import CudaKNN
+    from .labeling.cuda import CudaLabeling
+    from .sinkhorn.cuda import SinkhornState
 
-    def knn(self, q, db, k, *, exclude_self, allow_tf32, memory_budget, q_name, db_name):
-        from . import _gpu
-
-        return _gpu.topk(self.mod, q, db, k, exclude_self, allow_tf32, memory_budget, q_name,
-                         db_name)
-
-    def knn_pair(self, q, db, kq, kd, *, allow_tf32, memory_budget, floors=(None, None)):
-        """As CPUBackend.knn_pair, by two fused searches (the GPU kernel keeps no columns;
-        ``floors`` are not needed there)."""
-        del floors
-        out = []
-        for a, b, k in ((q, db, kq), (db, q, kd)):
-            s, i = self.knn(a, b, k, exclude_self=False, allow_tf32=allow_tf32,
-                            memory_budget=memory_budget, q_name="X", db_name="X")
-            out.append((_arrays.to_numpy(s), _arrays.to_numpy(i)))
-        return out
+    mod = _module("cuda")
+    return Backend(
+        name="cuda", on_gpu=True, knn=CudaKNN(mod),
+        labeling=CudaLabeling(mod, like) if like is not None else host.labeling,
+        sinkhorn_state=functools.partial(SinkhornState, mod),
+        sinkhorn_powers=False,  # probabilities reach its kernels as float32 logs
+        kmeans_state=functools.partial(KMeansState, mod),
+        kmeans=host.kmeans, pairs=host.pairs)
 
 
 def check_name(backend: str | None) -> None:
@@ -257,7 +177,7 @@ def _default_cpu(on_gpu: bool) -> str:
     return name
 
 
-def select(backend: str | None, on_gpu: bool, like=None):
+def select(backend: str | None, on_gpu: bool, like=None) -> Backend:
     """The backend object for data on the GPU (``on_gpu``) or the host; ``like`` is the
     caller's GPU array whose device the CUDA labeling kernels use."""
     name = backend if backend is not None else os.environ.get("HDLFAST_BACKEND") or None
@@ -273,17 +193,13 @@ def select(backend: str | None, on_gpu: bool, like=None):
     if name == "cuda":
         if not on_gpu:
             raise ValueError("backend='cuda' needs arrays on a CUDA device (cupy or torch)")
-        host = select("native" if built("native") else "numba", False)
-        return CUDABackend(_module("cuda"), like, host)
-    if name == "native":
-        mod = _module("native")
-        return CPUBackend("native", *_native_kernels(mod))
-    _check_numba_after_fork()
-    return CPUBackend("numba", _module("numba"), _numba_labeling(), _numba_sinkhorn(),
-                      _numba_kmeans(), _numba_pairs())
+        return _cuda_backend(like, select("native" if built("native") else "numba", False))
+    if name == "numba":
+        _check_numba_after_fork()
+    return _cpu_backend(name)
 
 
-def host(backend: str | None):
+def host(backend: str | None) -> Backend:
     """The CPU backend for work that runs on the host whatever the data's device (hard
     negatives' selection): the CPU backend named by ``backend`` (or HDLFAST_BACKEND), else
     the default one; "cuda" names where the rest of the work runs, not this part."""
@@ -296,8 +212,8 @@ def host(backend: str | None):
 def info() -> dict:
     """Which backends are built and usable, and the default for CPU data."""
     out = {name: {"built": built(name), "usable": usable(name)} for name in NAMES}
-    out["cpu_threads"] = _cpu.num_workers()
-    out["cpu"] = _cpu.description()
+    out["cpu_threads"] = _host.num_workers()
+    out["cpu"] = _host.description()
     if out["native"]["built"]:
         out["cpu"]["native_simd"] = _module("native").simd_level()
     if out["cuda"]["usable"]:

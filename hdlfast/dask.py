@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
         "hdlfast.dask needs dask: pip install hdlfast[dask]  (or: pip install 'dask[array]')"
     ) from exc
 
-from . import _arrays, _backend, _checks, _cpu
+from . import _arrays, _backend, _checks, _host
 from .knn import knn as _local_knn
 from . import labeling
 from .labeling import FALLBACK, HDLResult
@@ -53,7 +53,7 @@ def merge(a, b):
     them: the ``max`` of the two widths best entries per row, in that order (a two-pointer
     merge, O(k) per row). Padding entries (sim -inf, idx int64 max) sort last. Pure,
     associative and commutative for lists of distinct indices."""
-    from .numba_kernels.topk import merge_sorted
+    from .knn.numba_kernels import merge_sorted
 
     (sa, ia), (sb, ib) = a, b
     k = max(sa.shape[1], sb.shape[1])
@@ -300,7 +300,7 @@ def _block_knn(q, qa, qb, q_stored, d, da_, db, d_stored, k, exclude, opts, *che
     if kk <= 0:
         return _padded(np.empty((q.shape[0], 0), np.float32), np.empty((q.shape[0], 0)), k, 0)
     q, d = _where(q, d, opts["backend"])
-    with _cpu.threads(opts["threads"]):
+    with _host.threads(opts["threads"]):
         s, i = _local_knn(q, kk, database=d, exclude_self=exclude, backend=opts["backend"],
                           memory_budget=opts["memory_budget"], allow_tf32=opts["allow_tf32"])
     return _padded(s, i, k, da_)
@@ -315,8 +315,8 @@ def _pair_knn(q, qa, qb, q_stored, d, da_, db, d_stored, k, opts, diag_q, diag_d
     q, d = _where(q, d, opts["backend"])
     impl = _backend.select(opts["backend"], _arrays.info(q, "X").on_gpu, like=q)
     floors = (diag_q[0][:, k - 1], diag_d[0][:, k - 1])  # -inf (padding) when < k found
-    with _cpu.threads(opts["threads"]):
-        (sq, iq), (sd, id_) = impl.knn_pair(q, d, min(k, d.shape[0]), min(k, q.shape[0]),
+    with _host.threads(opts["threads"]):
+        (sq, iq), (sd, id_) = impl.knn.pair(q, d, min(k, d.shape[0]), min(k, q.shape[0]),
                                             allow_tf32=opts["allow_tf32"],
                                             memory_budget=opts["memory_budget"],
                                             floors=floors)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _arrays, _checks, _cpu
+from . import _arrays, _checks, _host
 from .kmeans import kmeans
 from .knn import checked_knn
 
@@ -104,7 +104,7 @@ def select_to_label(X, budget, *, k=20, n_iters=10, weight=0.5, momentum=0.9, al
         clusters = _arrays.to_numpy(km.labels).astype(np.int64)
     picks = _best_per_cluster(density, clusters, budget)
     if n_iters > 1 and budget > 1:
-        rows = _cpu.normalize(X, "X")
+        rows = _host.normalize(X, "X")
         penalty = np.zeros(n)
         for _ in range(n_iters - 1):
             new = _penalty(rows, clusters, picks, alpha, horizon_dist)

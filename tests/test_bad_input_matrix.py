@@ -684,20 +684,22 @@ def no_work(monkeypatch):
     assignment, Sinkhorn's first pass, the labeling kernels) fail loudly, so a bad input
     must be refused before it. Row contents (NaN, zero rows) are checked when the rows are
     normalised, which comes before the first tile."""
-    from hdlfast import _backend, _cpu
+    from hdlfast import _backend
+    from hdlfast.knn import host as knn_host
+    from hdlfast.sinkhorn import host as sk_host
 
     def started(*args, **kwargs):
         raise AssertionError("work started before the bad input was refused")
 
-    monkeypatch.setattr(_cpu, "topk", started)
-    monkeypatch.setattr(_cpu.SinkhornState, "start", started)
+    monkeypatch.setattr(knn_host, "topk", started)
+    monkeypatch.setattr(sk_host.SinkhornState, "start", started)
     if "native" in CPU_BACKENDS:
         native = _backend._module("native")
         for meth in ("reverse_indptr", "propagate_levels", "propagate_sequential", "search",
                      "vote_rows"):
             monkeypatch.setattr(native, meth, started)
     if "numba" in CPU_BACKENDS:
-        from hdlfast.numba_kernels import labeling
+        from hdlfast.labeling import numba_kernels as labeling
 
         for meth in ("reverse_csr", "propagate_levels", "propagate_sequential", "search",
                      "vote_rows"):

@@ -273,9 +273,9 @@ def test_dask_is_optional():
                                          (130, 129, 17, 4)])
 @pytest.mark.parametrize("threads", [1, 3])
 def test_pair_halves_equal_two_searches(nq, nd, kq, kd, threads):
-    """_cpu.topk_pair: one pass of tiles (small budget: many tiles, rounds on a thread pool)
+    """knn.host.topk_pair: one pass of tiles (small budget: many tiles, rounds on a thread pool)
     gives both directions exactly as two hdlfast.knn searches; ties by index."""
-    from hdlfast import _backend, _cpu
+    from hdlfast import _backend, _host
     from conftest import CPU_BACKENDS
 
     rng = np.random.default_rng(nq + nd)
@@ -284,8 +284,8 @@ def test_pair_halves_equal_two_searches(nq, nd, kq, kd, threads):
     d = base[rng.integers(0, 5, nd)].astype(np.float32)
     for name in CPU_BACKENDS:
         impl = _backend.select(name, False)
-        with _cpu.threads(threads):
-            (sq, iq), (sd, id_) = impl.knn_pair(q, d, kq, kd, allow_tf32=False,
+        with _host.threads(threads):
+            (sq, iq), (sd, id_) = impl.knn.pair(q, d, kq, kd, allow_tf32=False,
                                                 memory_budget=64 * 16 * 16 * 4)
         for (s, i), (a, b, k) in zip(((sq, iq), (sd, id_)), ((q, d, kq), (d, q, kd))):
             ref_s, ref_i, _ = reference_knn(a, b, k, False)
@@ -294,7 +294,7 @@ def test_pair_halves_equal_two_searches(nq, nd, kq, kd, threads):
 
 
 def test_bipartite_rounds_cover_every_pair_once():
-    from hdlfast._cpu import bipartite_rounds
+    from hdlfast.knn.host import bipartite_rounds
 
     for nbq, nbd in [(1, 1), (1, 5), (5, 1), (3, 7), (7, 3), (4, 4)]:
         rounds = list(bipartite_rounds(nbq, nbd))
@@ -308,7 +308,7 @@ def test_bipartite_rounds_cover_every_pair_once():
 def test_pair_floors_skip_only_what_cannot_enter(backend):
     """With per-row floors the pair keeps exactly the reference entries at or above the
     floor (ties at the floor included, by index), then index sentinels."""
-    from hdlfast import _backend, _cpu
+    from hdlfast import _backend, _host
 
     if not _backend.usable(backend):
         pytest.skip(f"{backend} not built")
@@ -320,8 +320,8 @@ def test_pair_floors_skip_only_what_cannot_enter(backend):
     fd = np.full(70, -np.inf)
     fd[::3] = rng.integers(-4, 5, 24)[:len(fd[::3])] / 4
     impl = _backend.select(backend, False)
-    with _cpu.threads(2):
-        halves = impl.knn_pair(q, d, 9, 12, allow_tf32=False, memory_budget=32 * 32 * 4 * 64,
+    with _host.threads(2):
+        halves = impl.knn.pair(q, d, 9, 12, allow_tf32=False, memory_budget=32 * 32 * 4 * 64,
                                floors=(fq, fd))
     for (s, i), (a, b, k, floor) in zip(halves, ((q, d, 9, fq), (d, q, 12, fd))):
         ref_s, ref_i, _ = reference_knn(a, b, k, False)

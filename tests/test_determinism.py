@@ -192,11 +192,11 @@ def test_bit_identical_across_runs_and_thread_counts(backend, case, workers):
 
 
 def test_thread_counts_reach_the_backends(workers):
-    from hdlfast import _cpu
+    from hdlfast import _host
 
     for n in THREADS:
         workers(n)
-        assert _cpu.num_workers() == n == hdlfast.info()["cpu_threads"]
+        assert _host.num_workers() == n == hdlfast.info()["cpu_threads"]
     if "numba" in CPU_BACKENDS:
         import numba
 
@@ -253,9 +253,9 @@ def test_cases_exercise_the_parallel_paths(monkeypatch):
     counts = res.counts()
     assert counts["searched"] > 16 and counts["fallback"] > 0  # search and fallback both run
     assert d["S"].shape[0] > 3 * 2048  # Sinkhorn: several column-sum chunks
-    from hdlfast import _cpu
+    from hdlfast.knn.host import block_sizes
 
-    bq, _ = _cpu.block_sizes(400, 400, BUDGET, True)
+    bq, _ = block_sizes(400, 400, BUDGET, True)
     assert 400 // bq >= 8  # many self-graph tiles, many rounds
     import importlib
 

@@ -267,7 +267,7 @@ def test_cuda_small_workspace_budget_gives_same_graph(kind):
 
 @pytest.mark.parametrize("nb", [1, 2, 3, 4, 7, 10])
 def test_symmetric_rounds_cover_each_pair_once_with_disjoint_blocks(nb):
-    from hdlfast._cpu import symmetric_rounds
+    from hdlfast.knn.host import symmetric_rounds
 
     seen = []
     for pairs in symmetric_rounds(nb):

@@ -1,11 +1,12 @@
-"""CUDA labeling kernels (hdlfast._cuda via hdlfast._gpu.CudaLabeling) against the CPU kernels:
+"""CUDA labeling kernels (hdlfast._cuda via hdlfast.labeling.cuda.CudaLabeling) against the CPU kernels:
 every output must be identical (labels, level, provenance, steps, cycles; confidence to float
 rounding of the final float32 cast). Skipped where no CUDA GPU with torch or cupy is visible."""
 import numpy as np
 import pytest
 
 import hdlfast
-from hdlfast import _backend, _gpu, datasets
+from hdlfast import _arrays, _backend, datasets
+from hdlfast.labeling.cuda import CudaLabeling
 from conftest import GPU_KINDS, to_kind, to_numpy
 from test_labeling import BACKTRACK, CLOSED, SUBLEVEL, block_graph, clustered, few_labels
 
@@ -19,7 +20,7 @@ def cpu_labeling():
 
 def gpu_labeling(kind):
     like = to_kind(np.zeros(1, np.float32), kind)
-    return _gpu.CudaLabeling(_backend._module("cuda"), like)
+    return CudaLabeling(_backend._module("cuda"), like)
 
 
 def dup_graph(n, k, seed):
@@ -115,7 +116,7 @@ def test_hand_made_graphs_match_cpu(kind, method, graph, labels, k):
 @pytest.mark.cuda
 @pytest.mark.parametrize("kind", KINDS)
 def test_search_in_chunks(kind, monkeypatch):
-    monkeypatch.setattr(_gpu, "FREE_FRACTION", 0.0)  # budget 0: one target per launch
+    monkeypatch.setattr(_arrays, "GPU_FREE_FRACTION", 0.0)  # budget 0: one target per launch
     _, idx, sims, y = GRAPHS[0]
     k = idx.shape[1]
     got = run_kernels(gpu_labeling(kind), idx, sims, y, k, False, 16, "tree")

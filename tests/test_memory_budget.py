@@ -124,14 +124,14 @@ def test_self_graph_schedule_is_generated_lazily():
     N = 1,000,000)."""
     import tracemalloc
 
-    from hdlfast import _cpu
+    from hdlfast.knn import host as knn_host
 
     n = 300_000
-    b, _ = _cpu.block_sizes(n, n, 8 * MB, True)
+    b, _ = knn_host.block_sizes(n, n, 8 * MB, True)
     nb = -(-n // b)
     tracemalloc.start()
     try:
-        pairs = sum(len(r) for r in _cpu.symmetric_rounds(nb))
+        pairs = sum(len(r) for r in knn_host.symmetric_rounds(nb))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

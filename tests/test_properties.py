@@ -294,7 +294,7 @@ def test_cuda_knn_self_graph(x, data):
 # with a single query row or a single database row used to go to BLAS gemv, whose rounding
 # differs from gemm's (and, within gemv, between vector lanes and the remainder). Identical
 # database rows then got similarities 1 ulp apart and the tie rule (equal similarity -> smaller
-# index) broke. _cpu.topk now pads one-row operands to two rows. The examples below are ones
+# index) broke. knn.host.topk now pads one-row operands to two rows. The examples below are ones
 # where this numpy/BLAS does show the shape-dependent rounding (_GEMV_SPLITS_COPIES,
 # _TILES_SPLIT_COPIES say whether it does here).
 
@@ -388,7 +388,8 @@ def test_reverse_of_knn_graph(x, data):
 @given(data=st.data())
 def test_cuda_reverse_csr_matches_native(data):
     """The CUDA reverse-graph kernel (what hdl runs on GPU data) against the native one."""
-    from hdlfast import _backend, _gpu
+    from hdlfast import _backend
+    from hdlfast.labeling.cuda import CudaLabeling
 
     rows = data.draw(st.integers(1, 60), label="rows")
     k = data.draw(st.integers(1, 40), label="k")
@@ -397,7 +398,7 @@ def test_cuda_reverse_csr_matches_native(data):
                        (rows, k)).astype(np.int64)
     n = max(int(idx.max()) + 1, rows)
     like = to_kind(np.zeros(1, np.float32), GPU_KIND)
-    got = _gpu.CudaLabeling(_backend._module("cuda"), like).reverse_csr(idx, k, n)
+    got = CudaLabeling(_backend._module("cuda"), like).reverse_csr(idx, k, n)
     exp = _backend.select(NATIVE, False).labeling.reverse_csr(idx, k, n)
     same(got[0], exp[0], "indptr")
     same(got[1], exp[1], "indices")

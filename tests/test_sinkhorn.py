@@ -279,7 +279,7 @@ def test_power_kernel_is_the_rounded_power_and_backends_agree(dtype, power):
     if not hdlfast.info()["native"]["built"]:
         pytest.skip("native kernels not built")
     from hdlfast import _native
-    from hdlfast.numba_kernels import sinkhorn as numba_sk
+    from hdlfast.sinkhorn import numba_kernels as numba_sk
 
     p = softmax_rows(500, 37, seed=power).astype(dtype)  # 37: a tail after the vector lanes
     p[3, 5] = 0.0

@@ -1,4 +1,4 @@
-"""CUDA Sinkhorn-Knopp kernels (hdlfast._cuda via hdlfast._gpu.SinkhornState) against the CPU
+"""CUDA Sinkhorn-Knopp kernels (hdlfast._cuda via hdlfast.sinkhorn.cuda.SinkhornState) against the CPU
 kernels on the same scores: Q to float rounding, labels (near-ties aside) equal. Skipped where no
 CUDA GPU with torch or cupy is visible."""
 import numpy as np

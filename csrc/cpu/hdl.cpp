@@ -1,4 +1,4 @@
-// Labeling kernels; the numba twin is hdlfast/numba_kernels/labeling.py and both must agree bit
+// Labeling kernels; the numba twin is hdlfast/labeling/numba_kernels.py and both must agree bit
 // for bit: votes accumulate float64 per class in voter order, winner = largest vote, then
 // largest raw similarity sum, then smallest class id.
 #include "cpu/hdl.h"

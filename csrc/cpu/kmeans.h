@@ -1,6 +1,6 @@
 // k-means centroid update (docs §6): per-cluster sums of the member rows, in double, each
 // cluster summing its members in increasing row order, so the result is bit-identical for any
-// thread count and equal to the numba twin (hdlfast/numba_kernels/kmeans.py) and the CUDA kernel.
+// thread count and equal to the numba twin (hdlfast/kmeans/numba_kernels.py) and the CUDA kernel.
 #pragma once
 #include <cstdint>
 

@@ -1,7 +1,7 @@
 // Indexed row pairs (docs §6, NCL's hard negatives): dot products of only the pairs a
 // selection needs, and the unit-length mixtures of the pairs it keeps, read straight from the
 // two row tables, never gathered into copies. Sums run in a fixed order (eight interleaved
-// accumulators, summed pairwise), equal to the numba twin (hdlfast/numba_kernels/pairs.py)
+// accumulators, summed pairwise), equal to the numba twin (hdlfast/neighbors/numba_kernels.py)
 // for any thread count.
 #pragma once
 #include <cstdint>

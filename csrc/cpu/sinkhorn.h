@@ -1,7 +1,7 @@
 // Sinkhorn-Knopp kernels (docs §5) on a row-major (n, k) float32 matrix q holding the kernel
 // exp(beta (s - row max)) and finally the soft assignment. Scalings and sums are double.
 // Column sums are reduced over fixed chunks of rows in chunk order: results do not depend on
-// the number of threads. The numba twin is hdlfast/numba_kernels/sinkhorn.py.
+// the number of threads. The numba twin is hdlfast/sinkhorn/numba_kernels.py.
 #pragma once
 #include <cstdint>
 

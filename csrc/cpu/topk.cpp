@@ -1,6 +1,6 @@
 // CPU top-k merge kernels: a vectorisable threshold test rejects almost every tile value; the
 // few survivors replace the root of the row's heap. The merges are serial: the Python driver
-// (hdlfast/_cpu.py) runs one tile product + merge per core on tiles whose heaps are disjoint,
+// (hdlfast/knn/host.py) runs one tile product + merge per core on tiles whose heaps are disjoint,
 // so each core merges the tile it just multiplied while it is still in its cache.
 #include "cpu/topk.h"
 

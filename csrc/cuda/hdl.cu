@@ -1,5 +1,5 @@
 // HDL labeling on CUDA; the CPU twin is csrc/cpu/hdl.cpp (and the numba one
-// hdlfast/numba_kernels/labeling.py). Results are identical to the CPU's, bit for bit:
+// hdlfast/labeling/numba_kernels.py). Results are identical to the CPU's, bit for bit:
 //
 // - Votes: one thread evaluates one vote with the CPU's algorithm (per class, float64 sums of
 //   max(sim, 0) and of sim in voter order; winner by vote, then raw sum, then smaller class;

@@ -4,7 +4,7 @@ pairwise), so the same bits."""
 import numba as nb
 import numpy as np
 
-from .dots import dot8
+from .._numba import dot8
 
 
 @nb.njit(parallel=True, cache=True)

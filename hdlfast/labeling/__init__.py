@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _arrays, _backend, _checks
-from .knn import checked_knn, knn
+from .. import _arrays, _backend, _checks
+from ..knn import checked_knn, knn
 
 PROVENANCE = ("given", "propagated", "searched", "fallback")
 GIVEN, PROPAGATED, SEARCHED, FALLBACK = range(4)

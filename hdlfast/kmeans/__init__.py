@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _arrays, _backend, _checks
+from .. import _arrays, _backend, _checks
 
 _INITS = ("k-means++", "random")
 _SAMPLE_PER_CLUSTER = 256  # k-means++ sees at most this many rows per cluster (as faiss)

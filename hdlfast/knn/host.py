@@ -1,4 +1,4 @@
-"""Blocked exact top-k on the CPU, shared by the native and numba backends.
+"""Blocked exact top-k on the CPU, driven alike for the native and numba merge kernels.
 
 Tiles of the similarity matrix are BLAS products (numpy matmul); the backend's merge kernel
 folds each tile into per-row running top-k heaps. One worker thread per core runs
@@ -14,126 +14,24 @@ identical for any thread count.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
-import os
-import platform
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
-from . import _arrays, _checks
+from .. import _arrays
+from .._host import (DEFAULT_BUDGET, normalize, num_workers, run_all, single_threaded_blas)
 
-DEFAULT_BUDGET = 256 << 20
 _MAX_WORKERS_BUDGETED = 64  # tiles are sized as if this many workers could be live
 _INDEX_SENTINEL = np.iinfo(np.int64).max
 
 
-@functools.lru_cache(maxsize=None)
-def _blas_controller() -> ThreadpoolController:
-    """Built once: inspecting the loaded BLAS libraries costs about half a millisecond."""
-    return ThreadpoolController()
-
-
-_local = threading.local()
-_blas_lock = threading.Lock()
-_blas_users = 0
-_blas_saved = None
-
-
-@contextlib.contextmanager
-def single_threaded_blas():
-    """BLAS on one thread while any caller is inside; the original limits come back when the
-    last one leaves. (BLAS thread counts are process-wide: nested or concurrent callers, such
-    as dask tasks on threads, must not restore each other's limits half-way.)"""
-    global _blas_users, _blas_saved
-    with _blas_lock:
-        if _blas_users == 0:
-            _blas_saved = _blas_controller().limit(limits=1, user_api="blas")
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                _blas_saved.restore_original_limits()
-                _blas_saved = None
-
-
-@contextlib.contextmanager
-def threads(n: int):
-    """Run this thread's hdlfast CPU work on ``n`` worker threads (dask block tasks: the
-    scheduler already runs one task per core)."""
-    old = getattr(_local, "threads", None)
-    _local.threads = n
-    try:
-        yield
-    finally:
-        _local.threads = old
-
-
-def num_workers() -> int:
-    """This thread's :func:`threads` setting, else HDLFAST_NUM_THREADS, else the cores this
-    process may run on."""
-    if getattr(_local, "threads", None):
-        return _local.threads
-    env = os.environ.get("HDLFAST_NUM_THREADS")
-    if env and env.isdigit() and int(env) > 0:
-        return int(env)
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def description() -> dict:
-    """The host CPU as benchmark records need it: model name, and on Linux x86 the family and
-    model numbers (a VM often hides the name: "AMD EPYC" is Zen 3 at family 25 model 1, Zen 4
-    at model 17) and whether AVX-512 is there."""
-    out = {"model": platform.processor() or platform.machine()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read().split("\n\n", 1)[0]
-    except OSError:
-        return out
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    if "model name" in fields:
-        out["model"] = fields["model name"]
-    for key, name in (("cpu family", "family"), ("model", "model_number")):
-        if fields.get(key, "").isdigit():
-            out[name] = int(fields[key])
-    if "flags" in fields:
-        out["avx512"] = "avx512f" in fields["flags"].split()
-    return out
-
-
-_NORM_BLOCK_ELEMENTS = 1 << 14  # float64 temporaries of normalize: 128 KiB per block
-
-
-def normalize(x, name: str, dtype=np.float32) -> np.ndarray:
-    """Rows of the 2-D array ``x`` (any kind, on the host or copied there block by block)
-    scaled to unit L2 norm, as a C-contiguous copy of ``dtype``. NaN/Inf and zero rows are
-    bad input.
-
-    Scale-safe: in float64, each row is first divided by its largest magnitude, then by its
-    norm, so every finite non-zero row works however tiny (1e-40, 1e-300) or large (1e300)
-    its entries are: the norm can neither underflow to 0 nor overflow to Inf. Rows are done
-    in blocks, so the temporaries stay a few MiB whatever N is."""
-    n, d = x.shape
-    out = np.empty((n, d), dtype)
-    step = max(1, _NORM_BLOCK_ELEMENTS // max(d, 1))
-    for b in range(0, n, step):
-        blk = np.array(_arrays.to_host(x[b:b + step]), dtype=np.float64)
-        peak = _arrays.row_peaks(blk)
-        _checks.bad_peaks(peak, name, b)
-        blk /= peak[:, None]
-        blk /= np.sqrt(np.einsum("ij,ij->i", blk, blk))[:, None]
-        blk += 0.0  # -0.0 -> +0.0: rows of equal values are equal bytes (duplicate_reps)
-        out[b:b + step] = blk
-    return out
+def native_kernels(mod):
+    """The merge kernels of the compiled module ``mod`` (same names and arguments as
+    ``numba_kernels``)."""
+    return SimpleNamespace(merge_rows=mod.merge_rows, merge_cols=mod.merge_cols,
+                           finalize=mod.finalize)
 
 
 _HASH_BLOCK_ELEMENTS = 1 << 15  # uint64 temporaries of duplicate_reps: 256 KiB per block
@@ -316,22 +214,6 @@ def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bo
     return heap_s, heap_i
 
 
-def run_all(pool: ThreadPoolExecutor, fn, items, cancel: threading.Event | None = None):
-    """fn(item) for every item on the pool, waiting for all; when the wait is interrupted
-    (Ctrl-C) or a task fails, the tasks not yet started are cancelled and ``cancel`` is set
-    (long tasks check it between tiles), so the call returns soon instead of after all."""
-    futures = [pool.submit(fn, item) for item in items]
-    try:
-        for f in futures:
-            f.result()
-    except BaseException:
-        if cancel is not None:
-            cancel.set()
-        for f in futures:
-            f.cancel()
-        raise
-
-
 def bipartite_rounds(nbq: int, nbd: int):
     """Every (query block, database block) pair once, in rounds where no query block and no
     database block appears twice (pairs on the same wrapped diagonal of the grid). A
@@ -381,115 +263,28 @@ def topk_pair(kernels, q: np.ndarray, db: np.ndarray, kq: int, kd: int,
     return heaps
 
 
-class SinkhornState:
-    """One Sinkhorn run on the host: Q (the only N x K buffer, float32) and the float64 row
-    scaling u, driven by ``hdlfast.sinkhorn`` through the backend's kernels."""
+class HostKNN:
+    """The kNN search of a CPU backend: unit float32 copies of the rows, blocked tile products
+    merged by ``kernels`` (native or numba), exact copies tied as the tie rule says; results
+    in the caller's array kind."""
 
-    def __init__(self, kernels, scores, beta: float, r: np.ndarray, power=None):
-        n, k = scores.shape
-        self._kern, self._r, self._beta, self._like = kernels, r, beta, scores
-        self.q = np.empty((n, k), np.float32)
-        self._rowmax = np.empty(n, np.float64)  # NaN marks a bad row
-        if power is None:
-            src = _arrays.host_view(scores)  # read by prepare, never written
-            if src is None:
-                _arrays.copy_to_host(self.q, scores)  # cast in place: no temporary
-                src = self.q
-            kernels.prepare(src, self.q, beta, self._rowmax)
-        else:  # probabilities, raised to the integer power beta
-            src = _arrays.host_view(scores, (np.float32, np.float64))
-            if src is None:
-                src = np.empty((n, k), np.float64)
-                _arrays.copy_to_host(src, scores)
-            kernels.prepare_power(src, self.q, power, self._rowmax)
-        finite = np.isfinite(self._rowmax)
-        #: the first row prepare refused (NaN or Inf; with a power, not probabilities), or -1
-        self.bad_row = -1 if finite.all() else int(np.argmin(finite))
-        if power is not None:
-            with np.errstate(invalid="ignore"):
-                self._rowmax = np.log(self._rowmax)  # Q = exp(beta (log p - log max p))
-        self._u = np.empty(n, np.float64)
-        self._colsum = np.empty(k, np.float64)
+    def __init__(self, kernels):
+        self.kernels = kernels
 
-    def rowmax(self) -> np.ndarray:
-        """The row maxima m_i of the scores (Q holds exp(beta (s - m_i)))."""
-        return self._rowmax
+    def __call__(self, q, db, k, *, exclude_self, allow_tf32, memory_budget, q_name, db_name):
+        del allow_tf32  # fp32 BLAS on the CPU
+        qn = normalize(q, q_name)
+        dn = None if db is None else normalize(db, db_name)
+        sims, idx = topk(self.kernels, qn, dn, k, exclude_self, memory_budget)
+        rep = duplicate_reps(qn if dn is None else dn)
+        if rep is not None:
+            tie_duplicates(sims, idx, rep, exclude_self)
+        return _arrays.from_host(sims, q), _arrays.from_host(idx, q)
 
-    def start(self, u: np.ndarray) -> np.ndarray:
-        """Column sums for the first step, from the initial row scaling ``u`` (host float64)."""
-        self._u[:] = u
-        self._kern.colsum(self.q, self._u, self._colsum)
-        return self._colsum.copy()
-
-    def row_scaling(self) -> np.ndarray:
-        """A copy of the current row scaling u (for SeLa's stopping rule)."""
-        return self._u.copy()
-
-    def iterate(self, v: np.ndarray):
-        """One fused pass; returns (local column sums, whether u stayed finite)."""
-        self._kern.iterate(self.q, np.ascontiguousarray(v, np.float64), self._r, self._u,
-                           self._colsum)
-        return self._colsum.copy(), bool(np.isfinite(self._u).all())
-
-    #: finalize does the last row scaling itself, so the driver skips the last iterate
-    fused_finalize = True
-
-    def finalize(self, v: np.ndarray):
-        """The plan with column scaling ``v``, rows normalised (the last row scaling):
-        (Q, labels, the plan's column marginals (host), whether every row had mass)."""
-        labels = np.empty(self.q.shape[0], np.int64)
-        marginals = np.empty(self.q.shape[1], np.float64)
-        ok = bool(self._kern.finalize(self.q, np.ascontiguousarray(v, np.float64), self._r,
-                                      labels, marginals))
-        return (_arrays.from_host(self.q, self._like), _arrays.from_host(labels, self._like),
-                marginals, ok)
-
-    def host_buffer(self) -> np.ndarray:
-        return self.q
-
-
-class KMeansState:
-    """One k-means run on the host: the rows the top-1 search sees (unit rows for spherical
-    k-means; [x, 1, 0] rows, unit-scaled, for Euclidean, see ``hdlfast.kmeans``) and the
-    current labels, driven by ``hdlfast.kmeans`` through the backend's kernels."""
-
-    def __init__(self, kernels, kmeans_kernels, x, spherical: bool, memory_budget):
-        self._kern, self._km, self._budget = kernels, kmeans_kernels, memory_budget
-        self._like, self._spherical = x, spherical
-        if spherical:
-            self.rows = normalize(x, "X")  # the update sums unit rows
-            self.q = self.rows
-        else:
-            host = _arrays.host_float32(x)
-            self.rows = host
-            aug = np.concatenate([host, np.ones((host.shape[0], 1), np.float32),
-                                  np.zeros((host.shape[0], 1), np.float32)], axis=1)
-            sq = np.einsum("ij,ij->i", aug, aug, dtype=np.float64)
-            self.q = normalize(aug, "X")
-            self.aug_norms = np.sqrt(sq)
-        self.labels = np.full(x.shape[0], -1, np.int64)
-        self._sims = None
-
-    def host_rows(self, rows: np.ndarray) -> np.ndarray:
-        return self.rows[rows].astype(np.float64)
-
-    def assign(self, db: np.ndarray) -> int:
-        """Top-1 of every row against the unit centroid rows ``db``; returns how many labels
-        changed."""
-        sims, idx = topk(self._kern, self.q, db, 1, False, self._budget)
-        new = idx[:, 0]
-        changed = int(np.count_nonzero(new != self.labels))
-        self.labels, self._sims = new, sims[:, 0]
-        return changed
-
-    def fit_scores(self) -> np.ndarray:
-        return self._sims.astype(np.float64)
-
-    def update(self, n_clusters: int):
-        sums = np.empty((n_clusters, self.rows.shape[1]), np.float64)
-        counts = np.empty(n_clusters, np.int64)
-        self._km.cluster_sums(self.rows, np.empty(0, np.float32), self.labels, sums, counts)
-        return sums, counts
-
-    def labels_out(self):
-        return _arrays.from_host(self.labels, self._like)
+    def pair(self, q, db, kq, kd, *, allow_tf32, memory_budget, floors=(None, None)):
+        """(top-kq of q against db, top-kd of db against q) as numpy, from one pass of tile
+        products (an off-diagonal block pair of a self-graph; rows already checked). With
+        ``floors`` (see :func:`topk_pair`) entries may hold the index sentinel int64 max."""
+        del allow_tf32
+        return topk_pair(self.kernels, normalize(q, "X"), normalize(db, "X"), kq, kd,
+                         memory_budget, floors)

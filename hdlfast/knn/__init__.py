@@ -5,7 +5,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _arrays, _backend, _checks
+from .. import _arrays, _backend, _checks
 
 
 class KNNGraph(NamedTuple):

@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from . import _arrays, _backend, _checks
+from .. import _arrays, _backend, _checks
 
 _KINDS = ("sela", "swav")
 _DEFAULT_ITERS = {"sela": 10_000, "swav": 3}

@@ -15,8 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _arrays, _backend, _checks, _cpu
-from .knn import checked_knn
+from .. import _arrays, _backend, _checks, _host
+from ..knn import checked_knn
 
 
 class ConfidentLabels(NamedTuple):
@@ -163,7 +163,7 @@ def _bank_rows(x, name: str, normalize: bool) -> np.ndarray:
     """float64 host copy of x: unit rows (scale-safe; zero rows are bad input) or, without
     ``normalize``, the rows as stored (finite, with finite squared norms)."""
     if normalize:
-        return _cpu.normalize(x, name, np.float64)
+        return _host.normalize(x, name, np.float64)
     host = np.array(_arrays.to_host(x), dtype=np.float64)
     sq = np.einsum("ij,ij->i", host, host)
     if not np.isfinite(sq).all():
@@ -278,7 +278,7 @@ def hard_negatives(z, bank_unlabeled, bank_labeled, k, *, n_neg=None, n_mix=5,
         draws = _given_draws(draws, (batch, n_mix, n_neg), l_info.shape[0])
 
     pairs = _backend.host(backend).pairs
-    zh = _cpu.normalize(z, "z", np.float64)
+    zh = _host.normalize(z, "z", np.float64)
     a = _bank_rows(bank_unlabeled, "bank_unlabeled", normalize)
     b = _bank_rows(bank_labeled, "bank_labeled", normalize)
     sim_a = zh @ a.T

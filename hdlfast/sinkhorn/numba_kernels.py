@@ -8,7 +8,7 @@ CHUNK rows in chunk order, so results do not depend on the number of threads.
 import numba as nb
 import numpy as np
 
-from .dots import dot8
+from .._numba import dot8
 
 CHUNK = 2048
 

@@ -1,0 +1,139 @@
+"""Host (CPU) infrastructure shared by the operations: worker threads and their count,
+single-threaded BLAS while hdlfast's own workers run, a cancellable pool loop, the unit-row
+copy every cosine operation starts from, and the CPU's description for benchmark records."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import platform
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from . import _arrays, _checks
+
+DEFAULT_BUDGET = 256 << 20  # bytes of similarity tiles (all workers together) when not given
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_controller() -> ThreadpoolController:
+    """Built once: inspecting the loaded BLAS libraries costs about half a millisecond."""
+    return ThreadpoolController()
+
+
+_local = threading.local()
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved = None
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """BLAS on one thread while any caller is inside; the original limits come back when the
+    last one leaves. (BLAS thread counts are process-wide: nested or concurrent callers, such
+    as dask tasks on threads, must not restore each other's limits half-way.)"""
+    global _blas_users, _blas_saved
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_saved = _blas_controller().limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_saved.restore_original_limits()
+                _blas_saved = None
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """Run this thread's hdlfast CPU work on ``n`` worker threads (dask block tasks: the
+    scheduler already runs one task per core)."""
+    old = getattr(_local, "threads", None)
+    _local.threads = n
+    try:
+        yield
+    finally:
+        _local.threads = old
+
+
+def num_workers() -> int:
+    """This thread's :func:`threads` setting, else HDLFAST_NUM_THREADS, else the cores this
+    process may run on."""
+    if getattr(_local, "threads", None):
+        return _local.threads
+    env = os.environ.get("HDLFAST_NUM_THREADS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def description() -> dict:
+    """The host CPU as benchmark records need it: model name, and on Linux x86 the family and
+    model numbers (a VM often hides the name: "AMD EPYC" is Zen 3 at family 25 model 1, Zen 4
+    at model 17) and whether AVX-512 is there."""
+    out = {"model": platform.processor() or platform.machine()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read().split("\n\n", 1)[0]
+    except OSError:
+        return out
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    if "model name" in fields:
+        out["model"] = fields["model name"]
+    for key, name in (("cpu family", "family"), ("model", "model_number")):
+        if fields.get(key, "").isdigit():
+            out[name] = int(fields[key])
+    if "flags" in fields:
+        out["avx512"] = "avx512f" in fields["flags"].split()
+    return out
+
+
+_NORM_BLOCK_ELEMENTS = 1 << 14  # float64 temporaries of normalize: 128 KiB per block
+
+
+def normalize(x, name: str, dtype=np.float32) -> np.ndarray:
+    """Rows of the 2-D array ``x`` (any kind, on the host or copied there block by block)
+    scaled to unit L2 norm, as a C-contiguous copy of ``dtype``. NaN/Inf and zero rows are
+    bad input.
+
+    Scale-safe: in float64, each row is first divided by its largest magnitude, then by its
+    norm, so every finite non-zero row works however tiny (1e-40, 1e-300) or large (1e300)
+    its entries are: the norm can neither underflow to 0 nor overflow to Inf. Rows are done
+    in blocks, so the temporaries stay a few MiB whatever N is."""
+    n, d = x.shape
+    out = np.empty((n, d), dtype)
+    step = max(1, _NORM_BLOCK_ELEMENTS // max(d, 1))
+    for b in range(0, n, step):
+        blk = np.array(_arrays.to_host(x[b:b + step]), dtype=np.float64)
+        peak = _arrays.row_peaks(blk)
+        _checks.bad_peaks(peak, name, b)
+        blk /= peak[:, None]
+        blk /= np.sqrt(np.einsum("ij,ij->i", blk, blk))[:, None]
+        blk += 0.0  # -0.0 -> +0.0: rows of equal values are equal bytes (duplicate_reps)
+        out[b:b + step] = blk
+    return out
+
+
+def run_all(pool: ThreadPoolExecutor, fn, items, cancel: threading.Event | None = None):
+    """fn(item) for every item on the pool, waiting for all; when the wait is interrupted
+    (Ctrl-C) or a task fails, the tasks not yet started are cancelled and ``cancel`` is set
+    (long tasks check it between tiles), so the call returns soon instead of after all."""
+    futures = [pool.submit(fn, item) for item in items]
+    try:
+        for f in futures:
+            f.result()
+    except BaseException:
+        if cancel is not None:
+            cancel.set()
+        for f in futures:
+            f.cancel()
+        raise

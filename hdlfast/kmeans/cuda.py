@@ -1,0 +1,64 @@
+"""k-means state on the GPU, driven by ``hdlfast.kmeans`` as the host state is: assignment by
+the fused top-1 search of ``knn.cuda``, update by ``cluster_sums`` of ``hdlfast._cuda``."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _arrays
+from ..knn.cuda import dtype_code, inverse_norms, safe_rows, topk
+
+
+class KMeansState:
+    """One k-means run on the device of ``x`` behind the interface of ``kmeans.host.KMeansState``:
+    the rows (in the caller's dtype; [x, 1, 0] for Euclidean k-means), the labels and the
+    top-1 similarities stay on the device; the centroids (C x d) and their float64 sums cross
+    to the host once per iteration."""
+
+    def __init__(self, cuda_module, x, spherical: bool, memory_budget, allow_tf32: bool):
+        self._m, self._budget, self._tf32 = cuda_module, memory_budget, bool(allow_tf32)
+        with _arrays.device_ctx(x):
+            x = _arrays.gpu_contiguous(x)
+            dtype_code(x, "X")  # float64 is refused
+            self._x, self._spherical = x, spherical
+            if spherical:
+                x = self._x = safe_rows(x, "X")
+                self._inv = inverse_norms(cuda_module, x, "X")  # the update sums unit rows
+                self.q = x
+            else:
+                self._inv = None
+                self.q = _arrays.with_columns(x, (1.0, 0.0))
+                self.aug_norms = 1.0 / _arrays.to_numpy(
+                    inverse_norms(cuda_module, self.q, "X")).astype(np.float64)
+        self.labels = None
+        self._sims = None
+
+    def host_rows(self, rows: np.ndarray) -> np.ndarray:
+        out = _arrays.to_numpy(_arrays.take_rows(self._x, rows)).astype(np.float64)
+        if self._spherical:
+            out /= np.linalg.norm(out, axis=1, keepdims=True)
+        return out
+
+    def assign(self, db: np.ndarray) -> int:
+        with _arrays.device_ctx(self._x):
+            d_db = _arrays.as_dtype_of(np.asarray(db, np.float32), self.q)
+            sims, idx = topk(self._m, self.q, d_db, 1, False, self._tf32, self._budget)
+            new = idx[:, 0]
+            changed = self._x.shape[0] if self.labels is None else \
+                int(_arrays.to_numpy((new != self.labels).sum()))
+            self.labels, self._sims = new, sims[:, 0]
+            return changed
+
+    def fit_scores(self) -> np.ndarray:
+        return _arrays.to_numpy(self._sims).astype(np.float64)
+
+    def update(self, n_clusters: int):
+        n, d = self._x.shape
+        with _arrays.device_ctx(self._x):
+            sums = _arrays.empty(self._x, (n_clusters, d), "float64")
+            counts = _arrays.empty(self._x, (n_clusters,), "int64")
+            self._m.cluster_sums(_arrays.cuda_view(self._x), self._inv, self.labels, sums,
+                                 counts, _arrays.cuda_stream(self._x))
+            return _arrays.to_numpy(sums), _arrays.to_numpy(counts)
+
+    def labels_out(self):
+        return self.labels

@@ -1,0 +1,128 @@
+"""kNN on the GPU through ``hdlfast._cuda``: safe row scales, inverse norms, workspace, query
+blocks and the out-of-memory retry.
+
+The kernels read the caller's (contiguous) arrays in place and write outputs allocated in the
+caller's kind, all on the caller's current stream. Only the ``cuda`` modules of the operations
+and ``_arrays`` touch GPU memory from Python.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .. import _arrays, _checks
+
+_INT32_MAX = np.iinfo(np.int32).max
+
+def dtype_code(x, name: str) -> int:
+    """The kernels' dtype code of a GPU array; float64 (no tensor-core path) is refused."""
+    dtype_name = _arrays.info(x, name).dtype
+    if dtype_name == "float64":
+        raise TypeError(f"{name}: float64 is not supported on the GPU; use float32, float16 "
+                        "or bfloat16")
+    return _arrays.DTYPE_CODES[dtype_name]
+
+
+def inverse_norms(cuda, x, name: str):
+    """float32 inverse row norms of ``x`` on its device; NaN/Inf or zero rows raise."""
+    n, d = x.shape
+    inv = _arrays.empty(x, (n,), "float32")
+    bad = _arrays.full(x, (2,), _INT32_MAX, "int32")
+    cuda.row_inv_norms(_arrays.cuda_view(x), inv, bad, _arrays.cuda_stream(x))
+    nonfinite, zero = (int(v) for v in _arrays.to_numpy(bad))
+    _checks.bad_rows(name, None if nonfinite == _INT32_MAX else nonfinite,
+                     None if zero == _INT32_MAX else zero)
+    return inv
+
+
+_SAFE_PEAKS = (2.0 ** -40, 2.0 ** 40)
+
+
+def safe_rows(x, name: str):
+    """``x`` itself when every row's largest magnitude lies within 2**+-40, where the kernels'
+    float32 squares and dot products can neither overflow nor underflow; else a copy with each
+    row scaled by the power of two that brings its largest magnitude near 1 (exact: cosines
+    unchanged to the last bit), so tiny (1e-40) and huge
+    (1e38) rows work as on the CPU. NaN/Inf and zero rows raise here, naming ``name``."""
+    peaks = _arrays.row_peaks(x)
+    _checks.bad_peaks(peaks, name)
+    if _SAFE_PEAKS[0] <= peaks.min() and peaks.max() <= _SAFE_PEAKS[1]:
+        return x
+    return _arrays.scale_rows_to_unit_peak(x, peaks)
+
+
+def topk(cuda, q, db, k: int, exclude_self: bool, allow_tf32: bool,
+         memory_budget: int | None, q_name: str = "queries", db_name: str = "database"):
+    """(sims, idx) on the device of ``q``; ``db`` None means the self-graph. The names are
+    the caller's argument names, used in error messages."""
+    name_db = q_name if db is None else db_name
+    with _arrays.device_ctx(q):
+        dtype = dtype_code(q, q_name)
+        q = safe_rows(_arrays.gpu_contiguous(q), q_name)
+        db = q if db is None else safe_rows(_arrays.gpu_contiguous(db), db_name)
+        dtype_name = _arrays.info(q, q_name).dtype
+        if _arrays.info(db, name_db).dtype != dtype_name:
+            raise TypeError(f"{q_name} and {name_db} must have the same dtype on the GPU, got "
+                            f"{dtype_name} and {_arrays.info(db, name_db).dtype}")
+        q_inv = inverse_norms(cuda, q, q_name)
+        db_inv = q_inv if db is q else inverse_norms(cuda, db, name_db)
+        nq, d = q.shape
+        nd = db.shape[0]
+        sims = _arrays.empty(q, (nq, k), "float32")
+        idx = _arrays.empty(q, (nq, k), "int64")
+        budget = memory_budget
+        if budget is None:
+            budget = _arrays.gpu_budget(q)
+        block = _first_block(cuda, nq, nd, d, k, dtype, budget)
+        stream = _arrays.cuda_stream(q)
+        q_view, db_view = _arrays.cuda_view(q), _arrays.cuda_view(db)
+        start = 0
+        while start < nq:
+            stop = min(start + block, nq)
+            try:
+                ws_bytes = cuda.knn_workspace_bytes(stop - start, nd, d, k, dtype)
+                ws = _arrays.empty(q, (max(ws_bytes, 1),), "uint8")
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
+                if not _arrays.is_out_of_memory(exc) or block == 1:
+                    raise
+                block = max(block // 2, 1)
+                warnings.warn(f"hdlfast.knn: out of GPU memory for the workspace; retrying "
+                              f"with blocks of {block} queries", RuntimeWarning, stacklevel=4)
+                continue
+            cuda.knn(q_view[start:stop], db_view, q_inv[start:stop], db_inv, start,
+                     exclude_self, allow_tf32, sims[start:stop], idx[start:stop], ws, stream)
+            del ws
+            start = stop
+        return sims, idx
+
+
+def _first_block(cuda, nq, nd, d, k, dtype, budget) -> int:
+    """Largest block nq // 2**i whose workspace fits the budget (1 if none does)."""
+    block = nq
+    while block > 1 and cuda.knn_workspace_bytes(block, nd, d, k, dtype) > budget:
+        block //= 2
+    return max(block, 1)
+
+
+class CudaKNN:
+    """The kNN search of the CUDA backend: fused tensor-core tiles on the device of the
+    queries, results in the caller's array kind."""
+
+    def __init__(self, cuda_module):
+        self.mod = cuda_module
+
+    def __call__(self, q, db, k, *, exclude_self, allow_tf32, memory_budget, q_name, db_name):
+        return topk(self.mod, q, db, k, exclude_self, allow_tf32, memory_budget, q_name,
+                    db_name)
+
+    def pair(self, q, db, kq, kd, *, allow_tf32, memory_budget, floors=(None, None)):
+        """As ``HostKNN.pair``, by two fused searches (the GPU kernel keeps no columns;
+        ``floors`` are not needed there)."""
+        del floors
+        out = []
+        for a, b, k in ((q, db, kq), (db, q, kd)):
+            s, i = self(a, b, k, exclude_self=False, allow_tf32=allow_tf32,
+                        memory_budget=memory_budget, q_name="X", db_name="X")
+            out.append((_arrays.to_numpy(s), _arrays.to_numpy(i)))
+        return out
