@@ -9,11 +9,12 @@ check them, see csrc/array_args.h); outputs are written in place.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
 
+@runtime_checkable
 class TopkKernels(Protocol):
     """Fold similarity tiles into per-row running top-k heaps (csrc/cpu/topk.cpp)."""
 
@@ -26,6 +27,7 @@ class TopkKernels(Protocol):
     def finalize(self, heap_s: np.ndarray, heap_i: np.ndarray) -> None: ...
 
 
+@runtime_checkable
 class LabelingKernels(Protocol):
     """kNN voting and HDL's phases on a kNN graph (csrc/cpu/hdl.cpp, csrc/cuda/hdl.cu)."""
 
@@ -44,6 +46,7 @@ class LabelingKernels(Protocol):
                out_lab, out_conf, out_steps, out_cycles) -> None: ...
 
 
+@runtime_checkable
 class SinkhornKernels(Protocol):
     """The fused passes of Sinkhorn-Knopp over Q (csrc/cpu/sinkhorn.cpp)."""
 
@@ -61,6 +64,7 @@ class SinkhornKernels(Protocol):
                  out_colsum: np.ndarray) -> bool: ...
 
 
+@runtime_checkable
 class KMeansKernels(Protocol):
     """Per-cluster float64 sums of (optionally scaled) rows (csrc/cpu/kmeans.cpp)."""
 
@@ -68,6 +72,7 @@ class KMeansKernels(Protocol):
                      sums: np.ndarray, counts: np.ndarray) -> None: ...
 
 
+@runtime_checkable
 class PairKernels(Protocol):
     """Paired row dot products and unit mixtures of hard negatives (csrc/cpu/pairs.cpp)."""
 
@@ -78,6 +83,7 @@ class PairKernels(Protocol):
                  w: np.ndarray, out: np.ndarray) -> None: ...
 
 
+@runtime_checkable
 class KNNSearch(Protocol):
     """Exact cosine top-k (``knn.host.HostKNN``, ``knn.cuda.CudaKNN``)."""
 
@@ -88,6 +94,7 @@ class KNNSearch(Protocol):
              floors=(None, None)) -> list[tuple[np.ndarray, np.ndarray]]: ...
 
 
+@runtime_checkable
 class SinkhornState(Protocol):
     """One Sinkhorn run: the N x K buffer Q and the row scaling (``sinkhorn.host``,
     ``sinkhorn.cuda``); the driver in ``hdlfast.sinkhorn`` owns the column scaling."""
@@ -108,6 +115,7 @@ class SinkhornState(Protocol):
     def host_buffer(self) -> np.ndarray: ...
 
 
+@runtime_checkable
 class KMeansState(Protocol):
     """One k-means run: the rows the top-1 search sees and the labels (``kmeans.host``,
     ``kmeans.cuda``); the driver in ``hdlfast.kmeans`` owns the centroids."""

@@ -67,3 +67,41 @@ def test_knn_result_is_unchanged_by_the_choice(fresh_warnings):
     a = hdlfast.knn(x, 5)
     b = hdlfast.knn(x, 5, backend=_backend.select(None, False).name)
     np.testing.assert_array_equal(a.idx, b.idx)
+
+
+@pytest.mark.parametrize("name", [n for n in ("native", "numba") if _backend.usable(n)])
+def test_cpu_backends_implement_the_protocols(name):
+    """Every kernel family a CPU backend hands out has the methods _kernels names (a kernel
+    renamed on one side only fails here, not at the first call that needs it)."""
+    from hdlfast import _kernels
+
+    impl = _backend.select(name, False)
+    assert impl.name == name and not impl.on_gpu
+    assert isinstance(impl.knn, _kernels.KNNSearch)
+    assert isinstance(impl.knn.kernels, _kernels.TopkKernels)
+    assert isinstance(impl.labeling, _kernels.LabelingKernels)
+    assert isinstance(impl.kmeans, _kernels.KMeansKernels)
+    assert isinstance(impl.pairs, _kernels.PairKernels)
+    x = np.random.default_rng(0).standard_normal((50, 6)).astype(np.float32)
+    state = impl.sinkhorn_state(x, 1.0, np.full(50, 1 / 50))
+    assert isinstance(state, _kernels.SinkhornState)
+    assert isinstance(impl.kmeans_state(x, True, None, False), _kernels.KMeansState)
+    kernels = _backend._cpu_kernels(name)["sinkhorn"]
+    assert isinstance(kernels, _kernels.SinkhornKernels)
+
+
+def test_cuda_drivers_implement_the_protocols():
+    """The CUDA drivers, checked by their classes (no GPU needed)."""
+    from hdlfast import _kernels
+    from hdlfast.kmeans.cuda import KMeansState
+    from hdlfast.knn.cuda import CudaKNN
+    from hdlfast.labeling.cuda import CudaLabeling
+    from hdlfast.sinkhorn.cuda import SinkhornState
+
+    for cls, proto in ((CudaKNN, _kernels.KNNSearch), (CudaLabeling, _kernels.LabelingKernels),
+                       (SinkhornState, _kernels.SinkhornState),
+                       (KMeansState, _kernels.KMeansState)):
+        methods = [m for m, v in vars(proto).items()
+                   if callable(v) and (m == "__call__" or not m.startswith("_"))]
+        missing = [m for m in methods if m not in dir(cls)]
+        assert methods and not missing, (cls, missing)
