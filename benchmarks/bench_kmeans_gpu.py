@@ -26,12 +26,11 @@ Check on a machine without a GPU: python benchmarks/bench_kmeans_gpu.py --device
 import argparse
 import json
 import platform
-import statistics
-import time
 
 import torch
 
 import hdlfast
+from hdlfast import bench
 from hdlfast.kmeans import kmeans
 
 CHUNK = 1 << 17  # rows per assignment product of the torch peer and the floor
@@ -39,24 +38,9 @@ CHUNK = 1 << 17  # rows per assignment product of the torch peer and the floor
 
 def timed(fn, repeats, device):
     """Median seconds of ``repeats`` runs after one warm-up (CUDA events on a GPU) and the
-    result of the last run."""
-    out = fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            start = torch.cuda.Event(enable_timing=True)
-            stop = torch.cuda.Event(enable_timing=True)
-            start.record()
-            out = fn()
-            stop.record()
-            stop.synchronize()
-            times.append(start.elapsed_time(stop) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            out = fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+    result of the last run (``hdlfast.bench.timed``)."""
+    sec, _, out = bench.timed(fn, repeats, device=device)
+    return sec, out
 
 
 def mixture(n, d, n_centres, spread, device, seed):

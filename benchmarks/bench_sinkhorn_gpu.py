@@ -10,26 +10,17 @@ with CUDA events (median of the repeats after one warm-up). Writes JSON with the
 import argparse
 import json
 import platform
-import statistics
 
 import torch
 
 import hdlfast
+from hdlfast import bench
 
 
 def timed(fn, repeats):
-    """Median seconds of ``repeats`` runs after one warm-up, timed with CUDA events."""
-    fn()
-    torch.cuda.synchronize()
-    out = []
-    for _ in range(repeats):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        out.append(start.elapsed_time(stop) / 1e3)
-    return statistics.median(out)
+    """Median seconds of ``repeats`` runs after one warm-up, timed with CUDA events
+    (``hdlfast.bench.timed``)."""
+    return bench.timed(fn, repeats, device=torch.device("cuda"))[0]
 
 
 def torch_sela(s, lam, iters):

@@ -12,7 +12,6 @@ import argparse
 import json
 import platform
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -22,21 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import hdlfast  # noqa: E402
 from conftest import sela_loop  # noqa: E402
+from hdlfast import bench  # noqa: E402
 from hdlfast.compat import sela, usl  # noqa: E402
 from test_compat_usl import usl_loop  # noqa: E402
 
 
 def paired_times(original, ours, repeats=11):
-    """Median seconds of each after a warm-up, the two timed in alternation so that a slow
-    spell of this shared machine falls on both."""
-    original(), ours()
-    times = {original: [], ours: []}
-    for _ in range(repeats):
-        for fn in (original, ours):
-            t = time.perf_counter()
-            fn()
-            times[fn].append(time.perf_counter() - t)
-    return float(np.median(times[original])), float(np.median(times[ours]))
+    """Median seconds of each, timed in alternation (``hdlfast.bench.paired_times``)."""
+    return bench.paired_times(original, ours, repeats)
 
 
 def record(case, original, ours, repeats=11):

@@ -4,15 +4,11 @@ Run:  pytest benchmarks/bench_knn_cpu.py --benchmark-json=benchmarks/results/<na
 Each result records the machine, the library versions, and ratios to the named peer and to
 the floor (the tile products alone), computed from the medians of the same run.
 """
-import platform
-
 import numpy as np
 import pytest
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
-    import hdlfast
-
     med = {b["name"].replace("test_", "").replace("[", "_").rstrip("]"): b["stats"]["median"]
            for b in output_json["benchmarks"]}
     summary = {"median_s": med}
@@ -24,15 +20,12 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         summary["ratio_to_faiss"] = {k: v / med["faiss_flat_ip"] for k, v in med.items()}
     if "tile_products_floor" in med:
         summary["ratio_to_floor"] = {k: v / med["tile_products_floor"] for k, v in med.items()}
-    versions = {"hdlfast": hdlfast.__version__, "numpy": np.__version__,
-                "python": platform.python_version()}
-    for mod in ("faiss", "numba", "torch"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except ImportError:
-            pass
-    output_json["hdlfast_summary"] = {"versions": versions, "backends": hdlfast.info(),
-                                      "machine": platform.machine(), **summary}
+    from hdlfast import bench
+
+    machine = bench.machine_info()  # the machine facts of every hdlfast benchmark record
+    output_json["hdlfast_summary"] = {"versions": machine["versions"],
+                                      "backends": machine["hdlfast_info"],
+                                      "machine": machine, **summary}
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Million-scale and scaling runs on top of ``hdlfast.bench``: time and peak memory as N grows
 (10,000 to 1,000,000) and as k grows, for every capability, against the peers that are
 installed, with the floors measured in the same run. One JSON result (schema of
-``hdlfast/bench.py``) for ``benchmarks/plot.py``.
+``hdlfast/bench/__init__.py``) for ``benchmarks/plot.py``.
 
 Profiles:
 - ``cpu`` (a laptop-class machine, minutes): N from 10,000 up to 1,000,000 where the work

@@ -1,5 +1,5 @@
 """Charts from benchmark result files (the JSON written by ``hdlfast bench --out`` and by
-``benchmarks/million.py``; schema in ``hdlfast/bench.py``).
+``benchmarks/million.py``; schema in ``hdlfast/bench/__init__.py``).
 
 For every capability: time against N (log-log, one line per contender, the floor dashed), time
 against k where several k were measured, and, at the largest N measured, each contender's time

@@ -150,15 +150,22 @@ def bad_rows(name: str, nonfinite_row: int | None, zero_row: int | None):
         raise ValueError(f"{name} has a zero-norm row (row {zero_row}): cosine is undefined")
 
 
+def _integers(x, name: str, ndim: int, what: str, shape: str):
+    """(x as an array, its info) once its dtype is an integer one and it has ``ndim``
+    dimensions; ``what`` and ``shape`` complete the error messages."""
+    x = _arrays.as_array(x, name)
+    inf = _arrays.info(x, name)
+    if not inf.dtype.startswith(("int", "uint")):
+        raise TypeError(f"{name} must {what}, got dtype {inf.dtype}")
+    if len(inf.shape) != ndim:
+        raise ValueError(f"{name} must be {shape}, got shape {inf.shape}")
+    return x, inf
+
+
 def labels(y, n: int | None, n_classes: int | None = None, name: str = "labels"):
     """(N,) integer labels, -1 for unlabeled, at least one labeled, each < n_classes when
     given; returned as int64 numpy. ``name`` is the caller's argument name."""
-    y = _arrays.as_array(y, name)
-    inf = _arrays.info(y, name)
-    if not inf.dtype.startswith(("int", "uint")):
-        raise TypeError(f"{name} must be integers (-1 for unlabeled), got dtype {inf.dtype}")
-    if len(inf.shape) != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {inf.shape}")
+    y, inf = _integers(y, name, 1, "be integers (-1 for unlabeled)", "1-D")
     if n is not None and inf.shape[0] != n:
         raise ValueError(f"{name} has {inf.shape[0]} entries but there are {n} points")
     if inf.shape[0] == 0:
@@ -182,12 +189,7 @@ def labels(y, n: int | None, n_classes: int | None = None, name: str = "labels")
 def indices(idx, name: str, n: int | None):
     """A 2-D integer index array with values in [0, n) (n None: max + 1); returns it as a
     C-contiguous int64 host copy together with n."""
-    idx = _arrays.as_array(idx, name)
-    inf = _arrays.info(idx, name)
-    if not inf.dtype.startswith(("int", "uint")):
-        raise TypeError(f"{name} must hold integer indices, got dtype {inf.dtype}")
-    if len(inf.shape) != 2:
-        raise ValueError(f"{name} must be 2-D (N, k), got shape {inf.shape}")
+    idx, inf = _integers(idx, name, 2, "hold integer indices", "2-D (N, k)")
     if 0 in inf.shape:
         raise ValueError(f"{name} is empty: shape {inf.shape}")
     host = int64_host(idx, name)

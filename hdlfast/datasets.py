@@ -22,8 +22,7 @@ def hypersphere_mixture(n, d, n_classes=10, *, spread=0.5, imbalance=1.0, seed=0
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((n_classes, d))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    weights = imbalance ** (-np.arange(n_classes) / max(n_classes - 1, 1))
-    labels = rng.choice(n_classes, size=n, p=weights / weights.sum())
+    labels = rng.choice(n_classes, size=n, p=_class_probabilities(n_classes, imbalance))
     x = centres[labels] + spread / np.sqrt(d) * rng.standard_normal((n, d))
     return x.astype(dtype), labels.astype(np.int64)
 
@@ -107,9 +106,8 @@ def synthetic_embeddings(n, d, *, n_classes=100, imbalance=10.0, spread=1.0, see
     dtype = np.dtype(dtype)
     if dtype.kind != "f":
         raise ValueError(f"dtype must be a float type, got {dtype}")
-    centres = _synthetic_centres(n_classes, d, seed)
-    weights = float(imbalance) ** (-np.arange(n_classes) / max(n_classes - 1, 1))
-    p = weights / weights.sum()
+    centres = _synthetic_centres(n_classes, d, seed).astype(dtype, copy=False)
+    p = _class_probabilities(n_classes, imbalance)
     if path is None:
         x = np.empty((n, d), dtype)
     else:
@@ -117,15 +115,9 @@ def synthetic_embeddings(n, d, *, n_classes=100, imbalance=10.0, spread=1.0, see
 
         x = np.lib.format.open_memmap(Path(path), mode="w+", dtype=dtype, shape=(n, d))
     labels = np.empty(n, np.int64)
-    scale = np.float32(spread / np.sqrt(d))
-    centres = centres.astype(dtype, copy=False)
     for b, start in enumerate(range(0, n, SYNTHETIC_BLOCK)):
-        rows = min(SYNTHETIC_BLOCK, n - start)
-        lab, noise = _block_draws(seed, b, rows, d, p, scale)
-        labels[start:start + rows] = lab
-        out = x[start:start + rows]
-        np.take(centres, lab, axis=0, out=out)
-        np.add(out, noise, out=out, casting="unsafe")
+        stop = min(start + SYNTHETIC_BLOCK, n)
+        _fill_block(x[start:stop], labels[start:stop], seed, b, centres, p, spread)
     if path is not None:
         x.flush()
         np.save(_labels_path(path), labels)
@@ -142,12 +134,15 @@ def _synthetic_block_at(b, n, d, *, n_classes=100, imbalance=10.0, spread=1.0, s
         raise ValueError(f"block {b} is outside the {n} rows")
     rows = min(SYNTHETIC_BLOCK, n - start)
     centres = _synthetic_centres(n_classes, d, seed).astype(np.dtype(dtype), copy=False)
-    weights = float(imbalance) ** (-np.arange(n_classes) / max(n_classes - 1, 1))
-    lab, noise = _block_draws(seed, b, rows, d, weights / weights.sum(),
-                                  np.float32(spread / np.sqrt(d)))
-    out = centres[lab]
-    np.add(out, noise, out=out, casting="unsafe")
+    out, lab = np.empty((rows, d), centres.dtype), np.empty(rows, np.int64)
+    _fill_block(out, lab, seed, b, centres, _class_probabilities(n_classes, imbalance), spread)
     return out, lab
+
+
+def _class_probabilities(n_classes, imbalance):
+    """Long-tailed class probabilities: class c proportional to imbalance ** (-c / (C - 1))."""
+    weights = float(imbalance) ** (-np.arange(n_classes) / max(n_classes - 1, 1))
+    return weights / weights.sum()
 
 
 def _synthetic_centres(n_classes, d, seed):
@@ -156,14 +151,17 @@ def _synthetic_centres(n_classes, d, seed):
     return centres.astype(np.float32)
 
 
-def _block_draws(seed, b, rows, d, p, scale):
+def _fill_block(out, labels, seed, b, centres, p, spread):
+    """Block ``b`` of synthetic_embeddings into ``out`` (rows, d) and ``labels`` (rows,)."""
+    rows, d = out.shape
     rng = np.random.default_rng([seed, 1, b])
     # labels of a whole block even when it is cut short, so the noise stream starts at the
     # same place and the rows of a smaller n are the first rows of a larger one
-    lab = rng.choice(p.shape[0], size=SYNTHETIC_BLOCK, p=p)[:rows].astype(np.int64)
+    labels[:] = rng.choice(p.shape[0], size=SYNTHETIC_BLOCK, p=p)[:rows]
     noise = rng.standard_normal((rows, d), dtype=np.float32)
-    noise *= scale
-    return lab, noise
+    noise *= np.float32(spread / np.sqrt(d))
+    np.take(centres, labels, axis=0, out=out)
+    np.add(out, noise, out=out, casting="unsafe")
 
 
 def _labels_path(path):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from hdlfast import bench, cli
+from hdlfast.bench import harness
 from hdlfast.datasets import SYNTHETIC_BLOCK, _synthetic_block_at, synthetic_embeddings
 
 TINY = {
@@ -156,8 +157,10 @@ def test_table_mentions_every_contender(tiny_result):
 
 
 def test_missing_peer_is_skipped_not_an_error(monkeypatch):
-    real = bench._import
-    monkeypatch.setattr(bench, "_import", lambda name: None if name in ("faiss", "ot")
+    from hdlfast.bench import workloads
+
+    real = workloads._import
+    monkeypatch.setattr(workloads, "_import", lambda name: None if name in ("faiss", "ot")
                         else real(name))
     res = bench.run(sizes={"knn": TINY["knn"], "sinkhorn": TINY["sinkhorn"]}, repeats=1,
                     progress=None)
@@ -169,7 +172,7 @@ def test_missing_peer_is_skipped_not_an_error(monkeypatch):
 
 
 def test_failing_contender_is_recorded(monkeypatch):
-    real = bench._setup
+    real = harness._setup
 
     def setup(capability, contender, params, data):
         if contender == "hdlfast-numba":
@@ -178,7 +181,7 @@ def test_failing_contender_is_recorded(monkeypatch):
             return boom
         return real(capability, contender, params, data)
 
-    monkeypatch.setattr(bench, "_setup", setup)
+    monkeypatch.setattr(harness, "_setup", setup)
     res = bench.run(sizes={"hdl": TINY["hdl"]}, repeats=1, progress=None,
                     contenders=["hdlfast-native", "hdlfast-numba"])
     by = {r["contender"]: r for r in res["records"]}
@@ -191,14 +194,14 @@ def test_failing_contender_is_recorded(monkeypatch):
 
 
 def test_sizes_override_and_several_sizes():
-    plan = bench._plan(True, None, {"knn": [{"n": 100}, {"n": 200, "d": 4}]}, None)
+    plan = harness._plan(True, None, {"knn": [{"n": 100}, {"n": 200, "d": 4}]}, None)
     assert [(cap, p["n"], p["d"], p["k"]) for cap, p, _ in plan] == \
         [("knn", 100, 128, 20), ("knn", 200, 4, 20)]
-    plan = bench._plan(False, ["kmeans", "hdl"], None, ["hdlfast-native"])
+    plan = harness._plan(False, ["kmeans", "hdl"], None, ["hdlfast-native"])
     assert [(cap, names) for cap, _, names in plan] == \
         [("hdl", ["hdlfast-native"]), ("kmeans", ["hdlfast-native"])]
     assert plan[0][1] == bench.FULL["hdl"]
-    assert [c for c, _, _ in bench._plan(True, None, None, None)] == list(bench.CAPABILITIES)
+    assert [c for c, _, _ in harness._plan(True, None, None, None)] == list(bench.CAPABILITIES)
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -239,3 +242,26 @@ def test_cli_bench_bad_options_exit_2(argv, capsys):
     assert cli.main(["bench", "--quick", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("hdlfast bench: error:") and err.count("\n") == 1
+
+
+def test_timers():
+    """The one timer of the benchmarks: median of the timed calls after a warm-up call, the
+    last result returned; paired timing gives one median per side."""
+    calls = []
+    sec, times, out = bench.timed(lambda: calls.append(1) or len(calls), 3)
+    assert len(calls) == 4 and out == 4 and len(times) == 3 and sec == sorted(times)[1]
+    sec, times, out = bench.timed(lambda: calls.append(1) or len(calls), 2, warmup=False)
+    assert len(calls) == 6 and out == 6 and len(times) == 2
+    a, b = bench.paired_times(lambda: calls.append("a"), lambda: calls.append("b"), 3)
+    assert calls[6:] == ["a", "b"] * 4 and a >= 0 and b >= 0
+
+
+def test_bench_is_not_imported_with_hdlfast():
+    """The harness stays out of the core import path (``import hdlfast`` does not load it)."""
+    import subprocess
+    import sys
+
+    code = "import sys, hdlfast; print('hdlfast.bench' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd="/")
+    assert out.stdout.strip() == "False"

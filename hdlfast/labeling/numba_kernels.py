@@ -10,6 +10,15 @@ import numba as nb
 import numpy as np
 
 
+@nb.njit(inline="always", cache=True, nogil=True)
+def _holds(a, n, v):
+    """Whether v is among a[:n] (a linear scan: the lists here are short)."""
+    for j in range(n):
+        if a[j] == v:
+            return True
+    return False
+
+
 @nb.njit(cache=True, nogil=True)
 def vote(cls, sim, n, uniform):
     """(label, confidence) of the n voters cls[:n] with similarities sim[:n]; (-1, 0) if n=0."""
@@ -17,12 +26,7 @@ def vote(cls, sim, n, uniform):
     for i in range(n):
         total += 1.0 if uniform else max(np.float64(sim[i]), 0.0)
         c = cls[i]
-        seen = False
-        for j in range(i):
-            if cls[j] == c:
-                seen = True
-                break
-        if seen:
+        if _holds(cls, i, c):  # this class was counted at its first voter
             continue
         v, r = 0.0, 0.0
         for j in range(i, n):
@@ -69,19 +73,27 @@ def vote_rows(nbr_idx, nbr_sims, db_labels, uniform, out_lab, out_conf):
         out_conf[r] = conf
 
 
+@nb.njit(inline="always", cache=True, nogil=True)
+def _labeled_voters(u, idx, sims, k, labels, cls, sim):
+    """The labels and similarities of u's labeled neighbours, in graph order, into cls and
+    sim; returns how many."""
+    n = 0
+    for c in range(k):
+        lab = labels[idx[u, c]]
+        if lab >= 0:
+            cls[n] = lab
+            sim[n] = sims[u, c]
+            n += 1
+    return n
+
+
 @nb.njit(parallel=True, cache=True)
 def _vote_members(idx, sims, k, labels, members, uniform, out_lab, out_conf):
     for m in nb.prange(members.shape[0]):
         u = members[m]
         cls = np.empty(k, np.int64)
         sim = np.empty(k, np.float32)
-        n = 0
-        for c in range(k):
-            lab = labels[idx[u, c]]
-            if lab >= 0:
-                cls[n] = lab
-                sim[n] = sims[u, c]
-                n += 1
+        n = _labeled_voters(u, idx, sims, k, labels, cls, sim)
         lab, conf = vote(cls, sim, n, uniform)
         out_lab[m] = lab
         out_conf[m] = conf
@@ -223,12 +235,7 @@ def _search_one(u, idx, sims, k, indptr, src, labels, max_visits, uniform, max_d
         while t < n:
             v = cand[t]
             t += 1
-            seen = False
-            for q in range(n_vis):
-                if visited[q] == v:
-                    seen = True
-                    break
-            if seen:
+            if _holds(visited, n_vis, v):
                 cycles += 1
                 continue
             scan[depth - 1] = t
@@ -268,15 +275,10 @@ def _neighbour_key(u, idx, sims, k, labels, uniform):
     """(support, vote purity, similarity sum, label, confidence) of u's labeled neighbours."""
     cls = np.empty(k, np.int64)
     sim = np.empty(k, np.float32)
-    n = 0
+    n = _labeled_voters(u, idx, sims, k, labels, cls, sim)
     raw = 0.0
-    for c in range(k):
-        lab = labels[idx[u, c]]
-        if lab >= 0:
-            cls[n] = lab
-            sim[n] = sims[u, c]
-            raw += np.float64(sims[u, c])
-            n += 1
+    for j in range(n):
+        raw += np.float64(sim[j])
     lab, conf = vote(cls, sim, n, uniform)
     return n, conf, raw, lab
 
