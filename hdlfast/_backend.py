@@ -21,7 +21,8 @@ NAMES = ("cuda", "native", "numba")
 
 @functools.lru_cache(maxsize=None)
 def _module(name: str):
-    """The compiled module (or numba itself) behind a backend, or None when it cannot be imported."""
+    """The compiled module (or numba itself) behind a backend; None when it cannot be
+    imported."""
     target = {"cuda": "hdlfast._cuda", "native": "hdlfast._native", "numba": "numba"}[name]
     try:
         return importlib.import_module(target)

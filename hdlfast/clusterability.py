@@ -5,13 +5,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._typing import ArrayLike, BackendName
 from . import _arrays, _backend, _checks
 from .knn import knn
 
 DEFAULT_CANDIDATES = (5, 10, 15, 20, 30, 50)
 
 
-def label_clusterability(X, labels, ks=(1, 5, 10, 20, 50), *, backend=None) -> dict:
+def label_clusterability(X: ArrayLike, labels: ArrayLike,
+                         ks: tuple[int, ...] = (1, 5, 10, 20, 50), *,
+                         backend: BackendName = None) -> dict:
     """For each k: ``mu`` = fraction of labeled points whose k nearest labeled points (self
     excluded) all carry its label, and ``agreement`` = mean fraction of those k that do.
 
@@ -51,8 +54,10 @@ class KSelection:
     clusterability: dict = field(default_factory=dict)
 
 
-def select_k(X, labels, candidates=DEFAULT_CANDIDATES, *, n_folds=5, threshold=0.9, seed=0,
-             method="hdl", graph=None, backend=None) -> KSelection:
+def select_k(X: ArrayLike, labels: ArrayLike,
+             candidates: tuple[int, ...] = DEFAULT_CANDIDATES, *,
+             n_folds: int = 5, threshold: float = 0.9, seed: int = 0, method: str = "hdl",
+             graph: tuple | None = None, backend: BackendName = None) -> KSelection:
     """Pick k for HDL from the labeled data alone.
 
     With >= 2 labels in every class: stratified hold-out (hide one fold of the labels, run

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks
+from ._typing import ArrayLike
 
 
 def _pair(pred, target, non_negative: bool = False):
@@ -21,7 +22,7 @@ def _pair(pred, target, non_negative: bool = False):
     return pred, target
 
 
-def cluster_accuracy(pred, target) -> float:
+def cluster_accuracy(pred: ArrayLike, target: ArrayLike) -> float:
     """Accuracy of ``pred`` (cluster ids) under the best one-to-one map of clusters to classes
     of ``target`` (Hungarian algorithm on the contingency table). The numbers of clusters and
     classes may differ: clusters left unmatched count as wrong. Both are (N,) non-negative
@@ -37,7 +38,7 @@ def cluster_accuracy(pred, target) -> float:
     return float(table[rows, cols].sum() / pred.size)
 
 
-def nmi(pred, target) -> float:
+def nmi(pred: ArrayLike, target: ArrayLike) -> float:
     """Normalised mutual information (scikit-learn's ``normalized_mutual_info_score``,
     arithmetic mean) of two (N,) integer labelings of any array kind."""
     from sklearn.metrics import normalized_mutual_info_score
@@ -46,7 +47,7 @@ def nmi(pred, target) -> float:
     return float(normalized_mutual_info_score(target, pred))
 
 
-def ari(pred, target) -> float:
+def ari(pred: ArrayLike, target: ArrayLike) -> float:
     """Adjusted Rand index (scikit-learn's ``adjusted_rand_score``) of two (N,) integer
     labelings of any array kind."""
     from sklearn.metrics import adjusted_rand_score

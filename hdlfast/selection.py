@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._typing import ArrayLike, BackendName
 from . import _arrays, _checks, _host
 from .kmeans import kmeans
 from .knn import checked_knn
@@ -22,7 +23,7 @@ _MIN_SQ_DIST = 1e-12  # duplicates of a pick get a large, finite penalty
 _SAME_CLUSTER_SQ_DIST = 1e10  # USL's mask value: picks of the point's own cluster do not count
 
 
-def knn_density(sims, *, count_self=True):
+def knn_density(sims: ArrayLike, *, count_self: bool = True):
     """USL's density from the (N, k) cosine similarities of ``knn``: 1 / mean squared distance
     of the unit rows, 2 - 2 cos, over the k neighbours (plus the point itself at distance 0
     with ``count_self``, as USL's neighbour lists include it). Higher = denser; a point whose
@@ -45,9 +46,11 @@ def _density(sims: np.ndarray, count_self: bool) -> np.ndarray:
         return (sims.shape[1] + int(count_self)) / total
 
 
-def select_to_label(X, budget, *, k=20, n_iters=10, weight=0.5, momentum=0.9, alpha=0.5,
-                    horizon_dist=None, cluster_labels=None, spherical=True, kmeans_iters=100,
-                    seed=0, backend=None):
+def select_to_label(X: ArrayLike, budget: int, *, k: int = 20, n_iters: int = 10,
+                    weight: float = 0.5, momentum: float = 0.9, alpha: float = 0.5,
+                    horizon_dist: float | None = None, cluster_labels: ArrayLike | None = None,
+                    spherical: bool = True, kmeans_iters: int = 100, seed: int = 0,
+                    backend: BackendName = None):
     """Indices of ``budget`` points to label first (USL), one per k-means cluster.
 
     k : neighbours for the density, the point itself not counted (USL's KNN_K counts it:

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._typing import ArrayLike, BackendName
 from .. import _arrays, _backend, _checks
 
 _INITS = ("k-means++", "random")
@@ -33,8 +34,10 @@ class KMeansResult(NamedTuple):
     n_iter: int
 
 
-def kmeans(X, n_clusters, *, spherical=True, n_iters=100, tol=0.0, init="k-means++", seed=0,
-           backend=None, memory_budget=None, allow_tf32=False) -> KMeansResult:
+def kmeans(X: ArrayLike, n_clusters: int, *, spherical: bool = True, n_iters: int = 100,
+           tol: float | None = 0.0, init: str | ArrayLike = "k-means++", seed: int = 0,
+           backend: BackendName = None, memory_budget: int | None = None,
+           allow_tf32: bool = False) -> KMeansResult:
     """Lloyd's k-means of the rows of ``X`` into ``n_clusters`` clusters.
 
     spherical : cluster directions (cosine; rows and centroids unit-normalised, as SCAN and

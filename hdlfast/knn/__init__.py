@@ -5,6 +5,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._typing import ArrayLike, BackendName
 from .. import _arrays, _backend, _checks
 
 
@@ -17,8 +18,9 @@ class KNNGraph(NamedTuple):
     idx: object
 
 
-def knn(queries, k, *, database=None, exclude_self=None, backend=None, memory_budget=None,
-        allow_tf32=False):
+def knn(queries: ArrayLike, k: int, *, database: ArrayLike | None = None,
+        exclude_self: bool | None = None, backend: BackendName = None,
+        memory_budget: int | None = None, allow_tf32: bool = False) -> KNNGraph:
     """Exact cosine top-k: for each query row, the ``k`` most similar database rows.
 
     Parameters
@@ -80,7 +82,7 @@ def checked_knn(queries, k, database=None, exclude_self=None, backend=None, memo
 _MAX_POINTS = 2**31 - 1  # as labels: the labeling kernels index points with int32
 
 
-def reverse_graph(idx, n=None, *, backend=None):
+def reverse_graph(idx: ArrayLike, n: int | None = None, *, backend: BackendName = None):
     """Who lists whom: CSR ``(indptr, indices)`` with ``indices[indptr[j]:indptr[j+1]]`` the
     rows i that have j among their neighbours, in increasing i (numpy arrays, int64).
 

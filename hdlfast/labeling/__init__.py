@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._typing import ArrayLike, BackendName
 from .. import _arrays, _backend, _checks
 from ..knn import checked_knn, knn
 
@@ -47,8 +48,9 @@ class HDLResult:
         return out
 
 
-def knn_vote(X, labels, k=20, *, weighting="similarity", n_classes=None, backend=None,
-             memory_budget=None):
+def knn_vote(X: ArrayLike, labels: ArrayLike, k: int = 20, *, weighting: str = "similarity",
+             n_classes: int | None = None, backend: BackendName = None,
+             memory_budget: int | None = None):
     """kNN-DV: each unlabeled point takes the vote of its k nearest labeled points.
 
     Weights are the cosine similarities clipped at 0 (``weighting="uniform"``: 1 each); the
@@ -79,9 +81,11 @@ _SEARCH_CHUNK_WORK = 1 << 21  # candidate visits in the first search call
 _SEARCH_CHUNK_SECONDS = 0.1  # then calls sized to this much wall time: Ctrl-C is seen between
 
 
-def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels",
-        max_visits=64, fallback="auto", weighting="similarity", n_classes=None,
-        backend=None, memory_budget=None) -> HDLResult:
+def hdl(X: ArrayLike | None = None, labels: ArrayLike | None = None, k: int = 20, *,
+        graph: tuple | None = None, method: str = "hdl", schedule: str = "levels", max_visits: int = 64,
+        fallback: str | None = "auto", weighting: str = "similarity",
+        n_classes: int | None = None, backend: BackendName = None,
+        memory_budget: int | None = None) -> HDLResult:
     """Hierarchical dynamic labeling (docs §3) of every point.
 
     Give embeddings ``X`` (the graph is built with :func:`hdlfast.knn`) or a precomputed
@@ -198,7 +202,8 @@ def _vote_inputs(X, reference, ref_labels, k, weighting):
     return X, x_info, reference, y, k
 
 
-def vote_against(X, reference, ref_labels, k=20, *, weighting="similarity", backend=None):
+def vote_against(X: ArrayLike, reference: ArrayLike, ref_labels: ArrayLike, k: int = 20, *,
+                 weighting: str = "similarity", backend: BackendName = None):
     """(labels, confidence) of new points ``X`` by the vote of their k nearest points of
     ``reference`` whose ``ref_labels`` are not -1 (kNN-DV against a labeled set)."""
     X, x_info, reference, y, k = _vote_inputs(X, reference, ref_labels, k, weighting)

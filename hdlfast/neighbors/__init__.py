@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._typing import ArrayLike, BackendName
 from .. import _arrays, _backend, _checks, _host
 from ..knn import checked_knn
 
@@ -41,7 +42,8 @@ class HardNegatives(NamedTuple):
     weight: object
 
 
-def mine_neighbors(X, k, *, include_self=False, backend=None, memory_budget=None):
+def mine_neighbors(X: ArrayLike, k: int, *, include_self: bool = False,
+                   backend: BackendName = None, memory_budget: int | None = None):
     """SCAN's neighbour mining: the indices of each point's k most similar points (cosine).
 
     Self is excluded by index, so duplicates of a point stay its neighbours (faiss, as used by
@@ -72,7 +74,7 @@ def mine_neighbors(X, k, *, include_self=False, backend=None, memory_budget=None
     return out
 
 
-def neighbor_accuracy(idx, targets) -> float:
+def neighbor_accuracy(idx: ArrayLike, targets: ArrayLike) -> float:
     """Fraction of neighbour entries ``idx[i, j]`` whose target equals point i's target.
 
     Entries with ``idx[i, j] == i`` (the point itself) are left out, so the (N, k) layout of
@@ -91,7 +93,8 @@ def neighbor_accuracy(idx, targets) -> float:
     return float((t[nbr] == t[:, None])[keep].mean())
 
 
-def confident_labels(probs, threshold=0.99, *, balance=True) -> ConfidentLabels:
+def confident_labels(probs: ArrayLike, threshold: float = 0.99, *,
+                     balance: bool = True) -> ConfidentLabels:
     """SCAN's self-labeling targets (``ConfidenceBasedCE``): confident rows, their labels and
     class-balancing weights.
 
@@ -149,7 +152,8 @@ def confident_labels(probs, threshold=0.99, *, balance=True) -> ConfidentLabels:
                              (mask, labels.astype(np.int64), weights)))
 
 
-def neighborhood_positives(z, bank, k, *, backend=None):
+def neighborhood_positives(z: ArrayLike, bank: ArrayLike, k: int, *,
+                           backend: BackendName = None):
     """NCL's neighbourhood positives: for each row of ``z`` (B, d) the k most similar rows
     (cosine) of the memory ``bank`` (M, d). Returns ``(sims, idx)``, (B, k) float32 and int64
     in z's kind and device, by decreasing similarity (ties: smaller index), as
@@ -210,9 +214,11 @@ def _draw_labeled(seed: int, batch: int, n_mix: int, n_labeled: int, n_neg: int)
     return perms[:, :n_neg].reshape(batch, n_mix, n_neg)
 
 
-def hard_negatives(z, bank_unlabeled, bank_labeled, k, *, n_neg=None, n_mix=5,
-                   mu=(1 / 3, 2 / 3), seed=0, draws=None, normalize=True,
-                   backend=None) -> HardNegatives:
+def hard_negatives(z: ArrayLike, bank_unlabeled: ArrayLike, bank_labeled: ArrayLike, k: int,
+                   *, n_neg: int | None = None, n_mix: int = 5,
+                   mu: tuple[float, float] = (1 / 3, 2 / 3), seed: int = 0,
+                   draws: ArrayLike | None = None, normalize: bool = True,
+                   backend: BackendName = None) -> HardNegatives:
     """NCL's hard negatives (``ncl_hng_loss``) for a whole batch at once.
 
     For each anchor z_i: take the ``n_neg`` rows a of ``bank_unlabeled`` least similar to z_i

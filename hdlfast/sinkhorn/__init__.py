@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 
+from .._typing import ArrayLike, BackendName
 from .. import _arrays, _backend, _checks
 
 _KINDS = ("sela", "swav")
@@ -43,10 +44,12 @@ class SinkhornResult(tuple):
         return self[1]
 
 
-def sinkhorn(scores, *, kind="swav", lam=25.0, epsilon=0.05, n_iters=None, tol=None,
-             cluster_prior=None, sample_weight=None, process_group=None, log_probs=False,
-             probs=False, sela_tol=_SELA_ERR, backend=None, memory_budget=None,
-             _name="scores") -> SinkhornResult:
+def sinkhorn(scores: ArrayLike, *, kind: str = "swav", lam: float = 25.0,
+             epsilon: float = 0.05, n_iters: int | None = None, tol: float | None = None,
+             cluster_prior: ArrayLike | None = None, sample_weight: ArrayLike | None = None,
+             process_group: object | None = None, log_probs: bool = False, probs: bool = False,
+             sela_tol: float = _SELA_ERR, backend: BackendName = None,
+             memory_budget: int | None = None, _name: str = "scores") -> SinkhornResult:
     """Balanced assignment of N samples to K clusters: returns ``(Q, labels)`` (a
     :class:`SinkhornResult`, which also carries ``n_iter`` and ``error``).
 

@@ -12,8 +12,8 @@ _INT32_MAX = np.iinfo(np.int32).max
 
 class SinkhornState:
     """One Sinkhorn run on the device of ``scores`` (a torch or cupy GPU array) behind the
-    interface of ``sinkhorn.host.SinkhornState``: Q (the only N x K buffer, float32, allocated once on
-    the device), the float64 row scaling u and the row weights r live on the device; the
+    interface of ``sinkhorn.host.SinkhornState``: Q (the only N x K buffer, float32, allocated
+    once on the device), the float64 row scaling u and the row weights r live on the device; the
     column scaling v and the column sums cross to the host once per iteration (K doubles).
     Every kernel runs on the caller's current stream."""
 
