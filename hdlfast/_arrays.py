@@ -71,16 +71,47 @@ def _np_dtype_name(dt) -> str:
     return "bfloat16" if name == "bfloat16" else name  # ml_dtypes registers "bfloat16"
 
 
+def refuse_non_array(x, name: str) -> None:
+    """TypeError for the values numpy would read as a 0-d or object array but no caller
+    means as one (None, strings, dicts, sets, scipy sparse matrices)."""
+    if _is_sparse(x):
+        raise TypeError(f"{name}: sparse input is not supported; pass a dense array "
+                        f"(for example {name}.toarray())")
+    if isinstance(x, (str, bytes, dict, set)) or x is None:
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+
+
+def _is_sparse(x) -> bool:
+    if not hasattr(x, "nnz"):  # cheap test first: scipy loads only for candidates
+        return False
+    from scipy import sparse
+
+    return sparse.issparse(x)
+
+
 def as_array(x, name: str):
     """Accept array-likes (lists, memoryviews) as numpy; leave real arrays untouched."""
     if kind(x) != "other":
         return x
-    if isinstance(x, (str, bytes, dict, set)) or x is None:
-        raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+    refuse_non_array(x, name)
     try:
         return np.asarray(x)
     except Exception as exc:  # noqa: BLE001 - anything numpy cannot read is the caller's error
         raise TypeError(f"{name} could not be read as an array: {exc}") from None
+
+
+def device_floats(x, name: str):
+    """A torch or cupy ``x`` with real entries as floats, where it lives: integers and booleans
+    become float32 (a copy, as scikit-learn's ``check_array`` converts host arrays), float
+    dtypes pass unchanged, complex raises ValueError."""
+    dtype = info(x, name).dtype
+    if dtype.startswith("complex"):
+        raise ValueError(f"{name}: Complex data not supported")
+    if dtype in FLOAT_DTYPES:
+        return x
+    if kind(x) == "torch":
+        return x.detach().to(_torch().float32)
+    return x.astype(_cupy().float32)
 
 
 # --- host (numpy) views --------------------------------------------------------------------

@@ -222,6 +222,37 @@ def cases_for(fn: Fn, arg: str, variants, **extra) -> list:
             for label, v, exc, rx in variants]
 
 
+# HDLLabeler follows scikit-learn's conventions (see hdlfast/estimator.py): what check_array
+# converts is valid, scikit-learn's messages (prefixed with the argument's name) replace some
+# of hdlfast's, and y may hold any class label (-1 = unlabeled). None = the variant is valid.
+ESTIMATOR_X = {
+    "rank1": (ValueError, names("X", "2-?D")), "scalar": (ValueError, names("X", "2-?D")),
+    "rank3": (ValueError, names("X", "2-D|dim 3")),
+    "no_rows": (ValueError, names("X", "empty|0 sample")),
+    "no_cols": (ValueError, names("X", "empty|0 feature")),
+    "int32": None, "int64": None, "uint8": None, "bool": None, "object": None,
+    "complex": (ValueError, names("X", "Complex")),
+    "ragged": ((TypeError, ValueError), names("X", "array|sequence")),
+}
+ESTIMATOR_Y = {
+    "rank2": None, "float": None, "bool": None, "below_minus_1": None,
+    "scalar": (ValueError, names("y", "1d")), "complex": (ValueError, names("y", "Complex")),
+    "none": (ValueError, names("y", "None")),
+}
+
+
+def for_estimator(variants, changes):
+    """``variants`` with the rows of ``changes`` replaced (exc, regex) or dropped (None)."""
+    out = []
+    for label, value, exc, rx in variants:
+        if label in changes:
+            if changes[label] is None:
+                continue
+            exc, rx = changes[label]
+        out.append((label, value, exc, rx))
+    return out
+
+
 def _labeler(backend, **params):
     return hdlfast.HDLLabeler(backend=backend, **params)
 
@@ -560,8 +591,8 @@ def build_cases() -> list:
     # HDLLabeler.fit / predict ------------------------------------------------------------
     f = Fn("HDLLabeler.fit", lambda X, y, backend, **p: _labeler(backend, **p).fit(X, y),
            dict(X=X, y=Y, k=3))
-    add(cases_for(f, "X", bad_embeddings("X", X)))
-    add(cases_for(f, "y", bad_labels("y", Y)))
+    add(cases_for(f, "X", for_estimator(bad_embeddings("X", X), ESTIMATOR_X)))
+    add(cases_for(f, "y", for_estimator(bad_labels("y", Y), ESTIMATOR_Y)))
     add(cases_for(f, "k", bad_int("k", N, none_ok=False)))
     add(cases_for(f, "max_visits", bad_int("max_visits")))
     add(cases_for(f, "method", bad_choice("method")))
@@ -575,8 +606,8 @@ def build_cases() -> list:
     add(cases_for(f, "backend", BAD_BACKEND))
 
     f = Fn("HDLLabeler.predict", lambda X, backend: _fitted(backend).predict(X), dict(X=Z))
-    add(cases_for(f, "X", bad_embeddings("X", Z)))
-    add([Case(f, dict(X=Z[:, :3]), ValueError, names("X", "columns"), "X-width")])
+    add(cases_for(f, "X", for_estimator(bad_embeddings("X", Z), ESTIMATOR_X)))
+    add([Case(f, dict(X=Z[:, :3]), ValueError, names("X", "features"), "X-width")])
     return cases
 
 
