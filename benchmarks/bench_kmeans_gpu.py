@@ -1,4 +1,4 @@
-"""GPU k-means benchmark (run in a session that has a GPU; see benchmarks/gpu_session.sh).
+"""GPU k-means benchmark (run in a session that has a GPU; see benchmarks/gpu_check.sh).
 
 N=1,000,000 x d=256 rows (a mixture of 1,000 Gaussian blobs around unit-sphere centres,
 generated on the device, seed 0) into 1,000 clusters, exactly 20 Lloyd iterations (tol=None:
@@ -16,15 +16,16 @@ generated on the device, seed 0) into 1,000 clusters, exactly 20 Lloyd iteration
 
 Timed with CUDA events around each call (the device synchronised before; median of the repeats
 after one warm-up). The inertia of every run (sum of squared distances of the rows to their
-assigned final centroid, float64 on the device) is recorded as a quality check. Writes JSON
-with the GPU name.
+assigned final centroid, float64 on the device) is recorded as a quality check, with the
+labels of 256 sampled rows checked against their nearest returned centroid. Each run is
+appended to ``--out`` as one JSON line the moment it is measured (the first line: GPU and
+sizes).
 
 Run: python benchmarks/bench_kmeans_gpu.py --out kmeans-gpu.json
 Check on a machine without a GPU: python benchmarks/bench_kmeans_gpu.py --device cpu --quick
     --out /tmp/kmeans-cpu-check.json  (tiny sizes, torch CPU tensors, faiss-cpu as the peer)
 """
 import argparse
-import json
 import platform
 
 import torch
@@ -102,6 +103,24 @@ def inertia(x, c, labels, chunk=CHUNK, spherical=False):
     return float(total)
 
 
+def check(x, c, labels, spherical, rows=256):
+    """The labels of ``rows`` sampled rows against their nearest returned centroid (float64;
+    a disagreement within 1e-6 of a tie counts as agreement)."""
+    pick = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:rows]
+    xs = x[pick.to(x.device)].double()
+    c = torch.as_tensor(c).to(x.device).double()
+    if spherical:
+        xs = torch.nn.functional.normalize(xs, dim=1)
+        score = xs @ torch.nn.functional.normalize(c, dim=1).T
+    else:
+        score = xs @ c.T - 0.5 * (c * c).sum(1)
+    lab = torch.as_tensor(labels).to(x.device)[pick.to(x.device)]
+    best = score.max(1).values
+    mine = score.gather(1, lab.view(-1, 1)).squeeze(1)
+    bad = int((mine < best - 1e-6 * best.abs().clamp(min=1)).sum())
+    return {"check_rows": rows, "check_wrong_labels": bad, "check_ok": bad == 0}
+
+
 def faiss_peer(device):
     """faiss with GPU support (on a GPU run), faiss-cpu for the --device cpu check; None if
     neither is usable."""
@@ -128,7 +147,7 @@ def main():
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes (N=20,000, d=32, 50 clusters, 5 iterations, 1 repeat) to "
                         "check the code path end to end")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="JSON-lines file, appended to")
     a = p.parse_args()
     if a.quick:
         a.n, a.d, a.clusters, a.iters, a.repeats = 20_000, 32, 50, 5, 1
@@ -144,13 +163,16 @@ def main():
            "iters": a.iters, "assignments": a.iters + 1, "init": "random rows",
            "data": f"blob mixture around {a.clusters} unit-sphere centres, spread {a.spread}",
            "torch": torch.__version__, "hdlfast": hdlfast.__version__,
-           "machine": platform.machine(), "quick": a.quick, "runs": {}}
-    runs = res["runs"]
+           "machine": platform.machine(), "quick": a.quick}
+    bench.append_line(a.out, res)
+    runs = {}
 
     def record(key, fn, x, spherical=False, **extra):
         sec, (c, labels) = timed(fn, a.repeats, device)
         runs[key] = {"seconds": sec, "ms_per_iter": 1e3 * sec / a.iters,
-                     "inertia": inertia(x, c, labels, spherical=spherical), **extra}
+                     "inertia": inertia(x, c, labels, spherical=spherical),
+                     **check(x, c, labels, spherical), **extra}
+        bench.append_line(a.out, {"run": key, **runs[key]})
         print(f"{key:>28} {sec:>9.3f} s  inertia {runs[key]['inertia']:.6g}", flush=True)
         if on_gpu:
             torch.cuda.empty_cache()
@@ -205,6 +227,7 @@ def main():
         sec, _ = timed(floor(x), a.repeats, device)
         runs[f"floor_{dtype}"] = {"seconds": sec, "ms_per_iter": 1e3 * sec / a.iters,
                                   "what": f"{a.iters} chunked products x @ c.T in {dtype}"}
+        bench.append_line(a.out, {"run": f"floor_{dtype}", **runs[f"floor_{dtype}"]})
         print(f"{'floor_' + dtype:>28} {sec:>9.3f} s", flush=True)
 
     flops = 2.0 * a.n * a.d * a.clusters * (a.iters + 1)
@@ -222,8 +245,8 @@ def main():
         r["inertia_over_torch_minus_1"] = r["inertia"] / runs[f"torch_{dtype}"]["inertia"] - 1
         if "faiss_float32" in runs:
             r["inertia_over_faiss_minus_1"] = r["inertia"] / runs["faiss_float32"]["inertia"] - 1
-    with open(a.out, "w") as f:
-        json.dump(res, f, indent=2)
+    for key, r in runs.items():
+        bench.append_line(a.out, {"run": key, "summary": True, **r})
     print(f"k-means N={a.n} d={a.d} C={a.clusters} {a.iters} iterations on {name}")
     print(f"{'':>28} {'seconds':>9} {'ms/iter':>8} {'x floor':>8} {'vs torch':>9} "
           f"{'vs faiss':>9} {'inertia':>12}")

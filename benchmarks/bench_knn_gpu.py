@@ -1,8 +1,11 @@
-"""GPU exact kNN benchmark (run in a session that has a GPU; see benchmarks/gpu_session.sh).
+"""GPU exact kNN benchmark (run in a session that has a GPU; see benchmarks/gpu_check.sh).
 
 N=1,000,000 x d=512 bf16, k=32 (and k=1024, k=4096): hdlfast.knn against torch (mm + topk in
 query blocks, bf16) and against the bf16 matrix products alone (the floor), all timed with CUDA
-events in the same process. Writes JSON with the GPU name.
+events in the same process. Each measurement is appended to ``--out`` as one JSON line the
+moment it is made (a time limit loses only the measurement in flight), with hdlfast's result
+checked on 32 sampled rows against float64 similarities (``check``); the first line holds the
+GPU and the sizes. ``--quick``: N=200,000, one repeat (what the device check runs).
 """
 import argparse
 import json
@@ -30,6 +33,21 @@ def torch_blocks(x, k, block, topk=True):
             torch.topk(s, k, dim=1)
 
 
+def check(x, k, sims, idx, rows=32, tol=3e-3):
+    """hdlfast's graph on ``rows`` sampled rows against float64 similarities of the bf16
+    values: every returned similarity right and the k-th equal to the true k-th (ties kept)."""
+    pick = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(k))[:rows]
+    pick = pick.to(x.device)
+    full = x[pick].double() @ x.double().T
+    full[torch.arange(rows, device=x.device), pick] = -float("inf")
+    kth = torch.topk(full, k, dim=1).values[:, -1]
+    got = torch.gather(full, 1, idx[pick])
+    err = float((got - sims[pick].double()).abs().max())
+    kth_err = float((sims[pick, -1].double() - kth).abs().max())
+    return {"check_rows": rows, "max_sim_err": err, "kth_err": kth_err,
+            "check_ok": bool(err <= tol and kth_err <= tol)}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=1_000_000)
@@ -37,8 +55,11 @@ def main():
     p.add_argument("--ks", default="32,1024,4096")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--block", type=int, default=4096)
-    p.add_argument("--out", required=True)
+    p.add_argument("--quick", action="store_true", help="N=200,000 and one repeat")
+    p.add_argument("--out", required=True, help="JSON-lines file, appended to")
     a = p.parse_args()
+    if a.quick:
+        a.n, a.repeats = 200_000, 1
     gen = torch.Generator(device="cuda").manual_seed(0)
     centres = torch.randn(1000, a.d, device="cuda", generator=gen)
     lab = torch.randint(0, 1000, (a.n,), device="cuda", generator=gen)
@@ -48,11 +69,12 @@ def main():
     flops = 2.0 * a.n * a.n * a.d
     res = {"gpu": torch.cuda.get_device_name(), "n": a.n, "d": a.d, "dtype": "bfloat16",
            "torch": torch.__version__, "hdlfast": hdlfast.__version__,
-           "machine": platform.node(), "runs": []}
+           "machine": platform.node(), "quick": a.quick}
+    bench.append_line(a.out, res)
     floor = timed(lambda: torch_blocks(x, 1, a.block, topk=False), a.repeats)
-    res["matmul_floor_s"] = floor
-    res["matmul_tflops"] = flops / floor / 1e12
+    bench.append_line(a.out, {"matmul_floor_s": floor, "matmul_tflops": flops / floor / 1e12})
     print(f"bf16 products alone: {floor:.3f} s ({flops / floor / 1e12:.0f} TFLOP/s)", flush=True)
+    runs = []
     for k in (int(v) for v in a.ks.split(",")):
         n = a.n
         free = torch.cuda.mem_get_info()[0]
@@ -61,16 +83,17 @@ def main():
             n //= 2
             xs = x[:n]
         t_h = timed(lambda: hdlfast.knn(xs, k), a.repeats)
+        run = {"k": k, "n": n, "hdlfast_s": t_h, **check(xs, k, *hdlfast.knn(xs, k))}
+        bench.append_line(a.out, run)
         t_t = timed(lambda: torch_blocks(xs, k + 1, a.block), a.repeats)
         scale = (n / a.n) ** 2
-        run = {"k": k, "n": n, "hdlfast_s": t_h, "torch_mm_topk_s": t_t,
-               "ratio_to_matmul_floor": t_h / (floor * scale), "speedup_vs_torch": t_t / t_h}
-        res["runs"].append(run)
+        run.update({"torch_mm_topk_s": t_t, "ratio_to_matmul_floor": t_h / (floor * scale),
+                    "speedup_vs_torch": t_t / t_h})
+        bench.append_line(a.out, run)
+        runs.append(run)
         print(json.dumps(run), flush=True)
-    with open(a.out, "w") as f:
-        json.dump(res, f, indent=2)
     print(f"{'k':>6} {'n':>9} {'hdlfast s':>10} {'torch s':>9} {'x floor':>8} {'x torch':>8}")
-    for r in res["runs"]:
+    for r in runs:
         print(f"{r['k']:>6} {r['n']:>9} {r['hdlfast_s']:>10.3f} {r['torch_mm_topk_s']:>9.3f} "
               f"{r['ratio_to_matmul_floor']:>8.2f} {r['speedup_vs_torch']:>8.2f}")
 

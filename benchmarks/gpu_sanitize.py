@@ -1,5 +1,5 @@
 """Small calls covering every CUDA path (kNN, HDL labeling, Sinkhorn, k-means), for
-compute-sanitizer (memcheck, racecheck, initcheck, synccheck) in benchmarks/gpu_session.sh.
+compute-sanitizer (memcheck, racecheck, synccheck) in benchmarks/gpu_check.sh.
 Exits non-zero on a wrong answer."""
 import numpy as np
 import torch

@@ -7,6 +7,7 @@ device. cupy and torch are imported only when the caller hands us one of their a
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from dataclasses import dataclass
 
@@ -332,16 +333,37 @@ def device_ctx(x):
 # --- allocation in the caller's kind ------------------------------------------------------
 
 
+POISON_ENV = "HDLFAST_POISON"
+
+
 def empty(like, shape, dtype: str):
-    """Uninitialised array of ``dtype`` in the kind and on the device of ``like``."""
+    """Uninitialised array of ``dtype`` in the kind and on the device of ``like``. With the
+    environment variable ``HDLFAST_POISON=1`` (the GPU smoke checks set it) it is filled with
+    :func:`poison` instead, so an output element no kernel wrote is seen, not silently
+    stale memory."""
     k = kind(like)
     if k == "torch":
         t = _torch()
-        return t.empty(shape, dtype=getattr(t, dtype), device=like.device)
-    if k == "cupy":
+        out = t.empty(shape, dtype=getattr(t, dtype), device=like.device)
+    elif k == "cupy":
         with like.device:
-            return _cupy().empty(shape, dtype=dtype)
-    return np.empty(shape, dtype=dtype)
+            out = _cupy().empty(shape, dtype=dtype)
+    else:
+        out = np.empty(shape, dtype=dtype)
+    if os.environ.get(POISON_ENV, "0") not in ("", "0"):
+        value = poison(dtype)
+        out.fill_(value) if k == "torch" else out.fill(value)
+    return out
+
+
+def poison(dtype: str):
+    """The fill of :func:`empty` under ``HDLFAST_POISON``: NaN for floats, the most negative
+    value for signed integers (never a valid index, label or count), 0xA5 for unsigned ones
+    (the byte workspaces)."""
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return float("nan")
+    return int(np.iinfo(dt).min) if dt.kind == "i" else 0xA5
 
 
 def full(like, shape, value, dtype: str):
@@ -360,6 +382,13 @@ def from_host(arr: np.ndarray, like):
         with like.device:
             return _cupy().asarray(arr)
     return arr
+
+
+def astype(x, dtype: str):
+    """``x`` in ``dtype`` (a name numpy knows), same kind and device; no copy if it has it."""
+    if kind(x) == "torch":
+        return x.to(getattr(_torch(), dtype))
+    return x.astype(dtype, copy=False)
 
 
 def cast_like(x, like):

@@ -68,6 +68,7 @@ def test_torch_bad_inputs():
         hdlfast.knn(x[0], 3)
 
 
+@pytest.mark.cuda
 def test_arrays_on_two_devices_are_refused():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():

@@ -803,6 +803,7 @@ TWO_DEVICE = [
 ]
 
 
+@pytest.mark.cuda
 @pytest.mark.parametrize("gpu_first", [True, False], ids=["gpu-cpu", "cpu-gpu"])
 @pytest.mark.parametrize("call,a,b,arg_names", [t[1:] for t in TWO_DEVICE],
                          ids=[t[0] for t in TWO_DEVICE])

@@ -265,3 +265,29 @@ def test_cases_exercise_the_parallel_paths(monkeypatch):
     monkeypatch.setattr(sk, "_log_domain", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     CASES["sinkhorn_log_domain"](None)
     assert calls, "the dead-column case no longer reaches the log-domain path"
+
+
+def test_poisoned_allocations_change_nothing(monkeypatch):
+    """HDLFAST_POISON=1 (set by the GPU smoke checks) fills every output hdlfast allocates
+    with NaN / the most negative integer / 0xA5; results are the same, so every element of
+    every output is written."""
+    from hdlfast import _arrays
+
+    x = np.random.default_rng(40).standard_normal((600, 16)).astype(np.float32)
+    labels = np.full(600, -1)
+    labels[::30] = np.arange(20) % 4
+    torch = pytest.importorskip("torch")
+    xt = torch.from_numpy(x)
+
+    def run():
+        return [hdlfast.knn(xt, 7), hdlfast.hdl(xt, torch.from_numpy(labels), 7).labels,
+                hdlfast.mine_neighbors(xt, 5), hdlfast.sinkhorn(xt[:, :8], kind="sela")[0]]
+
+    clean = run()
+    monkeypatch.setenv(_arrays.POISON_ENV, "1")
+    probe = _arrays.empty(xt, (3,), "float32")
+    assert torch.isnan(probe).all()
+    assert (_arrays.empty(xt, (2,), "int64") == torch.iinfo(torch.int64).min).all()
+    for a, b in zip(clean, run()):
+        for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+            assert torch.equal(torch.as_tensor(u), torch.as_tensor(v))

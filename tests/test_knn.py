@@ -262,6 +262,97 @@ def test_cuda_small_workspace_budget_gives_same_graph(kind):
     np.testing.assert_array_equal(to_numpy(a[1]), to_numpy(b[1]))
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("kind", GPU_KINDS or ["torch-cuda"])
+def test_cuda_float64_is_computed_in_float32(kind):
+    x = clustered(500, 24, seed=30)
+    xg = to_kind(x.astype(np.float64), kind, "float64")
+    sims, idx = hdlfast.knn(xg, 9)
+    assert_knn(sims, idx, x.astype(np.float64), x.astype(np.float64), 9, True)
+    assert to_numpy(xg).dtype == np.float64  # the caller's array is untouched
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kind", GPU_KINDS or ["torch-cuda"])
+@pytest.mark.parametrize("k", [10, 300])
+def test_cuda_tf32_is_opt_in_and_close(kind, k):
+    """allow_tf32=False is float32 exact to 1e-5; allow_tf32=True stays within TF32's ~1e-3
+    and still returns the reference's neighbours up to near-ties at that tolerance."""
+    x = clustered(3000, 128, seed=31)
+    xg = to_kind(x, kind)
+    assert_knn(*hdlfast.knn(xg, k), x, x, k, True, atol=1e-5)
+    assert_knn(*hdlfast.knn(xg, k, allow_tf32=True), x, x, k, True, atol=3e-3)
+
+
+@pytest.mark.cuda
+def test_cuda_out_of_memory_retry_gives_the_same_graph(monkeypatch):
+    """A workspace allocation that runs out of memory is retried with half the query block,
+    with a RuntimeWarning, and the graph is unchanged."""
+    torch = pytest.importorskip("torch")
+    from hdlfast import _arrays
+
+    x = torch.from_numpy(clustered(4000, 32, seed=32)).cuda()
+    ref = hdlfast.knn(x, 50)
+    real_empty, calls = _arrays.empty, []
+
+    def flaky(like, shape, dtype):
+        if dtype == "uint8" and not calls:
+            calls.append(shape)
+            raise torch.cuda.OutOfMemoryError("planted by the test")
+        return real_empty(like, shape, dtype)
+
+    monkeypatch.setattr(_arrays, "empty", flaky)
+    with pytest.warns(RuntimeWarning, match="out of GPU memory"):
+        got = hdlfast.knn(x, 50)
+    assert calls, "the planted failure was not reached"
+    torch.testing.assert_close(got[0], ref[0], rtol=0, atol=0)
+    assert torch.equal(got[1], ref[1])
+
+
+@pytest.mark.cuda
+def test_cuda_runs_on_the_callers_stream():
+    """Inputs written on a side stream that is still busy are read only after that work: the
+    kernels are queued on the caller's current stream, not the default one."""
+    torch = pytest.importorskip("torch")
+    x = clustered(2000, 64, seed=33)
+    base = torch.from_numpy(x).cuda()
+    ref = hdlfast.knn(base, 16)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(200_000_000)  # about 0.1 s of GPU time before x2 is written
+        x2 = base * 1.0
+        sims, idx = hdlfast.knn(x2, 16)
+        done = torch.cuda.Event()
+        done.record(side)
+    done.synchronize()
+    assert torch.equal(idx, ref[1])
+    torch.testing.assert_close(sims, ref[0], rtol=0, atol=0)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype,k", [("bfloat16", 32), ("float16", 1024), ("float32", 5)])
+def test_cuda_large_n_matches_float64_on_sampled_rows(dtype, k):
+    """N >= 20,000 (several database tiles and query blocks): sampled rows against the float64
+    reference on the values the GPU holds."""
+    n, d = 40_000, 96
+    x = clustered(n, d, seed=34, n_centres=50)
+    xg = to_kind(x, "torch-cuda", dtype)
+    sims, idx = hdlfast.knn(xg, k)
+    held = to_numpy(xg).astype(np.float64)
+    rows = np.random.default_rng(35).choice(n, 64, replace=False)
+    sims, idx = to_numpy(sims)[rows], to_numpy(idx)[rows]
+    unit = held / np.linalg.norm(held, axis=1, keepdims=True)
+    full = unit[rows] @ unit.T
+    full[np.arange(rows.size), rows] = -np.inf
+    kth = -np.sort(-full, axis=1)[:, k - 1]
+    atol = 1e-5 if dtype == "float32" else 2e-3
+    true = np.take_along_axis(full, idx, axis=1)  # the similarity of each returned index
+    np.testing.assert_allclose(sims, true, atol=atol)
+    assert (true >= kth[:, None] - atol).all(), "a returned neighbour is not in the top k"
+    assert all(len(set(r)) == k for r in idx), "duplicate neighbours"
+
+
 # --- tiling schedule and thread counts ----------------------------------------------------
 
 

@@ -162,7 +162,11 @@ def test_torch_non_contiguous_and_grad_input():
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("kind", KINDS)
-def test_float64_scores_rejected(kind):
-    s = to_kind(logits(10, 3, seed=1), kind, "float64")
-    with pytest.raises(TypeError, match="float64 is not supported on the GPU"):
-        hdlfast.sinkhorn(s, backend="cuda")
+def test_float64_scores_read_as_float32(kind):
+    """float64 GPU scores are computed in float32 (a copy; the caller's array is untouched):
+    the same plan as the float32 scores on the CPU."""
+    s_np = logits(300, 7, seed=1)
+    s = to_kind(s_np.astype(np.float64), kind, "float64")
+    before = to_numpy(s).copy()
+    compare(s_np, s, kind="swav")
+    np.testing.assert_array_equal(to_numpy(s), before)

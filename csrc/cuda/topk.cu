@@ -624,8 +624,7 @@ template <typename T, int MODE, int BQ>
 void launch_small_bq(const KnnArgs& a, cudaStream_t stream) {
   const size_t smem = small_smem_bytes(sizeof(T), MODE, BQ, a.k);
   auto kernel = knn_small_kernel<T, MODE, BQ>;
-  HDLFAST_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  reserve_dynamic_smem(kernel, smem);
   const int64_t grid = ceil_div(a.nq, BQ);
   require(grid <= INT_MAX, "too many query rows for one call");
   kernel<<<unsigned(grid), kThreads, smem, stream>>>(
@@ -719,8 +718,7 @@ void launch_large(const KnnArgs& a, void* workspace, size_t workspace_bytes,
   require(n_qtiles * n_dtiles <= INT_MAX, "similarity block too large for one call");
   const size_t smem = region0_bytes(sizeof(T), MODE, kBQLarge);
   auto sim_kernel = sim_block_kernel<T, MODE>;
-  HDLFAST_CUDA_CHECK(
-      cudaFuncSetAttribute(sim_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  reserve_dynamic_smem(sim_kernel, smem);
   sim_kernel<<<unsigned(n_qtiles * n_dtiles), kThreads, smem, stream>>>(
       static_cast<const T*>(a.q), a.nq, static_cast<const T*>(a.db), a.nd, a.d, a.q_inv,
       a.db_inv, a.q_offset, a.exclude_self, a.vec_ok, n_dtiles, sims);

@@ -23,6 +23,8 @@ contenders=None, warmup=True) -> dict``
     seconds, speed against the fastest peer of that capability and size on the same kind of
     device, written "<peer> / <contender> = 1.8x" (> 1: the contender is faster), and the ratio
     to the floor), then one line per skipped contender.
+``append_line(path, record)``: append one JSON line to ``path`` at once (the GPU scripts
+    write each measurement as it is made).
 ``format_machine(result) -> str``: one line: CPU, cores, RAM, GPU, library versions, floors.
 ``machine_info() -> dict``, ``gemm_rate(n=2048, d=512, repeats=5) -> GFLOP/s``,
 ``copy_bandwidth(nbytes=256 MiB, repeats=5) -> GB/s``, ``gpu_gemm_rate``, ``gpu_copy_bandwidth``
@@ -85,12 +87,13 @@ through /proc/self/clear_refs; None where that is not possible).
 """
 from .machine import (copy_bandwidth, gemm_rate, gpu_copy_bandwidth, gpu_gemm_rate, gpu_names,
                       machine_info, measure_floors)
-from .report import format_machine, format_table
+from .report import append_line, format_machine, format_table
 from .harness import DEFAULT_REPEATS, SCHEMA, measure, run
 from .timing import paired_times, timed
 from .workloads import CAPABILITIES, CONTENDERS, FULL, PARAMS, QUICK, availability, prepare
 
 __all__ = ["run", "measure", "prepare", "availability", "machine_info", "gemm_rate",
            "copy_bandwidth", "gpu_gemm_rate", "gpu_copy_bandwidth", "gpu_names",
-           "measure_floors", "format_table", "format_machine", "timed", "paired_times",
+           "measure_floors", "format_table", "format_machine", "append_line", "timed",
+           "paired_times",
            "CAPABILITIES", "CONTENDERS", "PARAMS", "QUICK", "FULL", "DEFAULT_REPEATS", "SCHEMA"]

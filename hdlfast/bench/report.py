@@ -1,7 +1,16 @@
 """Reports of a run: one line for the machine, one table of records and skips."""
 from __future__ import annotations
 
+import json
+
 from .harness import size_label
+
+
+def append_line(path, record: dict) -> None:
+    """Append ``record`` to the JSON-lines file ``path`` at once (flushed and closed), so a
+    run stopped by a time limit keeps every measurement it finished."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def _is_peer(contender: str) -> bool:

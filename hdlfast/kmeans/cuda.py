@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _arrays
-from ..knn.cuda import dtype_code, inverse_norms, safe_rows, topk
+from ..knn.cuda import inverse_norms, operand, safe_rows, topk
 
 
 class KMeansState:
@@ -17,8 +17,7 @@ class KMeansState:
     def __init__(self, cuda_module, x, spherical: bool, memory_budget, allow_tf32: bool):
         self._m, self._budget, self._tf32 = cuda_module, memory_budget, bool(allow_tf32)
         with _arrays.device_ctx(x):
-            x = _arrays.gpu_contiguous(x)
-            dtype_code(x, "X")  # float64 is refused
+            x = operand(x, "X")
             self._x, self._spherical = x, spherical
             if spherical:
                 x = self._x = safe_rows(x, "X")

@@ -15,13 +15,19 @@ from .. import _arrays, _checks
 
 _INT32_MAX = np.iinfo(np.int32).max
 
+
+def operand(x, name: str):
+    """``x`` as the kernels read it: C-contiguous on its device, float64 cast to float32 (a
+    copy: the kernels compute in float32 at best, as the public docstrings say)."""
+    x = _arrays.gpu_contiguous(x)
+    if _arrays.info(x, name).dtype == "float64":
+        x = _arrays.astype(x, "float32")
+    return x
+
+
 def dtype_code(x, name: str) -> int:
-    """The kernels' dtype code of a GPU array; float64 (no tensor-core path) is refused."""
-    dtype_name = _arrays.info(x, name).dtype
-    if dtype_name == "float64":
-        raise TypeError(f"{name}: float64 is not supported on the GPU; use float32, float16 "
-                        "or bfloat16")
-    return _arrays.DTYPE_CODES[dtype_name]
+    """The kernels' dtype code of a GPU array from :func:`operand`."""
+    return _arrays.DTYPE_CODES[_arrays.info(x, name).dtype]
 
 
 def inverse_norms(cuda, x, name: str):
@@ -58,9 +64,9 @@ def topk(cuda, q, db, k: int, exclude_self: bool, allow_tf32: bool,
     the caller's argument names, used in error messages."""
     name_db = q_name if db is None else db_name
     with _arrays.device_ctx(q):
+        q = safe_rows(operand(q, q_name), q_name)
         dtype = dtype_code(q, q_name)
-        q = safe_rows(_arrays.gpu_contiguous(q), q_name)
-        db = q if db is None else safe_rows(_arrays.gpu_contiguous(db), db_name)
+        db = q if db is None else safe_rows(operand(db, db_name), db_name)
         dtype_name = _arrays.info(q, q_name).dtype
         if _arrays.info(db, name_db).dtype != dtype_name:
             raise TypeError(f"{q_name} and {name_db} must have the same dtype on the GPU, got "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _arrays
-from ..knn.cuda import dtype_code
+from ..knn.cuda import operand
 
 _INT32_MAX = np.iinfo(np.int32).max
 
@@ -22,8 +22,7 @@ class SinkhornState:
             raise ValueError("the CUDA Sinkhorn kernels take no power: pass log-probabilities")
         self._m = cuda_module
         with _arrays.device_ctx(scores):
-            scores = _arrays.gpu_contiguous(scores)
-            dtype_code(scores, "scores")  # float64 is refused
+            scores = operand(scores, "scores")
             n, k = scores.shape
             self._n, self._k, self._beta, self._like = n, k, float(beta), scores
             self.q = _arrays.empty(scores, (n, k), "float32")
