@@ -2,19 +2,22 @@
 
 N=1,000,000 x d=512 bf16, k=32 (and k=1024, k=4096): hdlfast.knn against torch (mm + topk in
 query blocks, bf16) and against the bf16 matrix products alone (the floor), all timed with CUDA
-events in the same process. Each measurement is appended to ``--out`` as one JSON line the
+events in the same process, for both GPU paths (fused kernels and cuBLAS tiles + hdlfast's
+selection; ``faster_path`` names the faster). Each measurement is appended to ``--out`` as one JSON line the
 moment it is made (a time limit loses only the measurement in flight), with hdlfast's result
 checked on 32 sampled rows against float64 similarities (``check``); the first line holds the
 GPU and the sizes. ``--quick``: N=200,000, one repeat (what the device check runs).
 """
 import argparse
 import json
+import os
 import platform
 
 import torch
 
 import hdlfast
 from hdlfast import bench
+from hdlfast.knn import cuda as knn_cuda
 
 
 def timed(fn, repeats):
@@ -82,9 +85,17 @@ def main():
         while n * k * 12 > 0.5 * free:  # outputs (sims + idx) must fit comfortably
             n //= 2
             xs = x[:n]
-        t_h = timed(lambda: hdlfast.knn(xs, k), a.repeats)
-        run = {"k": k, "n": n, "hdlfast_s": t_h, **check(xs, k, *hdlfast.knn(xs, k))}
-        bench.append_line(a.out, run)
+        run = {"k": k, "n": n}
+        for path in knn_cuda.PATHS:  # both GPU paths, each checked on sampled rows
+            os.environ[knn_cuda.PATH_ENV] = path
+            t = timed(lambda: hdlfast.knn(xs, k), a.repeats)
+            run.update({f"hdlfast_{path}_s": t, **{f"{path}_{key}": v for key, v in
+                                                   check(xs, k, *hdlfast.knn(xs, k)).items()}})
+            bench.append_line(a.out, run)
+        os.environ.pop(knn_cuda.PATH_ENV)
+        t_h = min(run[f"hdlfast_{p}_s"] for p in knn_cuda.PATHS)
+        run.update(hdlfast_s=t_h, faster_path=min(knn_cuda.PATHS,
+                                                  key=lambda p: run[f"hdlfast_{p}_s"]))
         t_t = timed(lambda: torch_blocks(xs, k + 1, a.block), a.repeats)
         scale = (n / a.n) ** 2
         run.update({"torch_mm_topk_s": t_t, "ratio_to_matmul_floor": t_h / (floor * scale),
@@ -92,10 +103,12 @@ def main():
         bench.append_line(a.out, run)
         runs.append(run)
         print(json.dumps(run), flush=True)
-    print(f"{'k':>6} {'n':>9} {'hdlfast s':>10} {'torch s':>9} {'x floor':>8} {'x torch':>8}")
+    print(f"{'k':>6} {'n':>9} {'fused s':>9} {'tiles s':>9} {'torch s':>9} {'x floor':>8} "
+          f"{'x torch':>8}")
     for r in runs:
-        print(f"{r['k']:>6} {r['n']:>9} {r['hdlfast_s']:>10.3f} {r['torch_mm_topk_s']:>9.3f} "
-              f"{r['ratio_to_matmul_floor']:>8.2f} {r['speedup_vs_torch']:>8.2f}")
+        print(f"{r['k']:>6} {r['n']:>9} {r['hdlfast_fused_s']:>9.3f} {r['hdlfast_tiles_s']:>9.3f} "
+              f"{r['torch_mm_topk_s']:>9.3f} {r['ratio_to_matmul_floor']:>8.2f} "
+              f"{r['speedup_vs_torch']:>8.2f}")
 
 
 if __name__ == "__main__":

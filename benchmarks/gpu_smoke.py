@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -82,16 +83,41 @@ def knn_case(n, nd, d, k, dtype, seed, tf32=False):
     return run
 
 
+def paths_agree(n, d, k, dtype, seed):
+    """The fused and the tiles GPU paths on one input: the same graph up to near-ties."""
+    from hdlfast.knn import cuda as knn_cuda
+
+    def run():
+        x = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, d)).astype(
+            np.float32)).to(dtype).to(DEV)
+        out = {}
+        for path in knn_cuda.PATHS:
+            os.environ[knn_cuda.PATH_ENV] = path
+            out[path] = [t.cpu().numpy() for t in hdlfast.knn(x, k)]
+        os.environ.pop(knn_cuda.PATH_ENV)
+        (fs, fi), (ts, ti) = out["fused"], out["tiles"]
+        err = float(np.abs(fs - ts).max())
+        same = float((fi == ti).mean())
+        return err <= 3e-3 and same >= 0.99, {"max_sim_diff": err, "same_idx": same}
+    return run
+
+
 def family_knn(out):
-    for n, nd, d, k, dt in [(70, None, 9, 5, torch.float32), (3000, None, 64, 32, torch.bfloat16),
-                            (2000, None, 100, 129, torch.float16),
-                            (2500, None, 256, 1024, torch.bfloat16),
-                            (600, None, 33, 599, torch.float32),
-                            (40, 50_000, 128, 100, torch.bfloat16),
-                            (1, 20_000, 512, 10, torch.float32),
-                            (30_000, None, 128, 20, torch.bfloat16)]:
-        check(out, "knn", f"n{n}-db{nd}-d{d}-k{k}-{str(dt)[6:]}",
-              knn_case(n, nd, d, k, dt, seed=n + d + k))
+    from hdlfast.knn import cuda as knn_cuda
+
+    cases = [(70, None, 9, 5, torch.float32), (3000, None, 64, 32, torch.bfloat16),
+             (2000, None, 100, 129, torch.float16), (2500, None, 256, 1024, torch.bfloat16),
+             (600, None, 33, 599, torch.float32), (40, 50_000, 128, 100, torch.bfloat16),
+             (1, 20_000, 512, 10, torch.float32), (30_000, None, 128, 20, torch.bfloat16)]
+    for path in knn_cuda.PATHS:
+        os.environ[knn_cuda.PATH_ENV] = path
+        for n, nd, d, k, dt in cases:
+            check(out, "knn", f"{path}-n{n}-db{nd}-d{d}-k{k}-{str(dt)[6:]}",
+                  knn_case(n, nd, d, k, dt, seed=n + d + k))
+    os.environ.pop(knn_cuda.PATH_ENV, None)
+    for n, d, k, dt in [(5000, 128, 16, torch.bfloat16), (3000, 64, 500, torch.float16)]:
+        check(out, "knn", f"paths-agree-n{n}-d{d}-k{k}-{str(dt)[6:]}",
+              paths_agree(n, d, k, dt, seed=k))
     check(out, "knn", "tf32-n4000-d128-k50", knn_case(4000, None, 128, 50, torch.float32, 7,
                                                         tf32=True))
     check(out, "knn", "float64-n500-d24-k9", knn_case(500, None, 24, 9, torch.float64, 8))

@@ -118,6 +118,38 @@ PYBIND11_MODULE(_cuda, m) {
       "exclude_self drops j == q_offset + i. allow_tf32 lets float32 inputs use TF32 tensor\n"
       "cores. Asynchronous on `stream`; workspace (uint8) as given by knn_workspace_bytes.");
 
+  m.def(
+      "knn_select_workspace_bytes",
+      [](int64_t nq, int64_t nd, int64_t k) { return hc::knn_select_workspace_bytes(nq, nd, k); },
+      py::arg("nq"), py::arg("nd"), py::arg("k"),
+      "Device scratch bytes for one knn_select_products() call (about 16*nq*k + CUB temp).");
+
+  m.def(
+      "knn_select_products",
+      [](Obj products, Obj q_inv, Obj db_inv, int64_t q_offset, bool exclude_self, Obj out_sims,
+         Obj out_idx, Obj ws, uintptr_t s) {
+        Args a;
+        const int64_t nq = dim(products, "products", 0), nd = dim(products, "products", 1);
+        const int64_t k = dim(out_sims, "out_sims", 1);
+        float* p = a.out<float>(products, "products", {nq, nd});
+        const float* qi = a.in<float>(q_inv, "q_inv", {nq});
+        const float* di = a.in<float>(db_inv, "db_inv", {nd});
+        float* sims = a.out<float>(out_sims, "out_sims", {nq, k});
+        int64_t* idx = a.out<int64_t>(out_idx, "out_idx", {nq, k});
+        size_t ws_bytes = 0;
+        void* w = a.workspace(ws, &ws_bytes);
+        a.on_device();
+        py::gil_scoped_release nogil;
+        hc::knn_select_products(p, nq, nd, qi, di, k, q_offset, exclude_self, sims, idx, w,
+                                ws_bytes, stream(s));
+      },
+      py::arg("products"), py::arg("q_inv"), py::arg("db_inv"), py::arg("q_offset"),
+      py::arg("exclude_self"), py::arg("out_sims"), py::arg("out_idx"), py::arg("workspace"),
+      py::arg("stream"),
+      "knn()'s selection on products float32 (nq, nd) = q_block @ db.T computed elsewhere\n"
+      "(cuBLAS); products is overwritten with the similarities. Same outputs, order, ties and\n"
+      "exclusion as knn(), any k. Asynchronous on `stream`.");
+
   // --- labeling (csrc/cuda/hdl.cuh): identical results to the CPU kernels -----------------
   m.def(
       "reverse_csr_workspace_bytes",

@@ -391,6 +391,46 @@ def astype(x, dtype: str):
     return x.astype(dtype, copy=False)
 
 
+def product_operand(x):
+    """``x`` in a dtype whose products :func:`products_f32` can write in float32: itself for
+    torch (cuBLAS reads float16/bfloat16 and accumulates and writes float32), float32 for a
+    cupy float16 array (cupy has no mixed-precision product; a copy)."""
+    if kind(x) == "cupy" and x.dtype != np.float32:
+        return x.astype(np.float32)
+    return x
+
+
+@contextlib.contextmanager
+def _torch_tf32(allow: bool):
+    """torch's float32 products in TF32 exactly when ``allow`` (its switch is global: set
+    for the duration, then restored)."""
+    m = _torch().backends.cuda.matmul
+    before = m.allow_tf32
+    m.allow_tf32 = bool(allow)
+    try:
+        yield
+    finally:
+        m.allow_tf32 = before
+
+
+def products_f32(a, b, out, allow_tf32: bool) -> None:
+    """out (float32, (len(a), len(b))) = a @ b.T by the framework's matrix product (cuBLAS on
+    the caller's current stream), accumulated and written in float32; ``a`` and ``b`` from
+    :func:`product_operand`. cupy's float32 products use TF32 only under CUPY_TF32=1."""
+    if kind(a) == "cupy":
+        _cupy().matmul(a, b.T, out=out)
+        return
+    t = _torch()
+    if a.dtype == t.float32:
+        with _torch_tf32(allow_tf32):
+            t.mm(a, b.T, out=out)
+        return
+    try:
+        t.mm(a, b.T, out_dtype=t.float32, out=out)
+    except (TypeError, RuntimeError):  # a torch without mixed-precision mm (before 2.8)
+        out.copy_(t.mm(a.float(), b.float().T))
+
+
 def cast_like(x, like):
     """``x``, an array of like's kind and device, in like's dtype (no copy if it has it)."""
     if kind(x) == "torch":

@@ -41,6 +41,10 @@ def calls():
         "row_inv_norms": (mod.row_inv_norms, [x, np.empty(N, f32), np.empty(2, i32), 0], [1, 2]),
         "knn": (mod.knn, [x, x.copy(), np.ones(N, f32), np.ones(N, f32), 0, False, False,
                           np.empty((N, K), f32), np.empty((N, K), i64), ws, 0], [7, 8, 9]),
+        "knn_select_products": (mod.knn_select_products,
+                                [np.ones((N, N), f32), np.ones(N, f32), np.ones(N, f32), 0, False,
+                                 np.empty((N, K), f32), np.empty((N, K), i64), ws, 0],
+                                [0, 5, 6, 7]),
         "reverse_csr": (mod.reverse_csr, [idx, np.empty(N + 1, i64), np.empty(N * K, i32), ws,
                                           0], [1, 2, 3]),
         "propagate_levels": (mod.propagate_levels,
@@ -115,7 +119,8 @@ def test_wrong_number_of_dimensions(name, i):
 def test_size_that_disagrees_with_the_first_array(name, i):
     fn, args, _ = calls()[name]
     args[i] = args[i][:-1]
-    free = {("knn", 1), ("knn", 3), ("knn", 9), ("reverse_csr", 1), ("reverse_csr", 3),
+    free = {("knn", 1), ("knn", 3), ("knn", 9),
+            ("knn_select_products", 7), ("reverse_csr", 1), ("reverse_csr", 3),
             ("propagate_levels", 3), ("propagate_levels", 9), ("search", 3),
             ("search", 6), ("search", 14), ("vote_rows", 2), ("sk_colsum", 2),
             ("sk_iterate", 4), ("cluster_sums", 3)}  # sizes that are free or set the others

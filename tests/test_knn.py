@@ -353,6 +353,57 @@ def test_cuda_large_n_matches_float64_on_sampled_rows(dtype, k):
     assert all(len(set(r)) == k for r in idx), "duplicate neighbours"
 
 
+def test_gpu_path_choice_is_checked(monkeypatch):
+    from hdlfast.knn import cuda as knn_cuda
+
+    monkeypatch.delenv(knn_cuda.PATH_ENV, raising=False)
+    assert knn_cuda.gpu_path() == knn_cuda.DEFAULT_PATH
+    monkeypatch.setenv(knn_cuda.PATH_ENV, "tiles")
+    assert knn_cuda.gpu_path() == "tiles"
+    monkeypatch.setenv(knn_cuda.PATH_ENV, "cublas")
+    with pytest.raises(ValueError, match="HDLFAST_GPU_KNN"):
+        knn_cuda.gpu_path()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kind", GPU_KINDS or ["torch-cuda"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("n,d,k", [(2, 1, 1), (100, 8, 7), (1000, 64, 32), (2000, 256, 1024),
+                                   (600, 33, 599)])
+def test_cuda_tiles_path_matches_reference_and_fused(kind, dtype, n, d, k, monkeypatch):
+    """The "tiles" path (framework matmul + hdlfast's selection) gives the reference graph, and
+    the fused path's indices wherever the similarities are not near-ties."""
+    from hdlfast.knn import cuda as knn_cuda
+
+    if kind == "cupy" and dtype == "bfloat16":
+        pytest.skip("cupy has no bfloat16")
+    x = clustered(n, d, seed=n + d + 1)
+    xg = to_kind(x, kind, dtype)
+    monkeypatch.setenv(knn_cuda.PATH_ENV, "tiles")
+    sims, idx = hdlfast.knn(xg, k)
+    monkeypatch.setenv(knn_cuda.PATH_ENV, "fused")
+    f_sims, f_idx = hdlfast.knn(xg, k)
+    held = to_numpy(xg).astype(np.float64)
+    atol = 1e-5 if dtype == "float32" else 2e-3
+    assert_knn(sims, idx, held, held, k, True, atol=atol)
+    np.testing.assert_allclose(to_numpy(sims), to_numpy(f_sims), atol=atol)
+
+
+@pytest.mark.cuda
+def test_cuda_tiles_path_blocks_and_database(monkeypatch):
+    """Query blocks (a small budget) and a separate database give the one-block graph."""
+    torch = pytest.importorskip("torch")
+    from hdlfast.knn import cuda as knn_cuda
+
+    monkeypatch.setenv(knn_cuda.PATH_ENV, "tiles")
+    q = torch.from_numpy(clustered(3000, 40, seed=36)).cuda()
+    db = torch.from_numpy(clustered(7000, 40, seed=37)).cuda()
+    a = hdlfast.knn(q, 50, database=db)
+    b = hdlfast.knn(q, 50, database=db, memory_budget=1 << 22)
+    assert torch.equal(a[1], b[1])
+    assert_knn(*a, to_numpy(q), to_numpy(db), 50, False)
+
+
 # --- tiling schedule and thread counts ----------------------------------------------------
 
 

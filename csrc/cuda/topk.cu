@@ -551,6 +551,22 @@ __global__ void decode_kernel(const uint64_t* __restrict__ comp, int64_t n, int 
   }
 }
 
+// Products computed elsewhere (cuBLAS) to the similarities of the large-k block, in place:
+// p[i, j] = scale_sim(p[i, j], q_inv[i], db_inv[j]), the excluded marker for j == q_offset + i.
+__global__ void __launch_bounds__(kThreads)
+    scale_products_kernel(float* __restrict__ p, int64_t nq, int64_t nd,
+                          const float* __restrict__ q_inv, const float* __restrict__ db_inv,
+                          int64_t q_offset, bool exclude_self) {
+  const int64_t i = blockIdx.y;  // one grid row per query row: no 64-bit division
+  float* row = p + i * nd;
+  const float qs = q_inv[i];
+  for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < nd;
+       j += int64_t(gridDim.x) * blockDim.x) {
+    row[j] = (exclude_self && j == q_offset + i) ? excluded_marker()
+                                                 : scale_sim(row[j], qs, db_inv[j]);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // row_inv_norms
 // ---------------------------------------------------------------------------------------------
@@ -676,14 +692,16 @@ size_t sort_temp_bytes(int64_t rows, int64_t k, int end_bit) {
   return bytes;
 }
 
-LargeLayout large_layout(int64_t nq, int64_t nd, int64_t k) {
+// external_sims: the similarity block lives outside the workspace (knn_select_products), so
+// the first region only serves as the sort's second buffer.
+LargeLayout large_layout(int64_t nq, int64_t nd, int64_t k, bool external_sims = false) {
   constexpr size_t kAlign = 256;
   LargeLayout L;
   while ((int64_t(1) << L.idx_bits) < nd) ++L.idx_bits;  // every index < nd fits
   L.end_bit = 32 + L.idx_bits;
   L.rows_chunk = std::min<int64_t>(nq, INT_MAX / k);
-  const size_t sims = size_t(nq) * size_t(nd) * sizeof(float);
   const size_t comp = size_t(nq) * size_t(k) * sizeof(uint64_t);
+  const size_t sims = external_sims ? comp : size_t(nq) * size_t(nd) * sizeof(float);
   L.off_sims = 0;
   L.off_comp = round_up(std::max(sims, comp), kAlign);
   L.off_offs = L.off_comp + round_up(comp, kAlign);
@@ -696,6 +714,41 @@ LargeLayout large_layout(int64_t nq, int64_t nd, int64_t k) {
   return L;
 }
 
+// (b)-(d) of the large-k path on the similarity block sims (nq, nd): per-row exact select,
+// segmented sort of the k composite keys, decode into out_sims / out_idx. ws is the
+// workspace of layout L (its first region is the sort's second buffer).
+void select_sorted(const float* sims, int64_t nq, int64_t nd, int k, const LargeLayout& L,
+                   char* ws, float* out_sims, int64_t* out_idx, cudaStream_t stream) {
+  uint64_t* comp_b = reinterpret_cast<uint64_t*>(ws + L.off_sims);  // after (b, c) only
+  uint64_t* comp_a = reinterpret_cast<uint64_t*>(ws + L.off_comp);
+  int* offs = reinterpret_cast<int*>(ws + L.off_offs);
+  void* temp = ws + L.off_temp;
+  require(nq <= INT_MAX, "too many query rows for one call");
+  // (b, c) per-row select + compaction
+  select_rows_kernel<<<unsigned(nq), kThreads, 0, stream>>>(sims, int(nd), k, L.idx_bits,
+                                                              comp_a);
+  HDLFAST_CUDA_CHECK_LAUNCH("select_rows_kernel");
+
+  // (d) segmented sort, in chunks of rows_chunk rows (CUB takes int sizes)
+  const int64_t n_offs = L.rows_chunk + 1;
+  fill_offsets_kernel<<<unsigned(ceil_div(n_offs, kThreads)), kThreads, 0, stream>>>(offs, n_offs,
+                                                                                    k);
+  HDLFAST_CUDA_CHECK_LAUNCH("fill_offsets_kernel");
+  for (int64_t r0 = 0; r0 < nq; r0 += L.rows_chunk) {
+    const int64_t rows = std::min(L.rows_chunk, nq - r0);
+    const int64_t items = rows * k;
+    cub::DoubleBuffer<uint64_t> buf(comp_a + r0 * k, comp_b + r0 * k);
+    size_t temp_bytes = L.temp_bytes;
+    HDLFAST_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortKeysDescending(
+        temp, temp_bytes, buf, int(items), int(rows), offs, offs + 1, 0, L.end_bit, stream));
+    const int64_t blocks = std::min<int64_t>(ceil_div(items, kThreads), 65536);
+    decode_kernel<<<unsigned(blocks), kThreads, 0, stream>>>(
+        buf.Current(), items, L.idx_bits, out_sims + r0 * k, out_idx + r0 * k);
+    HDLFAST_CUDA_CHECK_LAUNCH("decode_kernel");
+  }
+}
+
+
 template <typename T, int MODE>
 void launch_large(const KnnArgs& a, void* workspace, size_t workspace_bytes,
                   cudaStream_t stream) {
@@ -706,10 +759,6 @@ void launch_large(const KnnArgs& a, void* workspace, size_t workspace_bytes,
   require(reinterpret_cast<uintptr_t>(workspace) % 16 == 0, "workspace must be 16-byte aligned");
   char* ws = static_cast<char*>(workspace);
   float* sims = reinterpret_cast<float*>(ws + L.off_sims);
-  uint64_t* comp_b = reinterpret_cast<uint64_t*>(ws + L.off_sims);  // after (b, c) only
-  uint64_t* comp_a = reinterpret_cast<uint64_t*>(ws + L.off_comp);
-  int* offs = reinterpret_cast<int*>(ws + L.off_offs);
-  void* temp = ws + L.off_temp;
 
   require(a.nq <= INT_MAX, "too many query rows for one call");  // select grid; before any launch
   // (a) similarity block
@@ -724,28 +773,7 @@ void launch_large(const KnnArgs& a, void* workspace, size_t workspace_bytes,
       a.db_inv, a.q_offset, a.exclude_self, a.vec_ok, n_dtiles, sims);
   HDLFAST_CUDA_CHECK_LAUNCH("sim_block_kernel");
 
-  // (b, c) per-row select + compaction
-  select_rows_kernel<<<unsigned(a.nq), kThreads, 0, stream>>>(sims, int(a.nd), a.k, L.idx_bits,
-                                                              comp_a);
-  HDLFAST_CUDA_CHECK_LAUNCH("select_rows_kernel");
-
-  // (d) segmented sort, in chunks of rows_chunk rows (CUB takes int sizes)
-  const int64_t n_offs = L.rows_chunk + 1;
-  fill_offsets_kernel<<<unsigned(ceil_div(n_offs, kThreads)), kThreads, 0, stream>>>(offs, n_offs,
-                                                                                    a.k);
-  HDLFAST_CUDA_CHECK_LAUNCH("fill_offsets_kernel");
-  for (int64_t r0 = 0; r0 < a.nq; r0 += L.rows_chunk) {
-    const int64_t rows = std::min(L.rows_chunk, a.nq - r0);
-    const int64_t items = rows * a.k;
-    cub::DoubleBuffer<uint64_t> buf(comp_a + r0 * a.k, comp_b + r0 * a.k);
-    size_t temp_bytes = L.temp_bytes;
-    HDLFAST_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortKeysDescending(
-        temp, temp_bytes, buf, int(items), int(rows), offs, offs + 1, 0, L.end_bit, stream));
-    const int64_t blocks = std::min<int64_t>(ceil_div(items, kThreads), 65536);
-    decode_kernel<<<unsigned(blocks), kThreads, 0, stream>>>(
-        buf.Current(), items, L.idx_bits, a.out_sims + r0 * a.k, a.out_idx + r0 * a.k);
-    HDLFAST_CUDA_CHECK_LAUNCH("decode_kernel");
-  }
+  select_sorted(sims, a.nq, a.nd, a.k, L, ws, a.out_sims, a.out_idx, stream);
 }
 
 }  // namespace
@@ -862,6 +890,38 @@ void knn(const void* q, int64_t nq, const void* db, int64_t nd, int64_t d, int d
       default: launch_large<__nv_bfloat16, kMma16>(a, workspace, workspace_bytes, stream); break;
     }
   }
+}
+
+size_t knn_select_workspace_bytes(int64_t nq, int64_t nd, int64_t k) {
+  require(nq >= 1 && nd >= 1 && k >= 1 && k <= nd,
+          "knn_select_workspace_bytes: need nq, nd >= 1 and 1 <= k <= nd");
+  require(nd <= kMaxRows, "knn_select_workspace_bytes: nd too large");
+  return large_layout(nq, nd, k, /*external_sims=*/true).total;
+}
+
+void knn_select_products(float* products, int64_t nq, int64_t nd, const float* q_inv,
+                         const float* db_inv, int64_t k, int64_t q_offset, bool exclude_self,
+                         float* out_sims, int64_t* out_idx, void* workspace,
+                         size_t workspace_bytes, cudaStream_t stream) {
+  require(nq >= 1 && nq <= 65535, "knn_select_products: nq must be in [1, 65535]");
+  require(nd >= 1 && nd <= kMaxRows, "knn_select_products: nd must be in [1, 2^31 - 2^16]");
+  require(k >= 1 && k <= nd, "knn_select_products: k must be in [1, nd]");
+  const bool self_in_range = exclude_self && q_offset < nd && q_offset + nq > 0;
+  require(!self_in_range || k <= nd - 1,
+          "knn_select_products: k must be <= nd - 1 when excluding self");
+  require(products && q_inv && db_inv && out_sims && out_idx, "knn_select_products: null pointer");
+  const LargeLayout L = large_layout(nq, nd, k, /*external_sims=*/true);
+  require(workspace != nullptr && workspace_bytes >= L.total,
+          "knn_select_products: workspace too small: need " + std::to_string(L.total) +
+              " bytes, got " + std::to_string(workspace_bytes));
+  require(reinterpret_cast<uintptr_t>(workspace) % 16 == 0,
+          "knn_select_products: workspace must be 16-byte aligned");
+  const dim3 grid(unsigned(std::min<int64_t>(ceil_div(nd, kThreads), 64)), unsigned(nq));
+  scale_products_kernel<<<grid, kThreads, 0, stream>>>(products, nq, nd, q_inv, db_inv, q_offset,
+                                                       exclude_self);
+  HDLFAST_CUDA_CHECK_LAUNCH("scale_products_kernel");
+  select_sorted(products, nq, nd, int(k), L, static_cast<char*>(workspace), out_sims, out_idx,
+                stream);
 }
 
 }  // namespace cuda

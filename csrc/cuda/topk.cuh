@@ -50,5 +50,18 @@ void knn(const void* q, int64_t nq, const void* db, int64_t nd, int64_t d, int d
          bool allow_tf32, float* out_sims, int64_t* out_idx, void* workspace,
          size_t workspace_bytes, cudaStream_t stream);
 
+// Device scratch bytes of one knn_select_products() call: 16*nq*k + 4*nq + CUB temp storage.
+// Queries the current device (CUB).
+size_t knn_select_workspace_bytes(int64_t nq, int64_t nd, int64_t k);
+
+// The selection of knn() on dot products computed elsewhere (the "tiles" path: cuBLAS products
+// of a query block against the whole database): products float32 (nq, nd) holds
+// dot(q_i, db_j) and is overwritten with the similarities; outputs, order, tie rule and
+// exclusion as knn() for any k. 1 <= nq <= 65535. workspace: knn_select_workspace_bytes bytes.
+void knn_select_products(float* products, int64_t nq, int64_t nd, const float* q_inv,
+                         const float* db_inv, int64_t k, int64_t q_offset, bool exclude_self,
+                         float* out_sims, int64_t* out_idx, void* workspace,
+                         size_t workspace_bytes, cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace hdlfast

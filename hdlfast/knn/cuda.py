@@ -7,6 +7,7 @@ and ``_arrays`` touch GPU memory from Python.
 """
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -14,6 +15,26 @@ import numpy as np
 from .. import _arrays, _checks
 
 _INT32_MAX = np.iinfo(np.int32).max
+
+# The two GPU kNN paths. "fused": hdlfast's tensor-core kernels compute each tile's products
+# and select in one pass. "tiles": the framework's matrix product (cuBLAS, on the caller's
+# stream) writes a query block's float32 products against the whole database, then hdlfast's
+# exact selection and sort kernels take the top k (the faiss / cuVS structure). Both give the
+# same graph up to float32 rounding of the products. HDLFAST_GPU_KNN chooses; the default is
+# the one the device check (benchmarks/gpu_check.sh) measures faster; until a GPU has run it,
+# "fused".
+PATH_ENV = "HDLFAST_GPU_KNN"
+PATHS = ("fused", "tiles")
+DEFAULT_PATH = "fused"
+_MAX_SELECT_ROWS = 65535  # rows per knn_select_products call (a grid dimension)
+
+
+def gpu_path() -> str:
+    """The GPU kNN path of this process: HDLFAST_GPU_KNN if set, else DEFAULT_PATH."""
+    path = os.environ.get(PATH_ENV, "") or DEFAULT_PATH
+    if path not in PATHS:
+        raise ValueError(f"{PATH_ENV}={path!r}: must be one of {', '.join(PATHS)}")
+    return path
 
 
 def operand(x, name: str):
@@ -80,6 +101,9 @@ def topk(cuda, q, db, k: int, exclude_self: bool, allow_tf32: bool,
         budget = memory_budget
         if budget is None:
             budget = _arrays.gpu_budget(q)
+        if gpu_path() == "tiles":
+            _tiles(cuda, q, db, q_inv, db_inv, k, exclude_self, allow_tf32, budget, sims, idx)
+            return sims, idx
         block = _first_block(cuda, nq, nd, d, k, dtype, budget)
         stream = _arrays.cuda_stream(q)
         q_view, db_view = _arrays.cuda_view(q), _arrays.cuda_view(db)
@@ -101,6 +125,39 @@ def topk(cuda, q, db, k: int, exclude_self: bool, allow_tf32: bool,
             del ws
             start = stop
         return sims, idx
+
+
+def _tiles(cuda, q, db, q_inv, db_inv, k, exclude_self, allow_tf32, budget, sims, idx):
+    """The "tiles" path: per query block, float32 products by the framework's matmul into one
+    preallocated (block, nd) buffer, then knn_select_products. Blocks halve on out of memory."""
+    nq, nd = q.shape[0], db.shape[0]
+
+    def need(rows):
+        return 4 * rows * nd + cuda.knn_select_workspace_bytes(rows, nd, k)
+
+    block = min(nq, _MAX_SELECT_ROWS)
+    while block > 1 and need(block) > budget:
+        block //= 2
+    b_op = _arrays.product_operand(db)
+    stream = _arrays.cuda_stream(q)
+    while True:
+        try:
+            products = _arrays.empty(q, (block, nd), "float32")
+            ws = _arrays.empty(q, (max(cuda.knn_select_workspace_bytes(block, nd, k), 1),),
+                               "uint8")
+            break
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
+            if not _arrays.is_out_of_memory(exc) or block == 1:
+                raise
+            block = max(block // 2, 1)
+            warnings.warn(f"hdlfast.knn: out of GPU memory for the product block; retrying "
+                          f"with blocks of {block} queries", RuntimeWarning, stacklevel=5)
+    for start in range(0, nq, block):
+        stop = min(start + block, nq)
+        p = products[:stop - start]
+        _arrays.products_f32(_arrays.product_operand(q[start:stop]), b_op, p, allow_tf32)
+        cuda.knn_select_products(p, q_inv[start:stop], db_inv, start, exclude_self,
+                                 sims[start:stop], idx[start:stop], ws, stream)
 
 
 def _first_block(cuda, nq, nd, d, k, dtype, budget) -> int:

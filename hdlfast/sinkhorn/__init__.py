@@ -54,7 +54,7 @@ def sinkhorn(scores: ArrayLike, *, kind: str = "swav", lam: float = 25.0,
     :class:`SinkhornResult`, which also carries ``n_iter`` and ``error``).
 
     scores : (N, K) logits, log-probabilities or probabilities (float32, float16, bfloat16
-        or float64).
+        or float64; on the GPU float64 is read as float32, the kernels' precision).
     kind : "swav" (Q ~ exp(scores / epsilon), 3 iterations as in SwAV's distributed_sinkhorn)
         or "sela" (Q ~ softmax(scores) ** lam, from uniform sample scalings as SeLa's
         optimize_L_sk, until SeLa's own rule holds).
