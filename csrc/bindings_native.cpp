@@ -114,6 +114,46 @@ PYBIND11_MODULE(_native, m) {
       },
       a("heap_s"), a("heap_i"), "Sort every heap: similarity descending, index ascending.");
   m.def(
+      "reservoir_merge",
+      [](Arr tile, int64_t row0, int64_t col0, Arr keys, Arr count, Arr thr, int64_t k,
+         bool exclude_self) {
+        const float* t = in<float>(tile, "tile", {kAny, kAny});
+        const int64_t rows = tile.shape(0), cols = tile.shape(1);
+        uint64_t* kk = out<uint64_t>(keys, "keys", {rows, kAny});
+        const int64_t cap = keys.shape(1);
+        int64_t* cnt = out<int64_t>(count, "count", {rows});
+        uint64_t* th = out<uint64_t>(thr, "thr", {rows});
+        if (k < 1 || cap <= k) throw py::value_error("reservoir_merge: need 1 <= k < cap");
+        if (col0 < 0 || col0 + cols > (int64_t(1) << 32))
+          throw py::value_error("reservoir_merge: candidate indices must be < 2**32");
+        for (int64_t r = 0; r < rows; ++r)
+          if (cnt[r] < 0 || cnt[r] >= cap) throw py::value_error("reservoir_merge: bad count");
+        py::gil_scoped_release nogil;
+        c::reservoir_merge(t, rows, cols, cols, row0, col0, kk, cap, cnt, th, k, exclude_self);
+      },
+      a("tile"), py::arg("row0"), py::arg("col0"), a("keys"), a("count"), a("thr"),
+      py::arg("k"), py::arg("exclude_self"),
+      "Merge tile rows into the reservoirs of rows row0.. (keys (rows, cap) uint64, count and\n"
+      "thr (rows,), candidates col0..): the large-k top-k.");
+  m.def(
+      "reservoir_finish",
+      [](Arr keys, Arr count, Arr out_s, Arr out_i) {
+        uint64_t* kk = out<uint64_t>(keys, "keys", {kAny, kAny});
+        const int64_t rows = keys.shape(0), cap = keys.shape(1);
+        const int64_t* cnt = in<int64_t>(count, "count", {rows});
+        float* os = out<float>(out_s, "out_s", {rows, kAny});
+        const int64_t k = out_s.shape(1);
+        int64_t* oi = out<int64_t>(out_i, "out_i", {rows, k});
+        if (k < 1 || cap <= k) throw py::value_error("reservoir_finish: need 1 <= k < cap");
+        for (int64_t r = 0; r < rows; ++r)
+          if (cnt[r] < 0 || cnt[r] >= cap) throw py::value_error("reservoir_finish: bad count");
+        py::gil_scoped_release nogil;
+        c::reservoir_finish(kk, rows, cap, cnt, k, os, oi);
+      },
+      a("keys"), a("count"), a("out_s"), a("out_i"),
+      "The best k of each reservoir, sorted (sim descending, index ascending), into out_s and\n"
+      "out_i (rows, k).");
+  m.def(
       "reverse_indptr",
       [](Arr idx, int64_t k, Arr indptr) {
         const int64_t* g = in<int64_t>(idx, "idx", {kAny, kAny});

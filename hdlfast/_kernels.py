@@ -16,7 +16,8 @@ import numpy as np
 
 @runtime_checkable
 class TopkKernels(Protocol):
-    """Fold similarity tiles into per-row running top-k heaps (csrc/cpu/topk.cpp)."""
+    """Fold similarity tiles into per-row running top-k heaps, or for large k per-row
+    reservoirs (csrc/cpu/topk.cpp)."""
 
     def merge_rows(self, tile: np.ndarray, row0: int, col0: int, heap_s: np.ndarray,
                    heap_i: np.ndarray, exclude_self: bool) -> None: ...
@@ -25,6 +26,13 @@ class TopkKernels(Protocol):
                    heap_i: np.ndarray) -> None: ...
 
     def finalize(self, heap_s: np.ndarray, heap_i: np.ndarray) -> None: ...
+
+    def reservoir_merge(self, tile: np.ndarray, row0: int, col0: int, keys: np.ndarray,
+                        count: np.ndarray, thr: np.ndarray, k: int,
+                        exclude_self: bool) -> None: ...
+
+    def reservoir_finish(self, keys: np.ndarray, count: np.ndarray, out_s: np.ndarray,
+                         out_i: np.ndarray) -> None: ...
 
 
 @runtime_checkable

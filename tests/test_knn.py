@@ -404,6 +404,47 @@ def test_cuda_tiles_path_blocks_and_database(monkeypatch):
     assert_knn(*a, to_numpy(q), to_numpy(db), 50, False)
 
 
+@pytest.mark.parametrize("k", [64, 250, 999])
+def test_large_k_reservoirs_match_the_heaps_and_the_reference(k, monkeypatch):
+    """The reservoir path (large k) and the heap path give the same graph, exact under the tie
+    rule: duplicates, a zero-similarity column and a self-graph included; native and numba
+    bit for bit."""
+    from hdlfast.knn import host
+
+    x = clustered(1000, 16, seed=40)
+    x[500] = x[3]  # a duplicate row
+    q = clustered(300, 16, seed=41)
+    q[7] = 0.0
+    q[7, 0] = 1.0
+    x[:, 0] = np.where(np.arange(1000) % 50 == 0, 0.0, x[:, 0])
+    runs = {}
+    for reservoir in (False, True):
+        monkeypatch.setattr(host, "RESERVOIR_K", 1 if reservoir else 10**9)
+        monkeypatch.setattr(host, "SYMMETRIC_RESERVOIR_SLACK", 0 if reservoir else 10**9)
+        for b in CPU_BACKENDS:
+            runs[reservoir, b] = (hdlfast.knn(x, k, backend=b),
+                                  hdlfast.knn(q, k, database=x, backend=b))
+    for key, (self_graph, query_graph) in runs.items():
+        assert_knn(*self_graph, x, x, k, True)
+        assert_knn(*query_graph, q, x, k, False)
+    first = runs[True, CPU_BACKENDS[0]]
+    for b in CPU_BACKENDS:
+        for got, want in zip(runs[True, b], first):
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+        # query-database tiles are the same products on both paths: the same bits
+        np.testing.assert_array_equal(runs[False, b][1][1], runs[True, b][1][1])
+
+
+def test_reservoir_rule():
+    from hdlfast.knn import host
+
+    assert not host.uses_reservoir(host.RESERVOIR_K - 1, 128, False)
+    assert host.uses_reservoir(host.RESERVOIR_K, 128, False)
+    assert not host.uses_reservoir(128, 128, True)
+    assert host.uses_reservoir(128 + host.SYMMETRIC_RESERVOIR_SLACK, 128, True)
+
+
 # --- tiling schedule and thread counts ----------------------------------------------------
 
 

@@ -5,6 +5,8 @@
 #include "cpu/topk.h"
 
 #include <algorithm>
+#include <cstring>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <vector>
@@ -114,7 +116,90 @@ void merge_col_range(const float* tile, int64_t rows, int64_t ld, int64_t row0, 
   }
 }
 
+// Order-preserving float bits (larger float <=> larger key); -0 is canonicalised to +0 first,
+// so the two zeros tie as they do in the heap's float comparisons.
+inline uint32_t float_key(float f) {
+  uint32_t b;
+  f += 0.0f;
+  std::memcpy(&b, &f, sizeof b);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+inline float key_float(uint32_t key) {
+  const uint32_t b = (key & 0x80000000u) ? (key & 0x7fffffffu) : ~key;
+  float f;
+  std::memcpy(&f, &b, sizeof f);
+  return f;
+}
+inline uint64_t pair_key(float s, int64_t i) {
+  return (uint64_t(float_key(s)) << 32) | (0xffffffffull - uint64_t(i));
+}
+inline float threshold_sim(uint64_t thr) {
+  return thr == 0 ? -std::numeric_limits<float>::infinity() : key_float(uint32_t(thr >> 32));
+}
+
+// Keep the best k of buf[0 .. n) in buf[0 .. k) (any order); return the k-th best key.
+inline uint64_t keep_best(uint64_t* buf, int64_t n, int64_t k) {
+  std::nth_element(buf, buf + (k - 1), buf + n, std::greater<uint64_t>());
+  return buf[k - 1];
+}
+
+HDLFAST_CLONES
+void reservoir_row(const float* t, int64_t cols, int64_t col0, int64_t skip, uint64_t* buf,
+                   int64_t cap, int64_t& count, uint64_t& thr, int64_t k) {
+  float thr_s = threshold_sim(thr);
+  int64_t n = count;
+  for (int64_t c = 0; c < cols; c += kChunk) {
+    const int64_t m = std::min(kChunk, cols - c);
+    if (m == kChunk) {
+      bool any = false;
+      for (int64_t j = 0; j < kChunk; ++j) any |= t[c + j] >= thr_s;
+      if (!any) continue;
+    }
+    for (int64_t j = c; j < c + m; ++j) {
+      if (t[j] < thr_s || col0 + j == skip) continue;
+      const uint64_t key = pair_key(t[j], col0 + j);
+      if (key <= thr) continue;
+      buf[n++] = key;
+      if (n == cap) {
+        thr = keep_best(buf, n, k);
+        thr_s = threshold_sim(thr);
+        n = k;
+      }
+    }
+  }
+  count = n;
+}
+
 }  // namespace
+
+void reservoir_merge(const float* tile, int64_t rows, int64_t cols, int64_t ld, int64_t row0,
+                     int64_t col0, uint64_t* keys, int64_t cap, int64_t* count, uint64_t* thr,
+                     int64_t k, bool exclude_self) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t skip = exclude_self ? row0 + r : -1;
+    reservoir_row(tile + r * ld, cols, col0, skip, keys + r * cap, cap, count[r], thr[r], k);
+  }
+}
+
+void reservoir_finish(uint64_t* keys, int64_t rows, int64_t cap, const int64_t* count,
+                      int64_t k, float* out_s, int64_t* out_i) {
+  {
+    for (int64_t r = 0; r < rows; ++r) {
+      uint64_t* buf = keys + r * cap;
+      const int64_t n = count[r];
+      const int64_t m = std::min(n, k);
+      if (n > k) keep_best(buf, n, k);
+      std::sort(buf, buf + m, std::greater<uint64_t>());
+      for (int64_t j = 0; j < k; ++j) {
+        const bool real = j < m;
+        out_s[r * k + j] = real ? key_float(uint32_t(buf[j] >> 32))
+                                : -std::numeric_limits<float>::infinity();
+        out_i[r * k + j] = real ? int64_t(0xffffffffull - (buf[j] & 0xffffffffull))
+                                : std::numeric_limits<int64_t>::max();
+      }
+    }
+  }
+}
 
 void merge_rows(const float* tile, int64_t rows, int64_t cols, int64_t ld, int64_t row0,
                 int64_t col0, float* heap_s, int64_t* heap_i, int64_t k, bool exclude_self) {

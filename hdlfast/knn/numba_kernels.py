@@ -120,6 +120,103 @@ def finalize(heap_s, heap_i):
         hi[:] = i
 
 
+_LOW = np.uint64(0xFFFFFFFF)
+
+
+@nb.njit(inline="always", cache=True, nogil=True)
+def _float_key(f32, u32, v):
+    """Order-preserving bits of the float32 v (-0 canonicalised to +0), through the one-element
+    scratch f32 and its uint32 view u32."""
+    f32[0] = v + np.float32(0.0)
+    b = np.uint64(u32[0])
+    return (~b & _LOW) if b & np.uint64(0x80000000) else (b | np.uint64(0x80000000))
+
+
+@nb.njit(inline="always", cache=True, nogil=True)
+def _key_float(f32, u32, key):
+    """The float32 of the 32-bit key (the inverse of _float_key)."""
+    if key & np.uint64(0x80000000):
+        u32[0] = np.uint32(key & np.uint64(0x7FFFFFFF))
+    else:
+        u32[0] = np.uint32(~key & _LOW)
+    return f32[0]
+
+
+@nb.njit(inline="always", cache=True, nogil=True)
+def _threshold_sim(f32, u32, thr):
+    if thr == 0:
+        return -np.inf
+    return _key_float(f32, u32, thr >> np.uint64(32))
+
+
+@nb.njit(cache=True, nogil=True)
+def _keep_best(buf, n, k):
+    """The best k of buf[:n] into buf[:k] (any order); returns the k-th best key."""
+    part = np.partition(buf[:n], n - k)
+    buf[:k] = part[n - k:]
+    return part[n - k]
+
+
+@nb.njit(cache=True, nogil=True)
+def reservoir_merge(tile, row0, col0, keys, count, thr, k, exclude_self):
+    """Merge tile rows into the reservoirs of rows row0.. (see csrc/cpu/topk.h): candidates
+    enter as keys (float bits << 32 | 2**32 - 1 - index) when they beat thr[r]; a full
+    reservoir keeps its best k and raises thr[r]."""
+    rows, cols = tile.shape
+    cap = keys.shape[1]
+    f32 = np.empty(1, np.float32)
+    u32 = f32.view(np.uint32)
+    for r in range(rows):
+        skip = row0 + r if exclude_self else -1
+        t, buf = tile[r], keys[r]
+        n, th = count[r], thr[r]
+        th_s = _threshold_sim(f32, u32, th)
+        for c in range(0, cols, _CHUNK):
+            e = min(c + _CHUNK, cols)
+            hit = False
+            for j in range(c, e):
+                hit |= t[j] >= th_s
+            if not hit:
+                continue
+            for j in range(c, e):
+                if t[j] < th_s or col0 + j == skip:
+                    continue
+                key = (_float_key(f32, u32, t[j]) << np.uint64(32)) | \
+                    (_LOW - np.uint64(col0 + j))
+                if key <= th:
+                    continue
+                buf[n] = key
+                n += 1
+                if n == cap:
+                    th = _keep_best(buf, n, k)
+                    th_s = _threshold_sim(f32, u32, th)
+                    n = k
+        count[r] = n
+        thr[r] = th
+
+
+@nb.njit(cache=True, nogil=True)
+def reservoir_finish(keys, count, out_s, out_i):
+    """The best k of each reservoir, sorted (sim descending, index ascending), decoded.
+    Serial: the driver runs one block of rows per core."""
+    rows, k = out_s.shape
+    f32 = np.empty(1, np.float32)
+    u32 = f32.view(np.uint32)
+    for r in range(rows):
+        n = count[r]
+        m = min(n, k)
+        if n > k:
+            _keep_best(keys[r], n, k)
+        best = np.sort(keys[r, :m])[::-1]
+        for j in range(k):
+            if j < m:
+                out_s[r, j] = _key_float(f32, u32, best[j] >> np.uint64(32))
+                out_i[r, j] = np.int64(_LOW - (best[j] & _LOW))
+            else:
+                out_s[r, j] = -np.inf
+                out_i[r, j] = np.iinfo(np.int64).max
+
+
 @nb.njit(cache=True, nogil=True)
 def merge_sorted(sa, ia, sb, ib, out_s, out_i):
     """Row by row, the first ``out.shape[1]`` entries of two lists each sorted by the tie rule
