@@ -27,6 +27,7 @@ const char* dtype_name() {
   if (std::is_same<T, int64_t>::value) return "int64";
   if (std::is_same<T, uint64_t>::value) return "uint64";
   if (std::is_same<T, int32_t>::value) return "int32";
+  if (std::is_same<T, uint32_t>::value) return "uint32";
   if (std::is_same<T, int8_t>::value) return "int8";
   return "?";
 }

@@ -13,6 +13,7 @@
 #include "cpu/kmeans.h"
 #include "cpu/pairs.h"
 #include "cpu/parallel.h"
+#include "cpu/rows.h"
 #include "cpu/sinkhorn.h"
 #include "cpu/topk.h"
 
@@ -113,6 +114,44 @@ PYBIND11_MODULE(_native, m) {
         c::finalize(hs, hi, n, k);
       },
       a("heap_s"), a("heap_i"), "Sort every heap: similarity descending, index ascending.");
+  m.def(
+      "unit_rows",
+      [](Arr x, Arr out_rows, Arr bad) {
+        const bool in64 = py::isinstance<py::array_t<double>>(x);
+        const bool out64 = py::isinstance<py::array_t<double>>(out_rows);
+        const int64_t n = x.ndim() == 2 ? x.shape(0) : -1, d = x.ndim() == 2 ? x.shape(1) : -1;
+        const void* xp = in64 ? static_cast<const void*>(in<double>(x, "x", {kAny, kAny}))
+                              : static_cast<const void*>(in<float>(x, "x", {kAny, kAny}));
+        void* op = out64 ? static_cast<void*>(out<double>(out_rows, "out", {n, d}))
+                         : static_cast<void*>(out<float>(out_rows, "out", {n, d}));
+        int64_t* b = out<int64_t>(bad, "bad", {2});
+        py::gil_scoped_release nogil;
+        if (in64 && out64) {
+          c::unit_rows(static_cast<const double*>(xp), n, d, static_cast<double*>(op), b);
+        } else if (in64) {
+          c::unit_rows(static_cast<const double*>(xp), n, d, static_cast<float*>(op), b);
+        } else if (out64) {
+          c::unit_rows(static_cast<const float*>(xp), n, d, static_cast<double*>(op), b);
+        } else {
+          c::unit_rows(static_cast<const float*>(xp), n, d, static_cast<float*>(op), b);
+        }
+      },
+      a("x"), a("out"), a("bad"),
+      "Rows of x (float32 or float64) scaled to unit norm in float64 (divided by their peak,\n"
+      "then by the norm) into out (float32 or float64); bad = [first NaN/Inf row, first zero\n"
+      "row] (-1: none).");
+  m.def(
+      "row_hashes",
+      [](Arr words, Arr mult, Arr hashes) {
+        const uint32_t* w = in<uint32_t>(words, "words", {kAny, kAny});
+        const int64_t n = words.shape(0), d = words.shape(1);
+        const uint64_t* mu = in<uint64_t>(mult, "mult", {d});
+        uint64_t* h = out<uint64_t>(hashes, "hashes", {n});
+        py::gil_scoped_release nogil;
+        c::row_hashes(w, n, d, mu, h);
+      },
+      a("words"), a("mult"), a("hashes"),
+      "hashes[i] = sum_j words[i, j] * mult[j] mod 2**64 (duplicate-row candidates).");
   m.def(
       "reservoir_merge",
       [](Arr tile, int64_t row0, int64_t col0, Arr keys, Arr count, Arr thr, int64_t k,

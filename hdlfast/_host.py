@@ -97,29 +97,45 @@ def description() -> dict:
     return out
 
 
-_NORM_BLOCK_ELEMENTS = 1 << 14  # float64 temporaries of normalize: 128 KiB per block
+_COPY_BLOCK_ELEMENTS = 1 << 20  # float32 host copies of GPU / half-precision rows: 4 MiB
+
+
+def _unit_rows_kernel():
+    """The compiled unit-row kernel, else its numba twin (the same bits)."""
+    try:
+        from . import _native
+
+        return _native.unit_rows
+    except ImportError:
+        from ._numba import unit_rows
+
+        return unit_rows
 
 
 def normalize(x, name: str, dtype=np.float32) -> np.ndarray:
-    """Rows of the 2-D array ``x`` (any kind, on the host or copied there block by block)
-    scaled to unit L2 norm, as a C-contiguous copy of ``dtype``. NaN/Inf and zero rows are
-    bad input.
+    """Rows of the 2-D array ``x`` (any kind; GPU, float16 and bfloat16 arrays are copied to
+    the host as float32 first) scaled to unit L2 norm, as a C-contiguous copy of ``dtype``.
+    NaN/Inf and zero rows are bad input, named after ``name``.
 
     Scale-safe: in float64, each row is first divided by its largest magnitude, then by its
     norm, so every finite non-zero row works however tiny (1e-40, 1e-300) or large (1e300)
-    its entries are: the norm can neither underflow to 0 nor overflow to Inf. Rows are done
-    in blocks, so the temporaries stay a few MiB whatever N is."""
+    its entries are: the norm can neither underflow to 0 nor overflow to Inf. One pass over
+    the rows on all cores (csrc/cpu/rows.cpp, numba twin ``_numba.unit_rows``); -0 is
+    written as +0, so rows of equal values are equal bytes (``duplicate_reps``)."""
     n, d = x.shape
     out = np.empty((n, d), dtype)
-    step = max(1, _NORM_BLOCK_ELEMENTS // max(d, 1))
+    bad = np.empty(2, np.int64)
+    kernel = _unit_rows_kernel()
+    host = _arrays.host_view(x, (np.float32, np.float64))
+    if host is not None:  # numpy or torch CPU float32/float64: read in place
+        kernel(host, out, bad)
+        _checks.bad_rows(name, *(int(v) if v >= 0 else None for v in bad))
+        return out
+    step = max(1, _COPY_BLOCK_ELEMENTS // max(d, 1))  # other kinds: float32 copies by block
     for b in range(0, n, step):
-        blk = np.array(_arrays.to_host(x[b:b + step]), dtype=np.float64)
-        peak = _arrays.row_peaks(blk)
-        _checks.bad_peaks(peak, name, b)
-        blk /= peak[:, None]
-        blk /= np.sqrt(np.einsum("ij,ij->i", blk, blk))[:, None]
-        blk += 0.0  # -0.0 -> +0.0: rows of equal values are equal bytes (duplicate_reps)
-        out[b:b + step] = blk
+        blk = np.ascontiguousarray(_arrays.to_host(x[b:b + step]), dtype=np.float32)
+        kernel(blk, out[b:b + step], bad)
+        _checks.bad_rows(name, *(b + int(v) if v >= 0 else None for v in bad))
     return out
 
 

@@ -42,6 +42,10 @@ def calls():
         "merge_rows": (mod.merge_rows, [np.ones((4, 6), f32), 0, 0, hs, hi, False], [3, 4]),
         "merge_cols": (mod.merge_cols, [np.ones((4, 6), f32), 0, 0, *heaps()], [3, 4]),
         "finalize": (mod.finalize, [*heaps()], [0, 1]),
+        "unit_rows": (mod.unit_rows, [np.ones((N, D), f32), np.empty((N, D), f32),
+                                      np.empty(2, i64)], [1, 2]),
+        "row_hashes": (mod.row_hashes, [np.ones((N, D), np.uint32), np.ones(D, np.uint64),
+                                        np.empty(N, np.uint64)], [2]),
         "reservoir_merge": (mod.reservoir_merge, [np.ones((4, 6), f32), 0, 0,
                                                   np.empty((4, 2 * K), np.uint64),
                                                   np.zeros(4, i64), np.zeros(4, np.uint64), K,
@@ -97,7 +101,8 @@ def test_valid_call_works(name):
     fn(*args)
 
 
-TWO_FLOAT_TYPES = {("sk_prepare_power", 0)}  # float32 or float64 probabilities
+TWO_FLOAT_TYPES = {("sk_prepare_power", 0),  # float32 or float64 probabilities
+                   ("unit_rows", 0), ("unit_rows", 1)}  # float32 or float64 rows
 
 
 @pytest.mark.parametrize("name,i", ARRAY_ARGS)

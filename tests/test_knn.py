@@ -436,6 +436,44 @@ def test_large_k_reservoirs_match_the_heaps_and_the_reference(k, monkeypatch):
         np.testing.assert_array_equal(runs[False, b][1][1], runs[True, b][1][1])
 
 
+@pytest.mark.skipif(len(CPU_BACKENDS) < 2, reason="needs both native and numba")
+@pytest.mark.parametrize("dtype,out", [(np.float32, np.float32), (np.float64, np.float32),
+                                       (np.float32, np.float64), (np.float64, np.float64)])
+def test_unit_rows_and_row_hashes_native_equal_numba(dtype, out):
+    """The unit-row copy every CPU search starts from and the duplicate-row hashes: the same
+    bits from the native kernel and its numba twin, rows of any scale, and within float64
+    rounding of x / |x|."""
+    from hdlfast import _backend, _numba
+
+    native = _backend._module("native")
+    rng = np.random.default_rng(42)
+    for n, d in [(300, 1), (257, 13), (64, 1000)]:
+        x = (rng.standard_normal((n, d)) * 10.0 ** rng.integers(-30, 30, (n, 1))).astype(dtype)
+        x[1] = -x[0]
+        a, b = np.empty((n, d), out), np.empty((n, d), out)
+        bad_a, bad_b = np.empty(2, np.int64), np.empty(2, np.int64)
+        native.unit_rows(x, a, bad_a)
+        _numba.unit_rows(x, b, bad_b)
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+        assert list(bad_a) == list(bad_b) == [-1, -1]
+        ref = x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+        np.testing.assert_allclose(a, ref, rtol=0, atol=4 * np.finfo(out).eps)
+        words = np.ascontiguousarray(a.astype(np.float32)).view(np.uint32)
+        mult = rng.integers(1, 2**62, d, dtype=np.uint64) * 2 + 1
+        ha, hb = np.empty(n, np.uint64), np.empty(n, np.uint64)
+        native.row_hashes(words, mult, ha)
+        _numba.row_hashes(words, mult, hb)
+        np.testing.assert_array_equal(ha, hb)
+        np.testing.assert_array_equal(ha, words.astype(np.uint64) @ mult)
+    x = rng.standard_normal((9, 4)).astype(dtype)
+    x[5] = 0.0
+    x[7, 2] = np.nan
+    for kernel in (native.unit_rows, _numba.unit_rows):
+        bad = np.empty(2, np.int64)
+        kernel(x, np.empty((9, 4), out), bad)
+        assert list(bad) == [7, 5]
+
+
 def test_reservoir_rule():
     from hdlfast.knn import host
 

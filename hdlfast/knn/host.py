@@ -35,7 +35,16 @@ def native_kernels(mod):
                            reservoir_finish=mod.reservoir_finish)
 
 
-_HASH_BLOCK_ELEMENTS = 1 << 15  # uint64 temporaries of duplicate_reps: 256 KiB per block
+def row_hashes():
+    """The compiled row-hash kernel, else its numba twin (the same values)."""
+    try:
+        from .. import _native
+
+        return _native.row_hashes
+    except ImportError:
+        from .._numba import row_hashes as twin
+
+        return twin
 
 
 def duplicate_reps(u: np.ndarray):
@@ -46,9 +55,7 @@ def duplicate_reps(u: np.ndarray):
     words = u.view(np.uint32)
     mult = np.random.default_rng(0x5EED).integers(1, 2**62, d, dtype=np.uint64) * 2 + 1
     h = np.empty(n, np.uint64)
-    step = max(1, _HASH_BLOCK_ELEMENTS // d)
-    for b in range(0, n, step):
-        h[b:b + step] = words[b:b + step].astype(np.uint64) @ mult
+    row_hashes()(words, mult, h)
     order = np.argsort(h, kind="stable")
     hs = h[order]
     same = hs[1:] == hs[:-1]
@@ -123,7 +130,8 @@ def block_sizes(nq: int, nd: int, budget: int, symmetric: bool) -> tuple[int, in
     if symmetric:
         b = int(min(nq, 1024, max(int(np.sqrt(elems)), 1)))
         return b, b
-    bd = int(min(nd, 1024, elems))
+    bd = int(min(nd, max(1024, elems // min(nq, 1024))))  # few queries: wider tiles
+    bd = min(bd, elems)
     bq = int(min(nq, 1024, max(elems // bd, 1)))
     return bq, bd
 

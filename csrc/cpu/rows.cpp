@@ -1,0 +1,87 @@
+// Unit rows, the numba twin is hdlfast/_numba.py (unit_rows): the same float64 operations in
+// the same order, so both write the same bits.
+#include "cpu/rows.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+
+#include "cpu/parallel.h"
+
+namespace hdlfast {
+namespace cpu {
+namespace {
+
+// First (smallest) index wins across threads.
+void record_min(std::atomic<int64_t>& slot, int64_t row) {
+  int64_t cur = slot.load();
+  while ((cur < 0 || row < cur) && !slot.compare_exchange_weak(cur, row)) {
+  }
+}
+
+template <typename In, typename Out>
+void unit_row(const In* x, int64_t d, Out* out, std::atomic<int64_t>* bad, int64_t row) {
+  double peak = 0.0;
+  bool finite = true;
+  for (int64_t j = 0; j < d; ++j) {
+    const double v = std::fabs(static_cast<double>(x[j]));
+    finite &= std::isfinite(v);
+    peak = v > peak ? v : peak;
+  }
+  if (!finite) return record_min(bad[0], row);
+  if (peak == 0.0) return record_min(bad[1], row);
+  int e = 0;
+  std::frexp(peak, &e);
+  const double scale = std::ldexp(1.0, -e);  // a power of two: x * scale is exact
+  double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= d; j += 8) {
+    for (int l = 0; l < 8; ++l) {
+      const double v = static_cast<double>(x[j + l]) * scale;
+      s[l] += v * v;
+    }
+  }
+  for (; j < d; ++j) {
+    const double v = static_cast<double>(x[j]) * scale;
+    s[0] += v * v;
+  }
+  const double inv =
+      1.0 / std::sqrt(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
+  for (j = 0; j < d; ++j) {
+    out[j] = static_cast<Out>(static_cast<double>(x[j]) * scale * inv) + Out(0);
+  }
+}
+
+}  // namespace
+
+template <typename In, typename Out>
+void unit_rows(const In* x, int64_t n, int64_t d, Out* out, int64_t* bad) {
+  std::atomic<int64_t> first[2];
+  first[0] = -1;
+  first[1] = -1;
+  parallel_for(n, 256, [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i) unit_row(x + i * d, d, out + i * d, first, i);
+  });
+  bad[0] = first[0];
+  bad[1] = first[1];
+}
+
+void row_hashes(const uint32_t* words, int64_t n, int64_t d, const uint64_t* mult,
+                uint64_t* hashes) {
+  parallel_for(n, 1024, [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i) {
+      const uint32_t* w = words + i * d;
+      uint64_t h = 0;
+      for (int64_t j = 0; j < d; ++j) h += uint64_t(w[j]) * mult[j];
+      hashes[i] = h;
+    }
+  });
+}
+
+template void unit_rows<float, float>(const float*, int64_t, int64_t, float*, int64_t*);
+template void unit_rows<double, float>(const double*, int64_t, int64_t, float*, int64_t*);
+template void unit_rows<float, double>(const float*, int64_t, int64_t, double*, int64_t*);
+template void unit_rows<double, double>(const double*, int64_t, int64_t, double*, int64_t*);
+
+}  // namespace cpu
+}  // namespace hdlfast
