@@ -199,8 +199,25 @@ def test_sizes_override_and_several_sizes():
         [("knn", 100, 128, 20), ("knn", 200, 4, 20)]
     plan = harness._plan(False, ["kmeans", "hdl"], None, ["hdlfast-native"])
     assert [(cap, names) for cap, _, names in plan] == \
-        [("hdl", ["hdlfast-native"]), ("kmeans", ["hdlfast-native"])]
+        [("hdl", ["hdlfast-native"])] + [("kmeans", ["hdlfast-native"])] * 2
     assert plan[0][1] == bench.FULL["hdl"]
+    assert [p for _, p, _ in plan[1:]] == [{**bench.FULL["kmeans"], **s}
+                                           for s in bench.FULL_SIZES["kmeans"]]
+
+
+def test_full_run_holds_the_target_pairs():
+    """The default full run measures every pair the performance targets name: the self-graph
+    at k = 20 and k = 1,000, a query-database search and a single query, both k-means kinds,
+    SwAV's Sinkhorn; each size is valid and labelled."""
+    plan = harness._plan(False, None, None, None)
+    labels = {(cap, harness.size_label(cap, p)) for cap, p, _ in plan}
+    assert {("knn", "50,000x128 k=20"), ("knn", "50,000x256 k=20"), ("knn", "50,000x128 k=1000"),
+            ("knn", "2,000 vs 400,000x128 k=10"), ("knn", "1 vs 400,000x128 k=10"),
+            ("kmeans", "100,000x128 C=100 it=20"),
+            ("kmeans", "100,000x128 C=100 it=20 spherical++"),
+            ("sinkhorn", "4,096x3000 it=3 swav")} <= labels
+    for cap, p, names in plan:
+        assert names == list(bench.CONTENDERS[cap])
     assert [c for c, _, _ in harness._plan(True, None, None, None)] == list(bench.CAPABILITIES)
 
 

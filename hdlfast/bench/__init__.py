@@ -12,7 +12,8 @@ Public API
 ``run(quick=False, capabilities=None, sizes=None, repeats=None, progress=print, *,
 contenders=None, warmup=True) -> dict``
     Runs every capability in ``capabilities`` (default: those named in ``sizes`` when given,
-    else all of ``CAPABILITIES``) at the sizes of the preset (``QUICK`` or ``FULL``), each size
+    else all of ``CAPABILITIES``) at the sizes of the preset (``QUICK``, or for the full run each of
+    ``FULL_SIZES[capability]`` over ``FULL``: the pairs the performance targets name), each size
     overridden by ``sizes``: ``{capability: {param: value, ...}}`` or ``{capability: [{...},
     {...}]}`` for several sizes; given params replace the preset's, the others are kept (see
     ``PARAMS`` for the names). ``repeats``: timed runs per measurement (default
@@ -35,21 +36,27 @@ floors=None, repeats=3, warmup=True) -> record``, ``availability(capability, con
 
 Capabilities, their params (``PARAMS``), contenders and floors
 --------------------------------------------------------------
-- "knn" (n, d, k, seed): exact cosine self-graph of unit-norm float32
-  ``synthetic_embeddings(n, d)``. hdlfast-native, hdlfast-numba, hdlfast-cuda; faiss-cpu
-  (IndexFlatIP: add, search k+1, the point itself kept); torch-cpu and torch-cuda (mm + topk in
-  row blocks, self masked). Floor "gemm": 2 n^2 d FLOPs (the full product; hdlfast's self-graph
-  multiplies only half of it, so it can go below 1) over the matmul rate.
+- "knn" (n, d, k, queries, seed): exact cosine self-graph of unit-norm float32
+  ``synthetic_embeddings(n, d)``, or with ``queries`` > 0 that many query rows (seed + 1)
+  against those n rows as the database. hdlfast-native, hdlfast-numba, hdlfast-cuda; faiss-cpu
+  (IndexFlatIP: add, search k+1, the point itself kept; the index is built inside the clock);
+  torch-cpu and torch-cuda (mm + topk in row blocks, self masked). Floor "gemm": 2 n^2 d FLOPs
+  (2 queries n d for a search; the full product: hdlfast's self-graph multiplies only half of
+  it, so it can go below 1) over the matmul rate.
 - "hdl" (n, k, classes, label_fraction, seed): ``hdlfast.hdl(graph=(sims, idx), labels=...,
   fallback=None)`` on ``ring_graph(n, k)``. hdlfast-native, hdlfast-numba, hdlfast-cuda. Floor
   "memory": one read of idx + sims, 12 n k bytes, over the copy bandwidth.
-- "sinkhorn" (n, clusters, iters, lam, seed): SeLa Sinkhorn (lam=25, ``iters`` iterations,
-  tol=0) of (n, clusters) float32 scores 0.3 N(0, 1). hdlfast-native, -numba, -cuda; pot
+- "sinkhorn" (n, clusters, iters, lam, swav, seed): SeLa Sinkhorn (lam=25, ``iters``
+  iterations, tol=0) of (n, clusters) float32 scores 0.3 N(0, 1); with swav=1 SwAV's
+  (epsilon 0.05, ``iters`` iterations) of scores 0.1 N(0, 1), its torch peer the loop of SwAV's
+  distributed_sinkhorn and POT's regularisation 0.05. hdlfast-native, -numba, -cuda; pot
   (``ot.sinkhorn``, numpy float64; skipped when 5 float64 copies would not fit in half the free
   RAM); torch-cpu, torch-cuda (plain Sinkhorn: per-row max shift, exp, then column and row
   normalisations). Floor "memory": iters reads of 4 n clusters bytes over the copy bandwidth.
-- "kmeans" (n, d, clusters, iters, seed): Euclidean Lloyd k-means of ``synthetic_embeddings(n,
-  d, n_classes=clusters)``, ``iters`` updates, random init. hdlfast-native, -numba, -cuda
+- "kmeans" (n, d, clusters, iters, spherical, seed): Euclidean Lloyd k-means of
+  ``synthetic_embeddings(n, d, n_classes=clusters)``, ``iters`` updates, random init; with
+  spherical=1 spherical k-means of the unit rows from k-means++ (faiss ``spherical=True``,
+  scikit-learn Euclidean k-means++ on the unit rows). hdlfast-native, -numba, -cuda
   (``tol=None, init="random"``); faiss-cpu (``faiss.Kmeans``, every row trained on, plus one
   search for the labels); sklearn (``KMeans(init="random", n_init=1, tol=0,
   algorithm="lloyd")``). Floor "gemm": (iters + 1) products of 2 n clusters d FLOPs.
@@ -90,10 +97,12 @@ from .machine import (copy_bandwidth, gemm_rate, gpu_copy_bandwidth, gpu_gemm_ra
 from .report import append_line, format_machine, format_table
 from .harness import DEFAULT_REPEATS, SCHEMA, measure, run
 from .timing import paired_times, timed
-from .workloads import CAPABILITIES, CONTENDERS, FULL, PARAMS, QUICK, availability, prepare
+from .workloads import (CAPABILITIES, CONTENDERS, FULL, FULL_SIZES, PARAMS, QUICK, availability,
+                        prepare)
 
 __all__ = ["run", "measure", "prepare", "availability", "machine_info", "gemm_rate",
            "copy_bandwidth", "gpu_gemm_rate", "gpu_copy_bandwidth", "gpu_names",
            "measure_floors", "format_table", "format_machine", "append_line", "timed",
            "paired_times",
-           "CAPABILITIES", "CONTENDERS", "PARAMS", "QUICK", "FULL", "DEFAULT_REPEATS", "SCHEMA"]
+           "CAPABILITIES", "CONTENDERS", "PARAMS", "QUICK", "FULL", "FULL_SIZES", "DEFAULT_REPEATS",
+           "SCHEMA"]

@@ -8,7 +8,8 @@ import numpy as np
 
 from .machine import floor, gpu_names, machine_info, measure_floors
 from .timing import _error_text, _gpu_cleanup, _peak_rss_mb, _reset_peak_rss, timed
-from .workloads import (CAPABILITIES, CONTENDERS, FULL, PARAMS, QUICK, _FLOAT_PARAMS,
+from .workloads import (CAPABILITIES, CONTENDERS, FULL, FULL_SIZES, PARAMS, QUICK, _FLAGS,
+                        _FLOAT_PARAMS,
                         _GPU_CONTENDERS, availability, prepare, _setup)
 
 SCHEMA = 1
@@ -90,13 +91,16 @@ def _complete(capability: str, params: dict, preset: dict) -> dict:
                 raise ValueError(f"{capability}: {key} must be a positive number, got {value!r}")
             out[key] = float(value)
         else:
-            lowest = 0 if key == "seed" else 1
+            lowest = 0 if key in _FLAGS else 1
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
                     or value < lowest:
-                what = "a non-negative" if key == "seed" else "a positive"
+                what = "a non-negative" if key in _FLAGS else "a positive"
                 raise ValueError(f"{capability}: {key} must be {what} integer, got {value!r}")
             out[key] = int(value)
-    if "k" in out and out["k"] > out["n"] - 1:
+    if out.get("queries") and "k" in out and out["k"] > out["n"]:
+        raise ValueError(f"{capability}: k={out['k']} needs a database of n >= k rows, got "
+                         f"n={out['n']}")
+    if not out.get("queries") and "k" in out and out["k"] > out["n"] - 1:
         raise ValueError(f"{capability}: k={out['k']} needs n > k, got n={out['n']}")
     if "clusters" in out and capability == "kmeans" and out["clusters"] > out["n"]:
         raise ValueError(f"kmeans: clusters={out['clusters']} is larger than n={out['n']}")
@@ -131,7 +135,7 @@ def _plan(quick, capabilities, sizes, contenders):
     for cap in CAPABILITIES:  # a fixed order, whatever order was asked
         if cap not in capabilities:
             continue
-        given = sizes.get(cap, {})
+        given = sizes.get(cap, [{}] if quick else FULL_SIZES.get(cap, [{}]))
         for params in (given if isinstance(given, (list, tuple)) else [given]):
             names = [c for c in CONTENDERS[cap] if contenders is None or c in contenders]
             plan.append((cap, _complete(cap, params, preset), names))
@@ -141,14 +145,18 @@ def _plan(quick, capabilities, sizes, contenders):
 def size_label(capability: str, params: dict) -> str:
     """A short text for one workload size, e.g. ``20,000x128 k=20``."""
     p = params
+    if capability == "knn" and p.get("queries"):
+        return f"{p['queries']:,} vs {p['n']:,}x{p['d']} k={p['k']}"
     if capability == "knn" or capability == "label":
         return f"{p['n']:,}x{p['d']} k={p['k']}"
     if capability == "hdl":
         return f"{p['n']:,} k={p['k']}"
     if capability == "sinkhorn":
-        return f"{p['n']:,}x{p['clusters']} it={p['iters']}"
+        kind = " swav" if p.get("swav") else ""
+        return f"{p['n']:,}x{p['clusters']} it={p['iters']}{kind}"
     if capability == "kmeans":
-        return f"{p['n']:,}x{p['d']} C={p['clusters']} it={p['iters']}"
+        kind = " spherical++" if p.get("spherical") else ""
+        return f"{p['n']:,}x{p['d']} C={p['clusters']} it={p['iters']}{kind}"
     return str(p)
 
 

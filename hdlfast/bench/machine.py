@@ -203,7 +203,8 @@ def floor(capability: str, params: dict, floors: dict, on_gpu=False):
     """(floor seconds or None, "gemm" | "memory") of one workload."""
     p = params
     if capability in ("knn", "label"):
-        kind, work = "gemm", 2.0 * p["n"] * p["n"] * p["d"]
+        rows = p.get("queries") or p["n"]  # a query-database search: queries x n products
+        kind, work = "gemm", 2.0 * rows * p["n"] * p["d"]
     elif capability == "kmeans":
         kind, work = "gemm", (p["iters"] + 1) * 2.0 * p["n"] * p["clusters"] * p["d"]
     elif capability == "hdl":

@@ -10,21 +10,34 @@ CAPABILITIES = ("knn", "hdl", "sinkhorn", "kmeans", "label")
 DEFAULT_REPEATS = 3
 
 QUICK = {
-    "knn": {"n": 20_000, "d": 128, "k": 20, "seed": 0},
+    "knn": {"n": 20_000, "d": 128, "k": 20, "queries": 0, "seed": 0},
     "hdl": {"n": 200_000, "k": 20, "classes": 100, "label_fraction": 0.001, "seed": 0},
-    "sinkhorn": {"n": 50_000, "clusters": 100, "iters": 20, "lam": 25.0, "seed": 0},
-    "kmeans": {"n": 50_000, "d": 64, "clusters": 50, "iters": 20, "seed": 0},
+    "sinkhorn": {"n": 50_000, "clusters": 100, "iters": 20, "lam": 25.0, "swav": 0, "seed": 0},
+    "kmeans": {"n": 50_000, "d": 64, "clusters": 50, "iters": 20, "spherical": 0, "seed": 0},
     "label": {"n": 10_000, "d": 64, "k": 20, "classes": 100, "label_fraction": 0.01,
               "seed": 0},
 }
 FULL = {
-    "knn": {"n": 50_000, "d": 256, "k": 20, "seed": 0},
+    "knn": {"n": 50_000, "d": 256, "k": 20, "queries": 0, "seed": 0},
     "hdl": {"n": 1_000_000, "k": 20, "classes": 100, "label_fraction": 0.001, "seed": 0},
-    "sinkhorn": {"n": 200_000, "clusters": 100, "iters": 100, "lam": 25.0, "seed": 0},
-    "kmeans": {"n": 100_000, "d": 128, "clusters": 100, "iters": 20, "seed": 0},
+    "sinkhorn": {"n": 200_000, "clusters": 100, "iters": 100, "lam": 25.0, "swav": 0,
+                 "seed": 0},
+    "kmeans": {"n": 100_000, "d": 128, "clusters": 100, "iters": 20, "spherical": 0, "seed": 0},
     "label": {"n": 100_000, "d": 128, "k": 20, "classes": 100, "label_fraction": 0.01,
               "seed": 0},
 }
+# The full run's sizes per capability (each over FULL's): the pairs the performance targets
+# name. knn queries > 0: that many query rows against a database of n rows (0: the
+# self-graph); kmeans spherical 1: spherical k-means from k-means++ (0: Euclidean from random
+# rows); sinkhorn swav 1: SwAV's sinkhorn (epsilon 0.05, iters iterations; 0: SeLa's).
+FULL_SIZES = {
+    "knn": [{"d": 128}, {}, {"d": 128, "k": 1000},
+            {"n": 400_000, "d": 128, "k": 10, "queries": 2_000},
+            {"n": 400_000, "d": 128, "k": 10, "queries": 1}],
+    "sinkhorn": [{}, {"n": 4_096, "clusters": 3_000, "iters": 3, "swav": 1}],
+    "kmeans": [{}, {"spherical": 1}],
+}
+_FLAGS = ("queries", "swav", "spherical", "seed")  # params that may be 0
 PARAMS = {cap: tuple(QUICK[cap]) for cap in CAPABILITIES}
 _FLOAT_PARAMS = ("lam", "label_fraction")
 
@@ -55,7 +68,10 @@ def prepare(capability: str, params: dict) -> dict:
     p = params
     if capability == "knn":
         x, _ = synthetic_embeddings(p["n"], p["d"], seed=p["seed"])
-        return {"x": _unit_rows(x)}
+        if not p["queries"]:
+            return {"x": _unit_rows(x)}
+        q, _ = synthetic_embeddings(p["queries"], p["d"], seed=p["seed"] + 1)
+        return {"x": _unit_rows(x), "q": _unit_rows(q)}
     if capability == "hdl":
         idx, sims, labels, truth = ring_graph(p["n"], p["k"], p["classes"],
                                               label_fraction=p["label_fraction"],
@@ -64,11 +80,11 @@ def prepare(capability: str, params: dict) -> dict:
     if capability == "sinkhorn":
         rng = np.random.default_rng(p["seed"])
         scores = rng.standard_normal((p["n"], p["clusters"]), dtype=np.float32)
-        scores *= np.float32(0.3)
+        scores *= np.float32(0.1 if p["swav"] else 0.3)  # SwAV: cosine scores of unit rows
         return {"scores": scores}
     if capability == "kmeans":
         x, _ = synthetic_embeddings(p["n"], p["d"], n_classes=p["clusters"], seed=p["seed"])
-        return {"x": x}
+        return {"x": _unit_rows(x) if p["spherical"] else x}
     if capability == "label":
         x, truth = synthetic_embeddings(p["n"], p["d"], n_classes=p["classes"],
                                         seed=p["seed"])
@@ -118,16 +134,33 @@ def availability(capability: str, contender: str, params: dict):
     raise ValueError(f"unknown contender {contender!r}")
 
 
-def _torch_knn(torch, x, k, block):
-    n = x.shape[0]
+def _torch_knn(torch, x, k, block, q=None):
+    """mm + topk in row blocks: the self-graph (self masked), or the queries q against x."""
+    rows = x if q is None else q
+    n = rows.shape[0]
     out_s = torch.empty(n, k, dtype=x.dtype, device=x.device)
     out_i = torch.empty(n, k, dtype=torch.int64, device=x.device)
     for i in range(0, n, block):
-        s = x[i:i + block] @ x.T
-        r = torch.arange(s.shape[0], device=x.device)
-        s[r, r + i] = -float("inf")
+        s = rows[i:i + block] @ x.T
+        if q is None:
+            r = torch.arange(s.shape[0], device=x.device)
+            s[r, r + i] = -float("inf")
         torch.topk(s, k, dim=1, out=(out_s[i:i + block], out_i[i:i + block]))
     return out_s, out_i
+
+
+def _torch_swav(torch, scores, iters, epsilon=0.05):
+    """SwAV's distributed_sinkhorn on one process, as its repository writes it."""
+    q = torch.exp(scores / epsilon).t()
+    q /= q.sum()
+    k, b = q.shape
+    for _ in range(iters):
+        q /= q.sum(dim=1, keepdim=True)
+        q /= k
+        q /= q.sum(dim=0, keepdim=True)
+        q /= b
+    q *= b
+    return q.t()
 
 
 def _torch_sinkhorn(torch, s, lam, iters):
@@ -156,6 +189,9 @@ def _setup(capability: str, contender: str, params: dict, data: dict):
 
         if capability == "knn":
             x = dev(data["x"])
+            if p["queries"]:
+                q = dev(data["q"])
+                return lambda: hdlfast.knn(q, p["k"], database=x, backend=backend)
             return lambda: hdlfast.knn(x, p["k"], backend=backend)
         if capability == "hdl":
             g, labels = (dev(data["idx"]), dev(data["sims"])), dev(data["labels"])
@@ -163,12 +199,17 @@ def _setup(capability: str, contender: str, params: dict, data: dict):
                                        backend=backend)
         if capability == "sinkhorn":
             s = dev(data["scores"])
+            if p["swav"]:
+                return lambda: hdlfast.sinkhorn(s, kind="swav", n_iters=p["iters"],
+                                                backend=backend)
             return lambda: hdlfast.sinkhorn(s, kind="sela", lam=p["lam"], n_iters=p["iters"],
                                             tol=0, backend=backend)
         if capability == "kmeans":
             x = dev(data["x"])
-            return lambda: hdlfast.kmeans(x, p["clusters"], spherical=False,
-                                          n_iters=p["iters"], tol=None, init="random",
+            spherical = bool(p["spherical"])
+            return lambda: hdlfast.kmeans(x, p["clusters"], spherical=spherical,
+                                          n_iters=p["iters"], tol=None,
+                                          init="k-means++" if spherical else "random",
                                           seed=p["seed"], backend=backend)
         if capability == "label":
             x, labels = dev(data["x"]), data["labels"]
@@ -179,14 +220,17 @@ def _setup(capability: str, contender: str, params: dict, data: dict):
         device = "cuda" if contender == "torch-cuda" else "cpu"
         if capability == "knn":
             x = torch.from_numpy(data["x"]).to(device)
+            q = torch.from_numpy(data["q"]).to(device) if p["queries"] else None
             n = x.shape[0]
             budget = 256 << 20
             if device == "cuda":
                 budget = max(budget, torch.cuda.mem_get_info()[0] // 4)
             block = int(max(1, min(4096, budget // (4 * n))))
-            return lambda: _torch_knn(torch, x, p["k"], block)
+            return lambda: _torch_knn(torch, x, p["k"], block, q)
         if capability == "sinkhorn":
             s = torch.from_numpy(data["scores"]).to(device)
+            if p["swav"]:
+                return lambda: _torch_swav(torch, s, p["iters"])
             return lambda: _torch_sinkhorn(torch, s, p["lam"], p["iters"])
     if contender == "faiss-cpu":
         import faiss
@@ -194,17 +238,20 @@ def _setup(capability: str, contender: str, params: dict, data: dict):
         x = np.ascontiguousarray(data["x"], dtype=np.float32)
         d = x.shape[1]
         if capability == "knn":
-            def faiss_knn():
+            q = data.get("q")
+
+            def faiss_knn():  # the index is built inside the clock, as hdlfast reads x
                 index = faiss.IndexFlatIP(d)
                 index.add(x)
-                return index.search(x, p["k"] + 1)
+                return index.search(x, p["k"] + 1) if q is None else index.search(q, p["k"])
 
             return faiss_knn
         if capability == "kmeans":
             def faiss_kmeans():
                 km = faiss.Kmeans(d, p["clusters"], niter=p["iters"], seed=1234 + p["seed"],
                                   max_points_per_centroid=x.shape[0],
-                                  min_points_per_centroid=1, verbose=False)
+                                  min_points_per_centroid=1, verbose=False,
+                                  spherical=bool(p["spherical"]))
                 km.train(x)
                 return km.centroids, km.index.search(x, 1)[1]
 
@@ -213,7 +260,8 @@ def _setup(capability: str, contender: str, params: dict, data: dict):
         from sklearn.cluster import KMeans
 
         x = data["x"]
-        return lambda: KMeans(n_clusters=p["clusters"], init="random", n_init=1,
+        return lambda: KMeans(n_clusters=p["clusters"], n_init=1,
+                              init="k-means++" if p["spherical"] else "random",
                               max_iter=p["iters"], tol=0, algorithm="lloyd",
                               random_state=p["seed"]).fit(x)
     if contender == "pot" and capability == "sinkhorn":
@@ -222,6 +270,7 @@ def _setup(capability: str, contender: str, params: dict, data: dict):
         cost = -data["scores"].astype(np.float64)
         a = np.full(cost.shape[0], 1.0 / cost.shape[0])
         b = np.full(cost.shape[1], 1.0 / cost.shape[1])
-        return lambda: ot.sinkhorn(a, b, cost, 1.0 / p["lam"], numItermax=p["iters"],
-                                   stopThr=0, warn=False)
+        reg = 0.05 if p["swav"] else 1.0 / p["lam"]  # SwAV's epsilon, or SeLa's 1 / lambda
+        return lambda: ot.sinkhorn(a, b, cost, reg, numItermax=p["iters"], stopThr=0,
+                                   warn=False)
     raise ValueError(f"contender {contender!r} does not run {capability!r}")

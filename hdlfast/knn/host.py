@@ -132,7 +132,7 @@ def block_sizes(nq: int, nd: int, budget: int, symmetric: bool) -> tuple[int, in
         return b, b
     bd = int(min(nd, max(1024, elems // min(nq, 1024))))  # few queries: wider tiles
     bd = min(bd, elems)
-    bq = int(min(nq, 1024, max(elems // bd, 1)))
+    bq = int(min(nq, max(1024, elems // bd)))  # a small database: taller tiles, fewer tasks
     return bq, bd
 
 
