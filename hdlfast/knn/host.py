@@ -49,19 +49,18 @@ def row_hashes():
 
 def duplicate_reps(u: np.ndarray):
     """For each row of ``u``, the smallest index of a row holding the same bytes (itself for
-    a row without copies); None when no row has a copy. Rows are hashed (64-bit, blocks of
-    rows), then rows with equal hashes compared exactly."""
+    a row without copies); None when no row has a copy. Rows are hashed (64-bit), then rows
+    with equal hashes compared exactly."""
     n, d = u.shape
     words = u.view(np.uint32)
     mult = np.random.default_rng(0x5EED).integers(1, 2**62, d, dtype=np.uint64) * 2 + 1
     h = np.empty(n, np.uint64)
     row_hashes()(words, mult, h)
-    order = np.argsort(h, kind="stable")
-    hs = h[order]
+    hs = np.sort(h)  # a value sort (SIMD in numpy 2): the common no-copy case stops here
     same = hs[1:] == hs[:-1]
     if not same.any():
         return None
-    cand = np.sort(order[np.concatenate([same, [False]]) | np.concatenate([[False], same])])
+    cand = np.nonzero(np.isin(h, np.unique(hs[1:][same])))[0]  # ascending
     _, first, inv = np.unique(np.ascontiguousarray(u[cand]).view(np.dtype((np.void, 4 * d))),
                               return_index=True, return_inverse=True)
     rep = np.arange(n, dtype=np.int64)
