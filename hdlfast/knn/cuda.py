@@ -104,27 +104,30 @@ def topk(cuda, q, db, k: int, exclude_self: bool, allow_tf32: bool,
         if gpu_path() == "tiles":
             _tiles(cuda, q, db, q_inv, db_inv, k, exclude_self, allow_tf32, budget, sims, idx)
             return sims, idx
-        block = _first_block(cuda, nq, nd, d, k, dtype, budget)
+        block, ws = _allocate(_first_block(cuda, nq, nd, d, k, dtype, budget), "workspace",
+                              lambda b: _arrays.empty(q, (max(cuda.knn_workspace_bytes(
+                                  b, nd, d, k, dtype), 1),), "uint8"))
         stream = _arrays.cuda_stream(q)
         q_view, db_view = _arrays.cuda_view(q), _arrays.cuda_view(db)
-        start = 0
-        while start < nq:
+        for start in range(0, nq, block):  # a smaller last block needs less workspace
             stop = min(start + block, nq)
-            try:
-                ws_bytes = cuda.knn_workspace_bytes(stop - start, nd, d, k, dtype)
-                ws = _arrays.empty(q, (max(ws_bytes, 1),), "uint8")
-            except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
-                if not _arrays.is_out_of_memory(exc) or block == 1:
-                    raise
-                block = max(block // 2, 1)
-                warnings.warn(f"hdlfast.knn: out of GPU memory for the workspace; retrying "
-                              f"with blocks of {block} queries", RuntimeWarning, stacklevel=4)
-                continue
             cuda.knn(q_view[start:stop], db_view, q_inv[start:stop], db_inv, start,
                      exclude_self, allow_tf32, sims[start:stop], idx[start:stop], ws, stream)
-            del ws
-            start = stop
         return sims, idx
+
+
+def _allocate(block: int, what: str, allocate):
+    """(block, allocate(block)) for the largest block <= ``block`` whose buffers the GPU can
+    give: on out of memory the block of queries halves, with a RuntimeWarning."""
+    while True:
+        try:
+            return block, allocate(block)
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
+            if not _arrays.is_out_of_memory(exc) or block == 1:
+                raise
+            block = max(block // 2, 1)
+            warnings.warn(f"hdlfast.knn: out of GPU memory for the {what}; retrying with "
+                          f"blocks of {block} queries", RuntimeWarning, stacklevel=6)
 
 
 def _tiles(cuda, q, db, q_inv, db_inv, k, exclude_self, allow_tf32, budget, sims, idx):
@@ -140,18 +143,9 @@ def _tiles(cuda, q, db, q_inv, db_inv, k, exclude_self, allow_tf32, budget, sims
         block //= 2
     b_op = _arrays.product_operand(db)
     stream = _arrays.cuda_stream(q)
-    while True:
-        try:
-            products = _arrays.empty(q, (block, nd), "float32")
-            ws = _arrays.empty(q, (max(cuda.knn_select_workspace_bytes(block, nd, k), 1),),
-                               "uint8")
-            break
-        except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
-            if not _arrays.is_out_of_memory(exc) or block == 1:
-                raise
-            block = max(block // 2, 1)
-            warnings.warn(f"hdlfast.knn: out of GPU memory for the product block; retrying "
-                          f"with blocks of {block} queries", RuntimeWarning, stacklevel=5)
+    block, (products, ws) = _allocate(block, "product block", lambda b: (
+        _arrays.empty(q, (b, nd), "float32"),
+        _arrays.empty(q, (max(cuda.knn_select_workspace_bytes(b, nd, k), 1),), "uint8")))
     for start in range(0, nq, block):
         stop = min(start + block, nq)
         p = products[:stop - start]

@@ -49,6 +49,15 @@ def _merge_top1(t, col0, hs, hi):
         hi[0] = col0 + j
 
 
+@nb.njit(inline="always", cache=True, nogil=True)
+def _any_at_least(t, c, e, thr):
+    """Whether some t[c:e] >= thr: the chunk test that skips most of a tile."""
+    hit = False
+    for j in range(c, e):
+        hit |= t[j] >= thr
+    return hit
+
+
 @nb.njit(cache=True, nogil=True)
 def merge_rows(tile, row0, col0, heap_s, heap_i, exclude_self):
     """Merge tile rows into the heaps of rows row0.. (candidates col0..)."""
@@ -64,10 +73,7 @@ def merge_rows(tile, row0, col0, heap_s, heap_i, exclude_self):
         thr = hs[0]
         for c in range(0, cols, _CHUNK):
             e = min(c + _CHUNK, cols)
-            hit = False
-            for j in range(c, e):
-                hit |= t[j] >= thr
-            if not hit:
+            if not _any_at_least(t, c, e, thr):
                 continue
             for j in range(c, e):
                 v = t[j]
@@ -173,10 +179,7 @@ def reservoir_merge(tile, row0, col0, keys, count, thr, k, exclude_self):
         th_s = _threshold_sim(f32, u32, th)
         for c in range(0, cols, _CHUNK):
             e = min(c + _CHUNK, cols)
-            hit = False
-            for j in range(c, e):
-                hit |= t[j] >= th_s
-            if not hit:
+            if not _any_at_least(t, c, e, th_s):
                 continue
             for j in range(c, e):
                 if t[j] < th_s or col0 + j == skip:
