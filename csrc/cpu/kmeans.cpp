@@ -40,7 +40,9 @@ void cluster_sums(const float* x, int64_t n, int64_t d, const float* inv, const 
   std::vector<int64_t> members(static_cast<size_t>(n));
   std::vector<int64_t> fill(start.begin(), start.end() - 1);
   for (int64_t i = 0; i < n; ++i) members[fill[labels[i]]++] = i;
-  parallel_for(n_clusters, 1, [&](int64_t cb, int64_t ce, int) {
+  // a cluster costs its members' rows: about n d / n_clusters steps
+  parallel_for(n_clusters, grain_for(n / std::max<int64_t>(n_clusters, 1) * d),
+               [&](int64_t cb, int64_t ce, int) {
     for (int64_t c = cb; c < ce; ++c) {
       double* acc = sums + c * d;
       std::fill(acc, acc + d, 0.0);

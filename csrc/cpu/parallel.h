@@ -32,6 +32,13 @@ inline int num_threads() {
   return hardware;
 }
 
+// The grain (items per worker) at which items costing `cost` elementary steps each give every
+// worker at least 2^18 steps: below that, starting a thread (tens of microseconds) costs more
+// than the work it takes over, so small calls run on the calling thread.
+inline int64_t grain_for(int64_t cost, int64_t at_least = 1) {
+  return std::max<int64_t>(at_least, (int64_t{1} << 18) / std::max<int64_t>(cost, 1));
+}
+
 // fn(begin, end, worker) on contiguous ranges; ranges are multiples of `grain` except the last.
 // An exception in any range (std::bad_alloc, ...) is rethrown here once every worker has
 // joined, so it reaches Python as an exception instead of terminating the process; the

@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <limits>
 
+#include "cpu/clones.h"
 #include "cpu/parallel.h"
 
 namespace hdlfast {
@@ -20,21 +22,34 @@ void record_min(std::atomic<int64_t>& slot, int64_t row) {
 }
 
 template <typename In, typename Out>
-void unit_row(const In* x, int64_t d, Out* out, std::atomic<int64_t>* bad, int64_t row) {
-  double peak = 0.0;
+__attribute__((always_inline)) inline void unit_row(const In* x, int64_t d, Out* out,
+                                                    std::atomic<int64_t>* bad, int64_t row) {
+  // The peak in eight lanes (max is exact, so any order gives the numba twin's serial value);
+  // v <= DBL_MAX is false for NaN and Inf. Independent lanes let the loop vectorise.
+  double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   bool finite = true;
-  for (int64_t j = 0; j < d; ++j) {
-    const double v = std::fabs(static_cast<double>(x[j]));
-    finite &= std::isfinite(v);
-    peak = v > peak ? v : peak;
+  int64_t j = 0;
+  for (; j + 8 <= d; j += 8) {
+    for (int l = 0; l < 8; ++l) {
+      const double v = std::fabs(static_cast<double>(x[j + l]));
+      finite &= v <= std::numeric_limits<double>::max();
+      lane[l] = v > lane[l] ? v : lane[l];
+    }
   }
+  for (; j < d; ++j) {
+    const double v = std::fabs(static_cast<double>(x[j]));
+    finite &= v <= std::numeric_limits<double>::max();
+    lane[0] = v > lane[0] ? v : lane[0];
+  }
+  double peak = lane[0];
+  for (int l = 1; l < 8; ++l) peak = lane[l] > peak ? lane[l] : peak;
   if (!finite) return record_min(bad[0], row);
   if (peak == 0.0) return record_min(bad[1], row);
   int e = 0;
   std::frexp(peak, &e);
   const double scale = std::ldexp(1.0, -e);  // a power of two: x * scale is exact
   double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t j = 0;
+  j = 0;
   for (; j + 8 <= d; j += 8) {
     for (int l = 0; l < 8; ++l) {
       const double v = static_cast<double>(x[j + l]) * scale;
@@ -52,6 +67,19 @@ void unit_row(const In* x, int64_t d, Out* out, std::atomic<int64_t>* bad, int64
   }
 }
 
+// Rows [b, e), compiled for AVX-512, AVX2 and baseline x86-64 (one clone set per type pair;
+// the same operations in each, so the same bits).
+#define HDLFAST_UNIT_BLOCK(In, Out)                                                          \
+  HDLFAST_CLONES void unit_block(const In* x, int64_t b, int64_t e, int64_t d, Out* out,    \
+                                 std::atomic<int64_t>* bad) {                               \
+    for (int64_t i = b; i < e; ++i) unit_row(x + i * d, d, out + i * d, bad, i);             \
+  }
+HDLFAST_UNIT_BLOCK(float, float)
+HDLFAST_UNIT_BLOCK(double, float)
+HDLFAST_UNIT_BLOCK(float, double)
+HDLFAST_UNIT_BLOCK(double, double)
+#undef HDLFAST_UNIT_BLOCK
+
 }  // namespace
 
 template <typename In, typename Out>
@@ -59,8 +87,8 @@ void unit_rows(const In* x, int64_t n, int64_t d, Out* out, int64_t* bad) {
   std::atomic<int64_t> first[2];
   first[0] = -1;
   first[1] = -1;
-  parallel_for(n, 256, [&](int64_t b, int64_t e, int) {
-    for (int64_t i = b; i < e; ++i) unit_row(x + i * d, d, out + i * d, first, i);
+  parallel_for(n, grain_for(3 * d), [&](int64_t b, int64_t e, int) {
+    unit_block(x, b, e, d, out, first);
   });
   bad[0] = first[0];
   bad[1] = first[1];
@@ -68,7 +96,7 @@ void unit_rows(const In* x, int64_t n, int64_t d, Out* out, int64_t* bad) {
 
 void row_hashes(const uint32_t* words, int64_t n, int64_t d, const uint64_t* mult,
                 uint64_t* hashes) {
-  parallel_for(n, 1024, [&](int64_t b, int64_t e, int) {
+  parallel_for(n, grain_for(d), [&](int64_t b, int64_t e, int) {
     for (int64_t i = b; i < e; ++i) {
       const uint32_t* w = words + i * d;
       uint64_t h = 0;

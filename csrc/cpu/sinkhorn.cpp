@@ -234,7 +234,7 @@ bool scaled_probs_row(const double* row, int64_t k, double* base) {
 
 void sk_prepare(const float* src, float* q, int64_t n, int64_t k, double beta,
                 double* rowmax) {
-  parallel_for(n, 256, [&](int64_t b, int64_t e, int) {
+  parallel_for(n, grain_for(4 * k, 16), [&](int64_t b, int64_t e, int) {
     for (int64_t i = b; i < e; ++i) {
       prefetch_rows(src, i, 1, e, k);
       bool finite = false;
@@ -248,7 +248,7 @@ void sk_prepare(const float* src, float* q, int64_t n, int64_t k, double beta,
 template <typename T>
 void sk_prepare_power(const T* p, float* q, int64_t n, int64_t k, int64_t power,
                       double* rowmax) {
-  parallel_for(n, 256, [&](int64_t b, int64_t e, int) {
+  parallel_for(n, grain_for(4 * k, 16), [&](int64_t b, int64_t e, int) {
     // base: the scaled row, then its max in base[k]; acc: the power being built
     std::vector<double> base(static_cast<size_t>(k + 1)), acc(static_cast<size_t>(k));
     for (int64_t i = b; i < e; ++i) {

@@ -220,7 +220,7 @@ void merge_cols(const float* tile, int64_t rows, int64_t cols, int64_t ld, int64
 }
 
 void finalize(float* heap_s, int64_t* heap_i, int64_t n, int64_t k) {
-  parallel_for(n, 1, [&](int64_t b, int64_t e, int) {
+  parallel_for(n, grain_for(16 * k), [&](int64_t b, int64_t e, int) {  // a sort of k pairs
     std::vector<int64_t> order(static_cast<size_t>(k));
     std::vector<float> s(static_cast<size_t>(k));
     std::vector<int64_t> i(static_cast<size_t>(k));
