@@ -25,7 +25,10 @@ class KMeansState:
                 self.q = x
             else:
                 self._inv = None
-                self.q = _arrays.with_columns(x, (1.0, 0.0))
+                # [x, 1, 0] padded with zero columns to a multiple of 8, so the rows stay
+                # 16-byte aligned and the kernels keep their vector loads (zeros add nothing)
+                self._pad = (-(x.shape[1] + 2)) % 8
+                self.q = _arrays.with_columns(x, (1.0, 0.0) + (0.0,) * self._pad)
                 self.aug_norms = 1.0 / _arrays.to_numpy(
                     inverse_norms(cuda_module, self.q, "X")).astype(np.float64)
         self.labels = None
@@ -38,8 +41,11 @@ class KMeansState:
         return out
 
     def assign(self, db: np.ndarray) -> int:
+        db = np.asarray(db, np.float32)
+        if not self._spherical and self._pad:
+            db = np.pad(db, ((0, 0), (0, self._pad)))
         with _arrays.device_ctx(self._x):
-            d_db = _arrays.as_dtype_of(np.asarray(db, np.float32), self.q)
+            d_db = _arrays.as_dtype_of(db, self.q)
             sims, idx = topk(self._m, self.q, d_db, 1, False, self._tf32, self._budget)
             new = idx[:, 0]
             changed = self._x.shape[0] if self.labels is None else \
