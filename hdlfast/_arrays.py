@@ -101,6 +101,12 @@ def as_array(x, name: str):
         raise TypeError(f"{name} could not be read as an array: {exc}") from None
 
 
+def is_framework_array(x) -> bool:
+    """A torch tensor or cupy array (on any device): what hdlfast reads where it lives,
+    rather than converting it to numpy."""
+    return kind(x) in ("torch", "cupy")
+
+
 def device_floats(x, name: str):
     """A torch or cupy ``x`` with real entries as floats, where it lives: integers and booleans
     become float32 (a copy, as scikit-learn's ``check_array`` converts host arrays), float

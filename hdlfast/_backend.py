@@ -30,6 +30,16 @@ def _module(name: str):
         return None
 
 
+def host_kernel(name: str):
+    """A host kernel every CPU backend shares (``unit_rows``, ``row_hashes``): the compiled
+    one when the native module is built, else its numba twin in ``hdlfast._numba``; both
+    write the same bits, so results do not depend on which backend asked."""
+    mod = _module("native")
+    if mod is None:
+        from . import _numba as mod
+    return getattr(mod, name)
+
+
 def built(name: str) -> bool:
     return _module(name) is not None
 

@@ -100,32 +100,23 @@ def description() -> dict:
 _COPY_BLOCK_ELEMENTS = 1 << 20  # float32 host copies of GPU / half-precision rows: 4 MiB
 
 
-def _unit_rows_kernel():
-    """The compiled unit-row kernel, else its numba twin (the same bits)."""
-    try:
-        from . import _native
-
-        return _native.unit_rows
-    except ImportError:
-        from ._numba import unit_rows
-
-        return unit_rows
-
-
 def normalize(x, name: str, dtype=np.float32) -> np.ndarray:
     """Rows of the 2-D array ``x`` (any kind; GPU, float16 and bfloat16 arrays are copied to
     the host as float32 first) scaled to unit L2 norm, as a C-contiguous copy of ``dtype``.
     NaN/Inf and zero rows are bad input, named after ``name``.
 
-    Scale-safe: in float64, each row is first divided by its largest magnitude, then by its
-    norm, so every finite non-zero row works however tiny (1e-40, 1e-300) or large (1e300)
-    its entries are: the norm can neither underflow to 0 nor overflow to Inf. One pass over
+    Scale-safe: in float64, each row is first multiplied by the power of two that brings its
+    largest magnitude into [0.5, 1) (exact), then by its inverse norm, so every finite
+    non-zero row works however tiny (1e-40, 1e-300) or large (1e300) its entries are: the
+    norm can neither underflow to 0 nor overflow to Inf. One pass over
     the rows on all cores (csrc/cpu/rows.cpp, numba twin ``_numba.unit_rows``); -0 is
     written as +0, so rows of equal values are equal bytes (``duplicate_reps``)."""
     n, d = x.shape
     out = np.empty((n, d), dtype)
     bad = np.empty(2, np.int64)
-    kernel = _unit_rows_kernel()
+    from . import _backend  # imported here: _backend imports this module
+
+    kernel = _backend.host_kernel("unit_rows")
     host = _arrays.host_view(x, (np.float32, np.float64))
     if host is not None:  # numpy or torch CPU float32/float64: read in place
         kernel(host, out, bad)

@@ -134,7 +134,7 @@ class HDLLabeler(ClassifierMixin, BaseEstimator):
         """Host ``X`` through scikit-learn's ``validate_data`` (at least 2 rows to fit: a
         graph needs a neighbour); torch and cupy ``X`` as floats on their device, with the
         same feature-count check."""
-        if _arrays.kind(X) in ("torch", "cupy"):
+        if _arrays.is_framework_array(X):
             X, inf = _checks.embeddings(_arrays.device_floats(X, "X"), "X")
             d = inf.shape[1]
             if reset:
@@ -152,14 +152,13 @@ class HDLLabeler(ClassifierMixin, BaseEstimator):
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target "
                              "y is None.")
-        y = _arrays.as_array(y, "y")
-        y = _arrays.to_numpy(y) if _arrays.kind(y) != "numpy" else y
+        y = _arrays.to_numpy(_arrays.as_array(y, "y"))
         y = _naming("y", column_or_1d, y, warn=True)
         if y.shape[0] != n:
             raise ValueError(f"y has {y.shape[0]} entries but X has {n} points")
         y = _naming("y", check_array, y, ensure_2d=False, dtype=None, input_name="y")
-        unlabeled = np.array([v == -1 for v in y.tolist()], bool) if y.dtype == object \
-            else (y == -1 if y.dtype.kind in "biuf" else np.zeros(n, bool))
+        # elementwise for numbers and objects; a string array cannot hold -1
+        unlabeled = np.zeros(n, bool) if y.dtype.kind in "US" else np.asarray(y == -1, bool)
         if unlabeled.all():
             raise ValueError("y has no labeled point (every entry is -1)")
         _naming("y", check_classification_targets, y[~unlabeled])

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .. import _arrays
+from .. import _arrays, _backend
 from .._host import (DEFAULT_BUDGET, normalize, num_workers, run_all, single_threaded_blas)
 
 _MAX_WORKERS_BUDGETED = 64  # tiles are sized as if this many workers could be live
@@ -35,18 +35,6 @@ def native_kernels(mod):
                            reservoir_finish=mod.reservoir_finish)
 
 
-def row_hashes():
-    """The compiled row-hash kernel, else its numba twin (the same values)."""
-    try:
-        from .. import _native
-
-        return _native.row_hashes
-    except ImportError:
-        from .._numba import row_hashes as twin
-
-        return twin
-
-
 def duplicate_reps(u: np.ndarray):
     """For each row of ``u``, the smallest index of a row holding the same bytes (itself for
     a row without copies); None when no row has a copy. Rows are hashed (64-bit), then rows
@@ -55,7 +43,7 @@ def duplicate_reps(u: np.ndarray):
     words = u.view(np.uint32)
     mult = np.random.default_rng(0x5EED).integers(1, 2**62, d, dtype=np.uint64) * 2 + 1
     h = np.empty(n, np.uint64)
-    row_hashes()(words, mult, h)
+    _backend.host_kernel("row_hashes")(words, mult, h)
     hs = np.sort(h)  # a value sort (SIMD in numpy 2): the common no-copy case stops here
     same = hs[1:] == hs[:-1]
     if not same.any():
@@ -129,8 +117,7 @@ def block_sizes(nq: int, nd: int, budget: int, symmetric: bool) -> tuple[int, in
     if symmetric:
         b = int(min(nq, 1024, max(int(np.sqrt(elems)), 1)))
         return b, b
-    bd = int(min(nd, max(1024, elems // min(nq, 1024))))  # few queries: wider tiles
-    bd = min(bd, elems)
+    bd = int(min(nd, elems, max(1024, elems // min(nq, 1024))))  # few queries: wider tiles
     bq = int(min(nq, max(1024, elems // bd)))  # a small database: taller tiles, fewer tasks
     return bq, bd
 
