@@ -82,10 +82,11 @@ PYBIND11_MODULE(_cuda, m) {
         return hc::knn_workspace_bytes(nq, nd, d, k, dtype);
       },
       py::arg("nq"), py::arg("nd"), py::arg("d"), py::arg("k"), py::arg("dtype"),
-      "Device scratch bytes for one knn() call (dtype: 0 float32, 1 float16, 2 bfloat16). 0 if\n"
-      "k <= knn_small_k_max(); otherwise about 4*nq*nd + 8*nq*k (+ max(0, 8*nq*k - 4*nq*nd))\n"
-      "+ 4*nq + CUB temp storage (linear in nq*nd; the caller shrinks nq to fit). Needs a CUDA\n"
-      "device in the large-k case.");
+      "Device scratch bytes for one knn() call, and for any call with fewer query rows (dtype:\n"
+      "0 float32, 1 float16, 2 bfloat16). k <= knn_small_k_max(): the database splits' partial\n"
+      "lists (at most 12 * k * 32 * SMs bytes; 0 if nd < 8192); otherwise about 4*nq*nd +\n"
+      "8*nq*k (+ max(0, 8*nq*k - 4*nq*nd)) + 4*nq + CUB temp storage (linear in nq*nd; the\n"
+      "caller shrinks nq to fit). Needs a CUDA device.");
 
   m.def(
       "knn",

@@ -353,6 +353,40 @@ def test_cuda_large_n_matches_float64_on_sampled_rows(dtype, k):
     assert all(len(set(r)) == k for r in idx), "duplicate neighbours"
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("k", [1, 10, 256])
+def test_cuda_few_queries_split_the_database_bit_for_bit(dtype, k):
+    """A few queries against a large database run with the database split among CTAs and the
+    lists merged: the reference graph, and the same bits as the same queries inside a batch
+    large enough to need no split."""
+    torch = pytest.importorskip("torch")
+    db = to_kind(clustered(30_000, 64, seed=38), "torch-cuda", dtype)
+    q = to_kind(clustered(4000, 64, seed=39), "torch-cuda", dtype)
+    batch_s, batch_i = hdlfast.knn(q, k, database=db)
+    held_q, held_db = to_numpy(q).astype(np.float64), to_numpy(db).astype(np.float64)
+    atol = 1e-5 if dtype == "float32" else 2e-3
+    for rows in (slice(0, 1), slice(5, 10), slice(100, 140), slice(1000, 1300)):
+        s, i = hdlfast.knn(q[rows], k, database=db)
+        assert torch.equal(i, batch_i[rows]) and torch.equal(s, batch_s[rows])
+        assert_knn(s, i, held_q[rows], held_db, k, False, atol=atol)
+
+
+@pytest.mark.cuda
+def test_cuda_split_database_excludes_self_in_small_query_blocks(monkeypatch):
+    """Self-graph in blocks of 3 queries (each call splits the database): the one-block graph."""
+    torch = pytest.importorskip("torch")
+    from hdlfast.knn import cuda as knn_cuda
+
+    x = torch.from_numpy(clustered(9000, 32, seed=42)).cuda()
+    x[4500] = x[7]  # a duplicate: its twin must still be found, itself not
+    ref = hdlfast.knn(x, 12)
+    monkeypatch.setattr(knn_cuda, "_first_block", lambda *args: 3)
+    got = hdlfast.knn(x, 12)
+    assert torch.equal(got[1], ref[1]) and torch.equal(got[0], ref[0])
+    assert_knn(*got, to_numpy(x), to_numpy(x), 12, True)
+
+
 def test_gpu_path_choice_is_checked(monkeypatch):
     from hdlfast.knn import cuda as knn_cuda
 

@@ -669,7 +669,12 @@ int64_t propagate_levels(const int64_t* idx, const float* sims, int64_t n, int64
   void* temp = at<void>(workspace, L.temp);
   const size_t meta_bytes = size_t(k + 2) * sizeof(uint32_t);
   std::vector<uint32_t> host(size_t(k + 2));
-  const unsigned hist_grid = grid_for(n, kThreads);
+  // The frontier's size is only known on the device, so the histogram is a grid-stride loop
+  // over a grid sized to the GPU (a few CTAs per SM), not to all n points.
+  int device = 0, sms = 0;
+  HDLFAST_CUDA_CHECK(cudaGetDevice(&device));
+  HDLFAST_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const unsigned hist_grid = std::min(grid_for(n, kThreads), unsigned(4 * std::max(sms, 1)));
 
   // Pushes support from `members` (nullptr: every labeled point) and reads the next frontier's
   // size and support histogram back to the host.

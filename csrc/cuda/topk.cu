@@ -4,9 +4,11 @@
 // database in tiles of kBD rows. Each tile of dot products is computed on chip (tensor cores via
 // WMMA for fp16/bf16 and for fp32 with TF32 allowed; plain fp32 FMA otherwise), scaled by the
 // inverse norms, and merged into a sorted top-k list per query row kept in shared memory.
+// With few query rows the database is split among several CTAs per query tile and their
+// lists are merged by a second kernel, so a single query still fills the GPU.
 //
 // Large k: (a) the nq x nd similarity block is written to the workspace with the same tile code
-// (so both paths produce bit-identical similarities), (b) an exact per-row radix select finds
+// (so both paths produce bit-identical similarities; tiles in L2-sized query groups), (b) an exact per-row radix select finds
 // the k-th largest key, (c) the row is compacted in index order, (d) rows are sorted with CUB's
 // segmented radix sort on a 64-bit composite key (similarity key, inverted index).
 //
@@ -358,9 +360,16 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     knn_small_kernel(const T* __restrict__ q, int64_t nq, const T* __restrict__ db, int64_t nd,
                      int d, const float* __restrict__ q_inv, const float* __restrict__ db_inv,
                      int k, int64_t q_offset, bool exclude_self, bool vec_ok,
-                     float* __restrict__ out_sims, int64_t* __restrict__ out_idx) {
+                     int64_t split_rows, float* __restrict__ out_sims,
+                     int64_t* __restrict__ out_idx) {
   extern __shared__ __align__(128) unsigned char smem[];
   constexpr size_t kRegion0 = region0_bytes(sizeof(T), MODE, BQ);
+  // Database split blockIdx.y: rows [d_begin, d_end), its list written to slab blockIdx.y of
+  // the outputs (one split: the outputs themselves).
+  const int64_t d_begin = int64_t(blockIdx.y) * split_rows;
+  const int64_t d_end = d_begin + split_rows < nd ? d_begin + split_rows : nd;
+  out_sims += int64_t(blockIdx.y) * nq * k;
+  out_idx += int64_t(blockIdx.y) * nq * k;
   const float* S = reinterpret_cast<const float*>(smem);
   float* list_s = reinterpret_cast<float*>(smem + kRegion0);
   int* list_i = reinterpret_cast<int*>(smem + kRegion0 + list_bytes(BQ, k));
@@ -376,8 +385,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   }
   __syncthreads();
 
-  for (int64_t d0 = 0; d0 < nd; d0 += kBD) {
-    dot_tile<T, MODE, BQ>(q, q0, nq, db, d0, nd, d, vec_ok, smem);
+  for (int64_t d0 = d_begin; d0 < d_end; d0 += kBD) {
+    dot_tile<T, MODE, BQ>(q, q0, nq, db, d0, d_end, d, vec_ok, smem);
 
     // Row r of the tile is merged by warp r % kWarps (the same warp for every tile).
     for (int r = warp; r < BQ; r += kWarps) {
@@ -391,7 +400,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
       for (int h = 0; h < kBD / 32; ++h) {
         const int c = h * 32 + lane;
         const int64_t j = d0 + c;
-        const bool valid = j < nd && j != self;
+        const bool valid = j < d_end && j != self;
         const float s = valid ? scale_sim(S[r * kLDS + c], qs, db_inv[j]) : 0.0f;
         const int ji = static_cast<int>(j);
         unsigned cand = __ballot_sync(kFull, valid && better(s, ji, ls[k - 1], li[k - 1]));
@@ -422,20 +431,80 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   }
 }
 
+// Few query rows: the database is split among gridDim.y CTAs per query tile (so the GPU is
+// full), each split writes its sorted list to a slab of parts (splits, nq, k), and this kernel
+// merges the slabs. One warp per query row; lane l < splits holds the head of list l, and each
+// step moves the best head (the same total order) to the output. Index -1 marks an empty slot
+// (fewer rows than k in a split); it ranks after every real entry.
+__global__ void __launch_bounds__(kThreads)
+    merge_splits_kernel(const float* __restrict__ part_sims, const int64_t* __restrict__ part_idx,
+                        int64_t nq, int k, int splits, float* __restrict__ out_sims,
+                        int64_t* __restrict__ out_idx) {
+  const int lane = threadIdx.x & 31;
+  const int64_t qi = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  if (qi >= nq) return;  // warp-uniform
+  const int64_t base = int64_t(lane) * nq * k + qi * k;
+  int pos = 0;  // entries of this lane's list already taken
+  float hs = -INFINITY;
+  int hi = INT_MAX;
+  auto load_head = [&]() {
+    hs = -INFINITY;
+    hi = INT_MAX;
+    if (lane < splits && pos < k) {
+      const int64_t id = part_idx[base + pos];
+      if (id >= 0) {
+        hs = part_sims[base + pos];
+        hi = int(id);
+      }
+    }
+  };
+  load_head();
+  for (int e = 0; e < k; ++e) {
+    float bs = hs;
+    int bi = hi;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float os = __shfl_xor_sync(kFull, bs, o);
+      const int oi = __shfl_xor_sync(kFull, bi, o);
+      if (better(os, oi, bs, bi)) {
+        bs = os;
+        bi = oi;
+      }
+    }
+    // Every lane now holds the best head; real indices are distinct across lists, so exactly
+    // one lane owns it (none when all lists are exhausted: bi == INT_MAX).
+    if (lane == 0) {
+      out_sims[qi * k + e] = bs;
+      out_idx[qi * k + e] = bi == INT_MAX ? int64_t(-1) : int64_t(bi);
+    }
+    if (bi != INT_MAX && hi == bi) {
+      ++pos;
+      load_head();
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Large-k path
 // ---------------------------------------------------------------------------------------------
 
-// (a) out[i * nd + j] = sim(i, j) for one 64 x 64 tile per CTA (1-D grid, db tiles fastest).
+// (a) out[i * nd + j] = sim(i, j) for one 64 x 64 tile per CTA. 1-D grid in groups of
+// `group` query tiles: within a group the query tiles vary fastest, so the CTAs running at
+// one time share a few database tiles and the group's query rows (sized to stay in L2), and
+// the database is read from memory once per group rather than once per query tile.
 template <typename T, int MODE>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
     sim_block_kernel(const T* __restrict__ q, int64_t nq, const T* __restrict__ db, int64_t nd,
                      int d, const float* __restrict__ q_inv, const float* __restrict__ db_inv,
-                     int64_t q_offset, bool exclude_self, bool vec_ok, int64_t n_dtiles,
-                     float* __restrict__ out) {
+                     int64_t q_offset, bool exclude_self, bool vec_ok, int64_t n_qtiles,
+                     int64_t n_dtiles, int64_t group, float* __restrict__ out) {
   extern __shared__ __align__(128) unsigned char smem[];
-  const int64_t tq = int64_t(blockIdx.x) / n_dtiles;
-  const int64_t td = int64_t(blockIdx.x) % n_dtiles;
+  const int64_t b = blockIdx.x;
+  const int64_t g0 = b / (group * n_dtiles) * group;   // first query tile of this group
+  const int64_t gsize = min(group, n_qtiles - g0);    // the last group may be smaller
+  const int64_t within = b - g0 * n_dtiles;
+  const int64_t tq = g0 + within % gsize;
+  const int64_t td = within / gsize;
   const int64_t q0 = tq * kBQLarge;
   const int64_t d0 = td * kBD;
   dot_tile<T, MODE, kBQLarge>(q, q0, nq, db, d0, nd, d, vec_ok, smem);
@@ -636,21 +705,65 @@ struct KnnArgs {
   int64_t* out_idx;
 };
 
+// Database splits of the small-k kernel. Few query tiles would leave most SMs idle (one query
+// row: one CTA streaming the whole database), so the database is split in kBD-aligned ranges
+// of at least kMinSplitRows rows until about kCtasPerSm CTAs per SM run; the splits' lists are
+// merged by merge_splits_kernel. The plan depends only on the sizes and the device (not on the
+// dtype or TF32), so knn_workspace_bytes and knn agree on it.
+constexpr int kMaxSplits = 32;           // one merge lane per split
+constexpr int64_t kMinSplitRows = 4096;  // 64 tiles: amortises a split's list init and output
+constexpr int kCtasPerSm = 2;
+
+struct SmallSplit {
+  int splits = 1;
+  int64_t split_rows = 0;
+};
+
+SmallSplit small_split(int64_t nq, int64_t nd, int sms) {
+  SmallSplit p;
+  p.split_rows = nd;
+  const int64_t q_tiles = ceil_div(nq, 16);  // the smallest query tile: the most CTAs
+  const int64_t target = int64_t(kCtasPerSm) * sms;
+  const int64_t by_rows = std::max<int64_t>(nd / kMinSplitRows, 1);
+  const int64_t want = std::min<int64_t>({target / q_tiles, by_rows, kMaxSplits});
+  if (want <= 1) return p;
+  p.split_rows = int64_t(round_up(size_t(ceil_div(nd, want)), kBD));
+  p.splits = int(ceil_div(nd, p.split_rows));
+  return p;
+}
+
+// Partial lists of a split call: float[splits * nq * k] then int64[splits * nq * k]. Bounded
+// for every nq (splits > 1 only while splits * ceil(nq / 16) <= kCtasPerSm * sms), so one
+// workspace serves every block of queries of a call, the smaller last block included.
+size_t small_parts_bytes(int64_t nq, int64_t k, const SmallSplit& p) {
+  if (p.splits == 1) return 0;
+  return round_up(size_t(p.splits) * size_t(nq) * size_t(k) * sizeof(float), 256) +
+         size_t(p.splits) * size_t(nq) * size_t(k) * sizeof(int64_t);
+}
+size_t small_workspace_bound(int64_t nd, int64_t k, int sms) {
+  if (nd / kMinSplitRows < 2) return 0;  // never split
+  const int64_t rows = int64_t(kCtasPerSm) * sms * 16;  // >= splits * nq whenever splits > 1
+  return round_up(size_t(rows) * size_t(k) * sizeof(float), 256) +
+         size_t(rows) * size_t(k) * sizeof(int64_t);
+}
+
 template <typename T, int MODE, int BQ>
-void launch_small_bq(const KnnArgs& a, cudaStream_t stream) {
+void launch_small_bq(const KnnArgs& a, const SmallSplit& p, float* sims, int64_t* idx,
+                     cudaStream_t stream) {
   const size_t smem = small_smem_bytes(sizeof(T), MODE, BQ, a.k);
   auto kernel = knn_small_kernel<T, MODE, BQ>;
   reserve_dynamic_smem(kernel, smem);
   const int64_t grid = ceil_div(a.nq, BQ);
   require(grid <= INT_MAX, "too many query rows for one call");
-  kernel<<<unsigned(grid), kThreads, smem, stream>>>(
+  kernel<<<dim3(unsigned(grid), unsigned(p.splits)), kThreads, smem, stream>>>(
       static_cast<const T*>(a.q), a.nq, static_cast<const T*>(a.db), a.nd, a.d, a.q_inv,
-      a.db_inv, a.k, a.q_offset, a.exclude_self, a.vec_ok, a.out_sims, a.out_idx);
+      a.db_inv, a.k, a.q_offset, a.exclude_self, a.vec_ok, p.split_rows, sims, idx);
   HDLFAST_CUDA_CHECK_LAUNCH("knn_small_kernel");
 }
 
 template <typename T, int MODE>
-void launch_small(const KnnArgs& a, cudaStream_t stream) {
+void launch_small(const KnnArgs& a, void* workspace, size_t workspace_bytes,
+                  cudaStream_t stream) {
   const int max_smem = device_attr(cudaDevAttrMaxSharedMemoryPerBlockOptin);
   const int sms = device_attr(cudaDevAttrMultiProcessorCount);
   int bq = 0;
@@ -661,12 +774,33 @@ void launch_small(const KnnArgs& a, cudaStream_t stream) {
     }
   }
   require(bq != 0, "k = " + std::to_string(a.k) + " does not fit in shared memory");
-  // Few query rows: smaller CTAs (less shared memory, so they fit too) to fill the GPU.
-  while (bq > 16 && ceil_div(a.nq, bq) < sms) bq /= 2;
+  const SmallSplit p = small_split(a.nq, a.nd, sms);
+  // Few query rows: smaller CTAs (less shared memory, so they fit too) to fill the GPU; with
+  // database splits, the smallest.
+  while (bq > 16 && (p.splits > 1 || ceil_div(a.nq, bq) < sms)) bq /= 2;
+  float* sims = a.out_sims;
+  int64_t* idx = a.out_idx;
+  if (p.splits > 1) {
+    const size_t need = small_parts_bytes(a.nq, a.k, p);
+    require(workspace != nullptr && workspace_bytes >= need,
+            "workspace too small for the database splits: need " + std::to_string(need) +
+                " bytes, got " + std::to_string(workspace_bytes));
+    require(reinterpret_cast<uintptr_t>(workspace) % 16 == 0,
+            "workspace must be 16-byte aligned");
+    sims = static_cast<float*>(workspace);
+    idx = reinterpret_cast<int64_t*>(
+        static_cast<char*>(workspace) +
+        round_up(size_t(p.splits) * size_t(a.nq) * size_t(a.k) * sizeof(float), 256));
+  }
   switch (bq) {
-    case 64: launch_small_bq<T, MODE, 64>(a, stream); break;
-    case 32: launch_small_bq<T, MODE, 32>(a, stream); break;
-    default: launch_small_bq<T, MODE, 16>(a, stream); break;
+    case 64: launch_small_bq<T, MODE, 64>(a, p, sims, idx, stream); break;
+    case 32: launch_small_bq<T, MODE, 32>(a, p, sims, idx, stream); break;
+    default: launch_small_bq<T, MODE, 16>(a, p, sims, idx, stream); break;
+  }
+  if (p.splits > 1) {
+    merge_splits_kernel<<<unsigned(ceil_div(a.nq, kWarps)), kThreads, 0, stream>>>(
+        sims, idx, a.nq, a.k, p.splits, a.out_sims, a.out_idx);
+    HDLFAST_CUDA_CHECK_LAUNCH("merge_splits_kernel");
   }
 }
 
@@ -768,9 +902,13 @@ void launch_large(const KnnArgs& a, void* workspace, size_t workspace_bytes,
   const size_t smem = region0_bytes(sizeof(T), MODE, kBQLarge);
   auto sim_kernel = sim_block_kernel<T, MODE>;
   reserve_dynamic_smem(sim_kernel, smem);
+  // Query tiles per group: the group's query rows take at most a quarter of L2.
+  const int64_t tile_bytes = int64_t(kBQLarge) * a.d * int64_t(sizeof(T));
+  const int64_t l2 = device_attr(cudaDevAttrL2CacheSize);
+  const int64_t group = std::min(n_qtiles, std::max<int64_t>(l2 / 4 / tile_bytes, 1));
   sim_kernel<<<unsigned(n_qtiles * n_dtiles), kThreads, smem, stream>>>(
       static_cast<const T*>(a.q), a.nq, static_cast<const T*>(a.db), a.nd, a.d, a.q_inv,
-      a.db_inv, a.q_offset, a.exclude_self, a.vec_ok, n_dtiles, sims);
+      a.db_inv, a.q_offset, a.exclude_self, a.vec_ok, n_qtiles, n_dtiles, group, sims);
   HDLFAST_CUDA_CHECK_LAUNCH("sim_block_kernel");
 
   select_sorted(sims, a.nq, a.nd, a.k, L, ws, a.out_sims, a.out_idx, stream);
@@ -832,7 +970,9 @@ size_t knn_workspace_bytes(int64_t nq, int64_t nd, int64_t d, int64_t k, int dty
   require(nq >= 1 && nd >= 1 && d >= 1 && k >= 1 && k <= nd,
           "knn_workspace_bytes: need nq, nd, d >= 1 and 1 <= k <= nd");
   require(nd <= kMaxRows, "knn_workspace_bytes: nd too large");
-  if (k <= kSmallKMax) return 0;
+  if (k <= kSmallKMax) {
+    return small_workspace_bound(nd, k, device_attr(cudaDevAttrMultiProcessorCount));
+  }
   return large_layout(nq, nd, k).total;
 }
 
@@ -871,12 +1011,14 @@ void knn(const void* q, int64_t nq, const void* db, int64_t nd, int64_t d, int d
     switch (dtype) {
       case kFloat32:
         if (allow_tf32)
-          launch_small<float, kTf32>(a, stream);
+          launch_small<float, kTf32>(a, workspace, workspace_bytes, stream);
         else
-          launch_small<float, kSimt>(a, stream);
+          launch_small<float, kSimt>(a, workspace, workspace_bytes, stream);
         break;
-      case kFloat16: launch_small<__half, kMma16>(a, stream); break;
-      default: launch_small<__nv_bfloat16, kMma16>(a, stream); break;
+      case kFloat16: launch_small<__half, kMma16>(a, workspace, workspace_bytes, stream); break;
+      default:
+        launch_small<__nv_bfloat16, kMma16>(a, workspace, workspace_bytes, stream);
+        break;
     }
   } else {
     switch (dtype) {

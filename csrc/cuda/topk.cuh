@@ -30,12 +30,14 @@ const char* device_error() noexcept;
 void row_inv_norms(const void* x, int64_t n, int64_t d, int dtype, float* out_inv,
                    int32_t* out_bad, cudaStream_t stream);
 
-// Largest k served by the fused small-k kernel (no workspace needed).
+// Largest k served by the fused small-k kernel.
 int knn_small_k_max() noexcept;
 
-// Device scratch bytes needed by one knn() call with these sizes; 0 when k <= knn_small_k_max().
-// Otherwise about 4*nq*nd + 8*nq*k (+ max(0, 8*nq*k - 4*nq*nd)) + 4*nq + CUB temp storage.
-// Queries the current device (CUB), so it needs a working CUDA device when k is large.
+// Device scratch bytes needed by one knn() call with these sizes, and by every call with fewer
+// query rows (so one workspace serves a call's smaller last block). k <= knn_small_k_max():
+// the partial lists of the database splits used when few query rows would leave SMs idle,
+// 12 * k * (32 * SMs) bytes at most, 0 when nd < 8192. Larger k: about 4*nq*nd + 8*nq*k
+// (+ max(0, 8*nq*k - 4*nq*nd)) + 4*nq + CUB temp storage. Queries the current device.
 size_t knn_workspace_bytes(int64_t nq, int64_t nd, int64_t d, int64_t k, int dtype);
 
 // For every query row i (0 <= i < nq) the k database rows j with the largest

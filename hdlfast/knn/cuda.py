@@ -155,10 +155,16 @@ def _tiles(cuda, q, db, q_inv, db_inv, k, exclude_self, allow_tf32, budget, sims
 
 
 def _first_block(cuda, nq, nd, d, k, dtype, budget) -> int:
-    """Largest block nq // 2**i whose workspace fits the budget (1 if none does)."""
+    """Largest block nq // 2**i whose workspace fits the budget (1 if none does). Halving stops
+    where it no longer shrinks the workspace (small k: a fixed buffer for the database splits
+    of few-query calls, a few MB)."""
     block = nq
-    while block > 1 and cuda.knn_workspace_bytes(block, nd, d, k, dtype) > budget:
-        block //= 2
+    need = cuda.knn_workspace_bytes(block, nd, d, k, dtype)
+    while block > 1 and need > budget:
+        smaller = cuda.knn_workspace_bytes(block // 2, nd, d, k, dtype)
+        if smaller >= need:
+            break
+        block, need = block // 2, smaller
     return max(block, 1)
 
 
