@@ -88,7 +88,7 @@ def kmeans(X: ArrayLike, n_clusters: int, *, spherical: bool = True, n_iters: in
     updates = 0
     while True:
         db, scale = _search_rows(centroids, spherical)
-        changed = state.assign(db)
+        changed = state.assign(db, centroids, scale)
         converged = tol is not None and updates > 0 and changed <= tol * n
         if converged or updates == n_iters:
             break
@@ -142,17 +142,26 @@ def _initial_centroids(init, n_clusters: int, d: int, spherical: bool) -> np.nda
 
 
 def _kmeans_pp(p: np.ndarray, n_clusters: int, rng, spherical: bool) -> np.ndarray:
-    """Greedy k-means++ (Arthur and Vassilvitskii; local trials as in scikit-learn)."""
+    """Greedy k-means++ (Arthur and Vassilvitskii; local trials as in scikit-learn). The
+    candidates' products are float32 (the search's precision; half the memory traffic of
+    float64), the distances and their sums float64; a chosen row's own distance is set to 0,
+    as exact arithmetic gives, so it is never drawn again."""
     s = p.shape[0]
     trials = 2 + int(math.log(n_clusters))
     pp = np.full(s, 1.0) if spherical else np.einsum("ij,ij->i", p, p)
+    p32 = p.astype(np.float32)
 
     def sq_dists(cand):
         """(s, len(cand)) squared distances of the sample rows to the rows ``cand``."""
-        return np.maximum(pp[:, None] + pp[None, cand] - 2.0 * (p @ p[cand].T), 0.0)
+        dist = (p32 @ p32[cand].T).astype(np.float64)
+        dist *= -2.0
+        dist += pp[:, None]
+        dist += pp[cand]
+        return np.maximum(dist, 0.0, out=dist)
 
     chosen = [int(rng.integers(s))]
     d2 = sq_dists(chosen)[:, 0]
+    d2[chosen[0]] = 0.0
     for _ in range(1, n_clusters):
         pot = d2.sum()
         if pot > 0:
@@ -160,10 +169,11 @@ def _kmeans_pp(p: np.ndarray, n_clusters: int, rng, spherical: bool) -> np.ndarr
             cand = np.minimum(cand, s - 1)
         else:  # every row coincides with a centre already chosen
             cand = rng.integers(s, size=trials)
-        new = np.minimum(d2[:, None], sq_dists(cand))
+        new = np.minimum(sq_dists(cand), d2[:, None])
         best = int(np.argmin(new.sum(axis=0)))
         chosen.append(int(cand[best]))
         d2 = new[:, best]
+        d2[chosen[-1]] = 0.0
     return p[chosen].copy()
 
 
