@@ -88,59 +88,6 @@ def test_backends_agree_bit_for_bit(spherical):
     np.testing.assert_array_equal(again.labels, runs[0].labels)
 
 
-@pytest.mark.parametrize("spherical", [True, False])
-@pytest.mark.parametrize("case", ["overlapping", "empty-cluster", "one-cluster"])
-def test_bounds_skip_only_rows_whose_label_cannot_change(spherical, case, monkeypatch):
-    """The Hamerly bounds of the host state prune the search, never the answer: every
-    iteration's labels, the centroids and n_iter equal those of a full search of every row
-    (bounds forgotten before each assignment), bit for bit, on overlapping clusters (many
-    rows near a boundary), with a cluster emptied and re-seeded, and with one cluster."""
-    from hdlfast.kmeans import host
-
-    if case == "overlapping":
-        x, _ = blobs(n=3000, d=12, n_classes=8, spread=1.5, seed=7)
-        args = dict(n_clusters=20, n_iters=25, tol=None)
-    elif case == "empty-cluster":
-        x = np.repeat(blobs(n=40, d=5, n_classes=3, seed=8)[0], 10, axis=0)  # 40 distinct rows
-        args = dict(n_clusters=12, n_iters=10, tol=None, init="random")
-    else:
-        x, _ = blobs(n=500, d=6, n_classes=2, seed=9)
-        args = dict(n_clusters=1, n_iters=5, tol=None)
-    seen = {}
-    real = host.KMeansState.assign
-
-    def recording(tag):
-        def assign(self, db, centroids, scale):
-            if tag == "full":
-                self._upper = None  # forget the bounds: every row searched
-            changed = real(self, db, centroids, scale)
-            seen.setdefault(tag, []).append(self.labels.copy())
-            return changed
-        return assign
-
-    searched = {}
-    real_topk = host.topk
-
-    def counting(kernels, q, *rest):
-        searched[tag] = searched.get(tag, 0) + q.shape[0]
-        return real_topk(kernels, q, *rest)
-
-    monkeypatch.setattr(host, "topk", counting)
-    results = {}
-    for tag in ("pruned", "full"):
-        monkeypatch.setattr(host.KMeansState, "assign", recording(tag))
-        results[tag] = kmeans(x, spherical=spherical, seed=3, backend=CPU, **args)
-    if case == "overlapping":
-        assert searched["pruned"] < 0.8 * searched["full"], "the bounds pruned nothing"
-    assert len(seen["pruned"]) == len(seen["full"])
-    for a, b in zip(seen["pruned"], seen["full"]):
-        np.testing.assert_array_equal(a, b)
-    p, f = results["pruned"], results["full"]
-    np.testing.assert_array_equal(p.centroids, f.centroids)
-    assert p.n_iter == f.n_iter
-    np.testing.assert_allclose(p.inertia, f.inertia, rtol=1e-6)
-
-
 def test_kmeans_pp_finds_separated_clusters():
     x, y = blobs(n=500, d=32, n_classes=5, spread=0.05, seed=5)
     for seed in range(3):

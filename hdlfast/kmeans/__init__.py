@@ -88,7 +88,7 @@ def kmeans(X: ArrayLike, n_clusters: int, *, spherical: bool = True, n_iters: in
     updates = 0
     while True:
         db, scale = _search_rows(centroids, spherical)
-        changed = state.assign(db, centroids, scale)
+        changed = state.assign(db)
         converged = tol is not None and updates > 0 and changed <= tol * n
         if converged or updates == n_iters:
             break

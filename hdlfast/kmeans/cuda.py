@@ -40,10 +40,7 @@ class KMeansState:
             out /= np.linalg.norm(out, axis=1, keepdims=True)
         return out
 
-    def assign(self, db: np.ndarray, centroids: np.ndarray, scale: float) -> int:
-        """Labels by a full top-1 search (no bounds: the search is cheap next to the transfer
-        the bounds would need); returns how many changed."""
-        del centroids, scale
+    def assign(self, db: np.ndarray) -> int:
         db = np.asarray(db, np.float32)
         if not self._spherical and self._pad:
             db = np.pad(db, ((0, 0), (0, self._pad)))
