@@ -45,6 +45,14 @@ namespace cuda {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// An attribute of the current device (SM count, L2 size, shared-memory limit).
+inline int device_attr(cudaDeviceAttr attr) {
+  int device = 0, v = 0;
+  HDLFAST_CUDA_CHECK(cudaGetDevice(&device));
+  HDLFAST_CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, device));
+  return v;
+}
+
 // Let `kernel` launch with `bytes` of dynamic shared memory on the current device. The limit
 // is a per-function, per-device attribute that another host thread may be launching under, so
 // it is only ever raised (under a lock), never set lower: a concurrent launch that needs less

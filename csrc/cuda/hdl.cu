@@ -671,9 +671,7 @@ int64_t propagate_levels(const int64_t* idx, const float* sims, int64_t n, int64
   std::vector<uint32_t> host(size_t(k + 2));
   // The frontier's size is only known on the device, so the histogram is a grid-stride loop
   // over a grid sized to the GPU (a few CTAs per SM), not to all n points.
-  int device = 0, sms = 0;
-  HDLFAST_CUDA_CHECK(cudaGetDevice(&device));
-  HDLFAST_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int sms = device_attr(cudaDevAttrMultiProcessorCount);
   const unsigned hist_grid = std::min(grid_for(n, kThreads), unsigned(4 * std::max(sms, 1)));
 
   // Pushes support from `members` (nullptr: every labeled point) and reads the next frontier's

@@ -8,9 +8,10 @@
 // lists are merged by a second kernel, so a single query still fills the GPU.
 //
 // Large k: (a) the nq x nd similarity block is written to the workspace with the same tile code
-// (so both paths produce bit-identical similarities; tiles in L2-sized query groups), (b) an exact per-row radix select finds
-// the k-th largest key, (c) the row is compacted in index order, (d) rows are sorted with CUB's
-// segmented radix sort on a 64-bit composite key (similarity key, inverted index).
+// (so both paths produce bit-identical similarities), in L2-sized groups of query tiles, (b) an
+// exact per-row radix select finds the k-th largest key, (c) the row is compacted in index
+// order, (d) rows are sorted with CUB's segmented radix sort on a 64-bit composite key
+// (similarity key, inverted index).
 //
 // Order everywhere: similarity descending, then database index ascending. Similarities are
 // canonicalised first (NaN -> -inf, -0 -> +0), so comparing floats and comparing the
@@ -673,13 +674,6 @@ __global__ void __launch_bounds__(kThreads)
 // Host helpers
 // ---------------------------------------------------------------------------------------------
 
-int device_attr(cudaDeviceAttr attr) {
-  int dev = 0, v = 0;
-  HDLFAST_CUDA_CHECK(cudaGetDevice(&dev));
-  HDLFAST_CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, dev));
-  return v;
-}
-
 int elem_size(int dtype) {
   switch (dtype) {
     case kFloat32: return 4;
@@ -732,19 +726,20 @@ SmallSplit small_split(int64_t nq, int64_t nd, int sms) {
   return p;
 }
 
-// Partial lists of a split call: float[splits * nq * k] then int64[splits * nq * k]. Bounded
-// for every nq (splits > 1 only while splits * ceil(nq / 16) <= kCtasPerSm * sms), so one
-// workspace serves every block of queries of a call, the smaller last block included.
-size_t small_parts_bytes(int64_t nq, int64_t k, const SmallSplit& p) {
-  if (p.splits == 1) return 0;
-  return round_up(size_t(p.splits) * size_t(nq) * size_t(k) * sizeof(float), 256) +
-         size_t(p.splits) * size_t(nq) * size_t(k) * sizeof(int64_t);
+// Partial lists of `lists` (= splits * nq) rows of k: float[lists * k] from byte 0, then
+// int64[lists * k] from byte parts_idx_offset.
+size_t parts_idx_offset(int64_t lists, int64_t k) {
+  return round_up(size_t(lists) * size_t(k) * sizeof(float), 256);
 }
+size_t parts_bytes(int64_t lists, int64_t k) {
+  return parts_idx_offset(lists, k) + size_t(lists) * size_t(k) * sizeof(int64_t);
+}
+// Workspace of the small-k path for every nq: splits > 1 only while splits * ceil(nq / 16) <=
+// kCtasPerSm * sms, so splits * nq <= 16 * kCtasPerSm * sms and one workspace serves every
+// block of queries of a call, the smaller last block included.
 size_t small_workspace_bound(int64_t nd, int64_t k, int sms) {
   if (nd / kMinSplitRows < 2) return 0;  // never split
-  const int64_t rows = int64_t(kCtasPerSm) * sms * 16;  // >= splits * nq whenever splits > 1
-  return round_up(size_t(rows) * size_t(k) * sizeof(float), 256) +
-         size_t(rows) * size_t(k) * sizeof(int64_t);
+  return parts_bytes(int64_t(kCtasPerSm) * sms * 16, k);
 }
 
 template <typename T, int MODE, int BQ>
@@ -781,16 +776,16 @@ void launch_small(const KnnArgs& a, void* workspace, size_t workspace_bytes,
   float* sims = a.out_sims;
   int64_t* idx = a.out_idx;
   if (p.splits > 1) {
-    const size_t need = small_parts_bytes(a.nq, a.k, p);
+    const int64_t lists = int64_t(p.splits) * a.nq;
+    const size_t need = parts_bytes(lists, a.k);
     require(workspace != nullptr && workspace_bytes >= need,
             "workspace too small for the database splits: need " + std::to_string(need) +
                 " bytes, got " + std::to_string(workspace_bytes));
     require(reinterpret_cast<uintptr_t>(workspace) % 16 == 0,
             "workspace must be 16-byte aligned");
     sims = static_cast<float*>(workspace);
-    idx = reinterpret_cast<int64_t*>(
-        static_cast<char*>(workspace) +
-        round_up(size_t(p.splits) * size_t(a.nq) * size_t(a.k) * sizeof(float), 256));
+    idx = reinterpret_cast<int64_t*>(static_cast<char*>(workspace) +
+                                     parts_idx_offset(lists, a.k));
   }
   switch (bq) {
     case 64: launch_small_bq<T, MODE, 64>(a, p, sims, idx, stream); break;
