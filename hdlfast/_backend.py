@@ -129,7 +129,7 @@ def _cpu_backend(name: str) -> Backend:
 
     kern = _cpu_kernels(name)
     return Backend(
-        name=name, on_gpu=False, knn=HostKNN(kern["knn"]), labeling=kern["labeling"],
+        name=name, on_gpu=False, knn=HostKNN(kern["knn"], name), labeling=kern["labeling"],
         sinkhorn_state=functools.partial(SinkhornState, kern["sinkhorn"]),
         sinkhorn_powers=True,
         kmeans_state=lambda x, spherical, memory_budget, allow_tf32: KMeansState(

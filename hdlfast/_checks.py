@@ -88,12 +88,14 @@ def same_width(a_info, b_info, a_name: str, b_name: str):
         )
 
 
-def positive_int(value, name: str) -> int:
+def positive_int(value, name: str, zero: bool = False) -> int:
+    """An integer >= 1 (>= 0 with ``zero``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     value = int(value)
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
+    low = 0 if zero else 1
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
     return value
 
 

@@ -49,21 +49,27 @@ inline bool offer(float* hs, int64_t* hi, int64_t k, float s, int64_t i) {
   return true;
 }
 
+// Candidate j of a tile row is database index ids[j], or col0 + j when ids is null (a
+// contiguous tile); only the few survivors of the threshold test look their index up.
 HDLFAST_CLONES
-void merge_row(const float* t, int64_t cols, int64_t col0, int64_t skip, float* hs, int64_t* hi,
-               int64_t k) {
+void merge_row(const float* t, int64_t cols, int64_t col0, const int64_t* ids, int64_t skip,
+               float* hs, int64_t* hi, int64_t k) {
   float thr = hs[0];
+  auto take = [&](int64_t j) {
+    const int64_t i = ids ? ids[j] : col0 + j;
+    if (i != skip && offer(hs, hi, k, t[j], i)) thr = hs[0];
+  };
   int64_t c = 0;
   for (; c + kChunk <= cols; c += kChunk) {
     bool any = false;
     for (int64_t j = 0; j < kChunk; ++j) any |= t[c + j] >= thr;
     if (!any) continue;
     for (int64_t j = c; j < c + kChunk; ++j) {
-      if (t[j] >= thr && col0 + j != skip && offer(hs, hi, k, t[j], col0 + j)) thr = hs[0];
+      if (t[j] >= thr) take(j);
     }
   }
   for (; c < cols; ++c) {
-    if (t[c] >= thr && col0 + c != skip && offer(hs, hi, k, t[c], col0 + c)) thr = hs[0];
+    if (t[c] >= thr) take(c);
   }
 }
 
@@ -210,7 +216,17 @@ void merge_rows(const float* tile, int64_t rows, int64_t cols, int64_t ld, int64
       merge_row_top1(tile + r * ld, cols, col0, heap_s + row, heap_i + row);
       continue;
     }
-    merge_row(tile + r * ld, cols, col0, skip, heap_s + row * k, heap_i + row * k, k);
+    merge_row(tile + r * ld, cols, col0, nullptr, skip, heap_s + row * k, heap_i + row * k, k);
+  }
+}
+
+void merge_listed(const float* tile, int64_t rows, int64_t cols, int64_t ld,
+                  const int64_t* row_ids, const int64_t* col_ids, float* heap_s, int64_t* heap_i,
+                  int64_t k, bool exclude_self) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t row = row_ids[r];
+    merge_row(tile + r * ld, cols, 0, col_ids, exclude_self ? row : -1, heap_s + row * k,
+              heap_i + row * k, k);
   }
 }
 

@@ -31,7 +31,7 @@ def native_kernels(mod):
     """The merge kernels of the compiled module ``mod`` (same names and arguments as
     ``numba_kernels``)."""
     return SimpleNamespace(merge_rows=mod.merge_rows, merge_cols=mod.merge_cols,
-                           finalize=mod.finalize, reservoir_merge=mod.reservoir_merge,
+                           merge_listed=mod.merge_listed, finalize=mod.finalize, reservoir_merge=mod.reservoir_merge,
                            reservoir_finish=mod.reservoir_finish)
 
 
@@ -318,18 +318,35 @@ class HostKNN:
     merged by ``kernels`` (native or numba), exact copies tied as the tie rule says; results
     in the caller's array kind."""
 
-    def __init__(self, kernels):
-        self.kernels = kernels
+    def __init__(self, kernels, backend: str):
+        self.kernels, self.backend = kernels, backend
 
     def __call__(self, q, db, k, *, exclude_self, allow_tf32, memory_budget, q_name, db_name):
         del allow_tf32  # fp32 BLAS on the CPU
+        sims, idx, _ = self._search(q, db, q_name, db_name, exclude_self, lambda qn, dn: (
+            *topk(self.kernels, qn, dn, k, exclude_self, memory_budget), 1.0))
+        return sims, idx
+
+    def ivf(self, q, db, k, *, exclude_self, nprobe, seed, recall_sample, memory_budget,
+            q_name, db_name):
+        """(sims, idx, recall) of the inverted-file search of ``knn.ivf``."""
+        from .ivf import ivf_topk
+
+        budget = DEFAULT_BUDGET if memory_budget is None else int(memory_budget)
+        return self._search(q, db, q_name, db_name, exclude_self, lambda qn, dn: ivf_topk(
+            self.kernels, self.backend, qn, dn, k, exclude_self, nprobe, seed, budget,
+            recall_sample))
+
+    def _search(self, q, db, q_name, db_name, exclude_self, search):
+        """search(unit q, unit db or None) -> (sims, idx, recall), exact copies tied as the
+        tie rule says, the arrays in the caller's kind."""
         qn = normalize(q, q_name)
         dn = None if db is None else normalize(db, db_name)
-        sims, idx = topk(self.kernels, qn, dn, k, exclude_self, memory_budget)
+        sims, idx, recall = search(qn, dn)
         rep = duplicate_reps(qn if dn is None else dn)
         if rep is not None:
             tie_duplicates(sims, idx, rep, exclude_self)
-        return _arrays.from_host(sims, q), _arrays.from_host(idx, q)
+        return _arrays.from_host(sims, q), _arrays.from_host(idx, q), recall
 
     def pair(self, q, db, kq, kd, *, allow_tf32, memory_budget, floors=(None, None)):
         """(top-kq of q against db, top-kd of db against q) as numpy, from one pass of tile

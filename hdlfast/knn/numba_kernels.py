@@ -83,6 +83,27 @@ def merge_rows(tile, row0, col0, heap_s, heap_i, exclude_self):
 
 
 @nb.njit(cache=True, nogil=True)
+def merge_listed(tile, row_ids, col_ids, heap_s, heap_i, exclude_self):
+    """Merge tile[r, c] into the heap of row row_ids[r] (distinct) as candidate col_ids[c]."""
+    rows, cols = tile.shape
+    k = heap_s.shape[1]
+    for r in range(rows):
+        row = row_ids[r]
+        skip = row if exclude_self else -1
+        t, hs, hi = tile[r], heap_s[row], heap_i[row]
+        thr = hs[0]
+        for c in range(0, cols, _CHUNK):
+            e = min(c + _CHUNK, cols)
+            if not _any_at_least(t, c, e, thr):
+                continue
+            for j in range(c, e):
+                v = t[j]
+                if v >= thr and col_ids[j] != skip and _worse(hs[0], hi[0], v, col_ids[j]):
+                    _replace_root(hs, hi, k, v, col_ids[j])
+                    thr = hs[0]
+
+
+@nb.njit(cache=True, nogil=True)
 def merge_cols(tile, row0, col0, heap_s, heap_i):
     """Merge tile columns into the heaps of rows col0.. (candidates row0..)."""
     rows, cols = tile.shape

@@ -1,0 +1,202 @@
+"""hdlfast.knn(method="ivf" | "auto"): the inverted-file search against the float64 reference,
+its merge kernel against a NumPy model, recall estimates, determinism and bad input."""
+import importlib
+
+import numpy as np
+import pytest
+
+import conftest
+import hdlfast
+from hdlfast import _backend, _host
+from conftest import CPU_BACKENDS, assert_knn, reference_knn, to_kind, to_numpy
+
+ivf = importlib.import_module("hdlfast.knn.ivf")
+SENTINEL = np.iinfo(np.int64).max
+
+
+def _kernels(backend):
+    return _backend.select(backend, False).knn.kernels
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_merge_listed_matches_a_numpy_model(backend, exclude_self):
+    rng = np.random.default_rng(0)
+    n, k = 40, 5
+    heap_s = np.full((n, k), -np.inf, np.float32)
+    heap_i = np.full((n, k), SENTINEL, np.int64)
+    seen = [[] for _ in range(n)]
+    kern = _kernels(backend)
+    lists = rng.permutation(6 * 37).reshape(6, 37).astype(np.int64)  # disjoint, as in IVF
+    for cols in lists:
+        rows = rng.choice(n, 13, replace=False).astype(np.int64)
+        # coarse values: many exact ties, which the index rule must order
+        tile = rng.integers(0, 8, (13, 37)).astype(np.float32) / 8
+        kern.merge_listed(tile, rows, cols, heap_s, heap_i, exclude_self)
+        for r, row in enumerate(rows):
+            seen[row] += [(float(tile[r, c]), int(col)) for c, col in enumerate(cols)
+                          if not (exclude_self and col == row)]
+    kern.finalize(heap_s, heap_i)
+    for row in range(n):
+        best = sorted(seen[row], key=lambda p: (-p[0], p[1]))[:k]
+        best += [(-np.inf, SENTINEL)] * (k - len(best))
+        np.testing.assert_array_equal(heap_s[row], [s for s, _ in best])
+        np.testing.assert_array_equal(heap_i[row], [i for _, i in best])
+
+
+def test_merge_listed_rejects_rows_outside_the_heaps():
+    if "native" not in CPU_BACKENDS:
+        pytest.skip("native module not built")
+    kern = _kernels("native")
+    heap_s = np.full((4, 2), -np.inf, np.float32)
+    heap_i = np.full((4, 2), SENTINEL, np.int64)
+    with pytest.raises(ValueError, match="row_ids"):
+        kern.merge_listed(np.zeros((1, 3), np.float32), np.array([4]), np.arange(3),
+                          heap_s, heap_i, False)
+
+
+def clustered(n, d, seed):
+    return conftest.clustered(n, d, seed=seed, n_centres=12, spread=0.4)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("exclude_self", [True, False])
+def test_probing_every_list_is_the_exact_graph(backend, exclude_self):
+    x = clustered(2000, 24, seed=1)
+    nlist = ivf.n_lists(len(x))
+    g = hdlfast.knn(x, 10, method="ivf", nprobe=nlist, exclude_self=exclude_self,
+                    backend=backend)
+    assert g.method == "ivf" and g.recall == 1.0
+    assert_knn(g.sims, g.idx, x, x, 10, exclude_self=exclude_self)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_queries_against_a_database(backend):
+    q, db = clustered(700, 16, seed=2), clustered(3000, 16, seed=3)
+    g = hdlfast.knn(q, 7, database=db, method="ivf", nprobe=ivf.n_lists(3000),
+                    backend=backend)
+    assert_knn(g.sims, g.idx, q, db, 7, exclude_self=False)
+    g = hdlfast.knn(db, 7, database=db.copy(), exclude_self=True, method="ivf",
+                    nprobe=ivf.n_lists(3000), backend=backend)
+    assert_knn(g.sims, g.idx, db, db, 7, exclude_self=True)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_few_probes_give_true_neighbours_and_an_honest_recall(backend):
+    x = conftest.clustered(6000, 32, seed=4, n_centres=40, spread=0.6)
+    k = 15
+    ref_s, ref_i, full = reference_knn(x, x, k, True)
+    g = hdlfast.knn(x, k, method="ivf", nprobe=3, recall_sample=6000, backend=backend)
+    sims, idx = to_numpy(g.sims), to_numpy(g.idx)
+    rows = np.arange(len(x))[:, None]
+    # whatever it lists is real, reported with its true similarity, sorted by the tie rule
+    assert (idx != rows).all() and (idx >= 0).all() and (idx < len(x)).all()
+    np.testing.assert_allclose(sims, full[rows, idx], atol=1e-5)
+    assert (np.diff(sims, axis=1) <= 0).all()
+    assert all(len(set(r)) == k for r in idx.tolist())
+    true_recall = (idx[:, :, None] == ref_i[:, None, :]).any(axis=1).mean()
+    assert 0.5 < true_recall < 1.0  # few probes: approximate, and not useless
+    assert g.recall == pytest.approx(true_recall, abs=2e-3)  # every row sampled
+    small = hdlfast.knn(x, k, method="ivf", nprobe=3, recall_sample=500, backend=backend)
+    assert abs(small.recall - true_recall) < 0.05
+    more = hdlfast.knn(x, k, method="ivf", nprobe=12, recall_sample=6000, backend=backend)
+    assert more.recall > g.recall
+
+
+def test_same_seed_same_graph_on_every_cpu_backend_and_thread_count():
+    x = conftest.clustered(5000, 20, seed=5, n_centres=30, spread=0.6)
+    runs = []
+    for backend in CPU_BACKENDS:
+        for threads in (1, 2):
+            with _host.threads(threads):
+                runs.append(hdlfast.knn(x, 9, method="ivf", nprobe=4, seed=3,
+                                        backend=backend))
+    for g in runs[1:]:
+        np.testing.assert_array_equal(g.idx, runs[0].idx)
+        np.testing.assert_array_equal(g.sims, runs[0].sims)
+        assert g.recall == runs[0].recall
+    other = hdlfast.knn(x, 9, method="ivf", nprobe=4, seed=4, backend=CPU_BACKENDS[0])
+    assert not np.array_equal(other.idx, runs[0].idx)  # the seed is used
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_rows_whose_lists_hold_too_few_candidates_are_searched_exactly(backend):
+    x = clustered(60, 6, seed=6)  # 8 lists of about 8 rows; k = 40 needs more than one
+    g = hdlfast.knn(x, 40, method="ivf", nprobe=1, backend=backend)
+    assert_knn(g.sims, g.idx, x, x, 40, exclude_self=True)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_exact_copies_follow_the_tie_rule(backend):
+    base = clustered(400, 12, seed=7)
+    x = np.concatenate([base, base[::3], base[::7]])  # rows with one or two copies
+    g = hdlfast.knn(x, 6, method="ivf", nprobe=ivf.n_lists(len(x)), backend=backend)
+    ref_s, ref_i, _ = reference_knn(x, x, 6, True)
+    np.testing.assert_array_equal(to_numpy(g.idx), ref_i)
+
+
+def test_auto_searches_exactly_when_cheap_and_says_which_it_used(monkeypatch):
+    x = clustered(800, 8, seed=8)
+    g = hdlfast.knn(x, 5, method="auto")
+    assert g.method == "exact" and g.recall == 1.0
+    exact = hdlfast.knn(x, 5)
+    np.testing.assert_array_equal(g.idx, exact.idx)
+    knn_mod = importlib.import_module("hdlfast.knn")
+    monkeypatch.setattr(knn_mod, "AUTO_EXACT_WORK", 0)
+    g = hdlfast.knn(x, 5, method="auto")
+    assert g.method == "ivf" and 0 < g.recall <= 1
+
+
+def test_recall_sample_zero_skips_the_estimate():
+    x = clustered(500, 8, seed=9)
+    g = hdlfast.knn(x, 4, method="ivf", recall_sample=0)
+    assert g.method == "ivf" and g.recall is None
+
+
+def test_array_kinds_and_unpacking():
+    torch = pytest.importorskip("torch")
+    x = clustered(900, 10, seed=10)
+    g = hdlfast.knn(to_kind(x, "torch"), 5, method="ivf")
+    sims, idx = g
+    assert isinstance(sims, torch.Tensor) and sims.dtype == torch.float32
+    assert isinstance(idx, torch.Tensor) and idx.dtype == torch.int64
+    ref = hdlfast.knn(x, 5, method="ivf")
+    np.testing.assert_array_equal(idx.numpy(), ref.idx)
+
+
+def test_graph_pickles_with_its_method_and_recall():
+    import pickle
+
+    g = hdlfast.knn(clustered(300, 8, seed=11), 3, method="ivf", recall_sample=50)
+    h = pickle.loads(pickle.dumps(g))
+    assert (h.method, h.recall) == (g.method, g.recall)
+    np.testing.assert_array_equal(h.idx, g.idx)
+
+
+def test_caller_arrays_are_not_modified():
+    x = clustered(1000, 8, seed=12)
+    before = x.copy()
+    hdlfast.knn(x, 5, method="ivf", nprobe=2)
+    np.testing.assert_array_equal(x, before)
+
+
+@pytest.mark.parametrize("kwargs,err,match", [
+    ({"method": "hnsw"}, ValueError, "method"),
+    ({"method": "ivf", "nprobe": 0}, ValueError, "nprobe"),
+    ({"method": "ivf", "nprobe": 2.5}, TypeError, "nprobe"),
+    ({"method": "ivf", "recall_sample": -1}, ValueError, "recall_sample"),
+    ({"method": "ivf", "seed": -1}, ValueError, "seed"),
+])
+def test_bad_input_is_refused_before_any_work(kwargs, err, match):
+    with pytest.raises(err, match=match):
+        hdlfast.knn(clustered(50, 4, seed=13), 3, **kwargs)
+
+
+@pytest.mark.cuda
+def test_ivf_on_gpu_arrays_says_where_it_runs():
+    import torch
+
+    x = torch.from_numpy(clustered(200, 8, seed=14)).cuda()
+    with pytest.raises(ValueError, match="CPU backends"):
+        hdlfast.knn(x, 3, method="ivf")
+    assert hdlfast.knn(x, 3, method="auto").method == "exact"
