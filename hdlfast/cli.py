@@ -268,6 +268,11 @@ def _label(args) -> int:
         raise UsageError(f"--k {args.k} is larger than the {x.shape[0] - 1} other points")
     if args.max_visits < 1:
         raise UsageError(f"--max-visits must be at least 1, got {args.max_visits}")
+    if args.nprobe is not None and args.nprobe < 1:
+        raise UsageError(f"--nprobe must be at least 1, got {args.nprobe}")
+    if args.device == "cuda" and args.knn == "ivf":
+        raise UsageError("--knn ivf runs on the CPU: use --device cpu, or --knn exact (or "
+                         "auto) with --device cuda")
     if args.device == "cuda":
         x = _arrays.to_gpu(x)
         if x is None:
@@ -353,6 +358,7 @@ def _atomic(path: Path, option: str):
 def _label_run(args, x, y, out, report_path, bar, stages) -> int:
     from . import _arrays, hdl, knn, knn_vote, label_clusterability, select_k
     from .clusterability import DEFAULT_CANDIDATES
+    from .knn.ivf import DEFAULT_NPROBE
     from .labeling import PROVENANCE
 
     timings = {}
@@ -360,7 +366,8 @@ def _label_run(args, x, y, out, report_path, bar, stages) -> int:
     candidates = [k for k in candidates if k <= x.shape[0] - 1] or [x.shape[0] - 1]
     t0 = time.perf_counter()
     bar.set_description(stages[0])
-    sims, idx = (_arrays.to_numpy(a) for a in knn(x, max(candidates)))
+    graph = knn(x, max(candidates), method=args.knn, nprobe=args.nprobe)
+    sims, idx = (_arrays.to_numpy(a) for a in graph)
     timings["knn_s"] = time.perf_counter() - t0
     bar.update()
 
@@ -378,7 +385,7 @@ def _label_run(args, x, y, out, report_path, bar, stages) -> int:
     bar.set_description(stages[2])
     t0 = time.perf_counter()
     if method == "knn-dv":
-        lab, conf = (_arrays.to_numpy(a) for a in knn_vote(x, y, k))
+        lab, conf = (_arrays.to_numpy(a) for a in knn_vote(x, y, k, knn_method=args.knn))
         level = np.where(y >= 0, 0, 1).astype(np.int32)
         prov = np.where(y >= 0, 0, PROVENANCE.index("fallback")).astype(np.int8)
     else:
@@ -395,6 +402,8 @@ def _label_run(args, x, y, out, report_path, bar, stages) -> int:
     report = {
         "n_points": int(x.shape[0]), "n_labeled": int((y >= 0).sum()), "method": method,
         "k": int(k), "k_rule": rule, "k_scores": {str(a): b for a, b in scores.items()},
+        "knn": {"method": graph.method, "recall": graph.recall, "k": int(max(candidates)),
+                "nprobe": (args.nprobe or DEFAULT_NPROBE) if graph.method == "ivf" else None},
         "clusterability": curve,
         "provenance_counts": {name: int((prov == i).sum()) for i, name in enumerate(PROVENANCE)}
         | {"unlabeled": int((prov < 0).sum())},
@@ -409,6 +418,9 @@ def _label_run(args, x, y, out, report_path, bar, stages) -> int:
     bar.close()
     if not args.quiet:
         print(f"labeled {x.shape[0]} points (k={k}, {rule}) -> {out}, {report_path}")
+        if graph.method == "ivf":
+            print(f"kNN graph: inverted-file search, estimated recall@{max(candidates)} "
+                  f"{graph.recall:.4f}")
         print("provenance:", report["provenance_counts"])
     return 0
 
@@ -571,6 +583,13 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                      help="where the kNN graph is built (cuda: the embeddings go to the GPU "
                           "through torch or cupy); default cpu")
+    lab.add_argument("--knn", choices=["exact", "ivf", "auto"], default="auto",
+                     help="the kNN graph: exact, ivf (approximate inverted-file search with "
+                          "a measured recall, for large data on the CPU) or auto (exact "
+                          "while it is cheap, ivf beyond; the report says which ran)")
+    lab.add_argument("--nprobe", type=int,
+                     help="lists each point probes with --knn ivf/auto (default 32): more is "
+                          "slower and closer to exact")
     lab.add_argument("--max-visits", type=int, default=64,
                      help="points one label search may visit before it gives up (default 64)")
     lab.add_argument("--plot", help="PNG of the mu_k curve and the level histogram")

@@ -7,7 +7,7 @@ import numpy as np
 
 from ._typing import ArrayLike, BackendName
 from . import _arrays, _backend, _checks
-from .knn import knn
+from .knn import METHODS as KNN_METHODS, knn
 
 DEFAULT_CANDIDATES = (5, 10, 15, 20, 30, 50)
 
@@ -57,7 +57,8 @@ class KSelection:
 def select_k(X: ArrayLike, labels: ArrayLike,
              candidates: tuple[int, ...] = DEFAULT_CANDIDATES, *,
              n_folds: int = 5, threshold: float = 0.9, seed: int = 0, method: str = "hdl",
-             graph: tuple | None = None, backend: BackendName = None) -> KSelection:
+             graph: tuple | None = None, knn_method: str = "exact",
+             backend: BackendName = None) -> KSelection:
     """Pick k for HDL from the labeled data alone.
 
     With >= 2 labels in every class: stratified hold-out (hide one fold of the labels, run
@@ -68,7 +69,8 @@ def select_k(X: ArrayLike, labels: ArrayLike,
     labelings at the other candidates wins ("consensus"; measured on digits and a synthetic
     mixture with one label per class it lands within 1-3 points of the best k in hindsight).
     ``graph``: a precomputed kNN graph of X (``hdlfast.knn(X, k)``, or a ``(sims, idx)``
-    pair) with at least max(candidates) columns.
+    pair) with at least max(candidates) columns. ``knn_method``: the search of that graph
+    when it is not given, as ``method`` of :func:`hdlfast.knn` ("exact", "ivf", "auto").
     """
     from .labeling import hdl
 
@@ -85,13 +87,15 @@ def select_k(X: ArrayLike, labels: ArrayLike,
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     seed = _checks.seed(seed)
     _checks.choice(method, "method", ("hdl", "tree"))
+    _checks.choice(knn_method, "knn_method", KNN_METHODS)
     if graph is not None:
         idx, sims = _checks.graph(graph, n, max(cands))
     curve = label_clusterability(X, y, cands, backend=backend)
     counts = np.bincount(y[y >= 0])
     counts = counts[counts > 0]
     if graph is None:
-        sims, idx = (_arrays.to_numpy(a) for a in knn(X, max(cands), backend=backend))
+        sims, idx = (_arrays.to_numpy(a) for a in knn(X, max(cands), method=knn_method,
+                                                      backend=backend))
     if counts.min() < 2 or n_folds < 2:
         ok = [k for k, mu in zip(curve["k"], curve["mu"]) if mu >= threshold]
         if ok:

@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d,
 from . import _arrays, _checks
 from .clusterability import DEFAULT_CANDIDATES, select_k
 from .labeling import FALLBACK, GIVEN, hdl, knn_vote, vote_against, vote_shares
+from .knn import METHODS as KNN_METHODS
 
 # The checks of check_estimator that conflict with what the estimator is; pass this as
 # check_estimator(..., expected_failed_checks=EXPECTED_FAILED_CHECKS). tests/test_estimator.py
@@ -61,11 +62,14 @@ class HDLLabeler(ClassifierMixin, BaseEstimator):
 
     method: "hdl" (propagation, search, fallback), "knn-dv" (direct voting; voted points get
     provenance "fallback", level 1) or "tree" (search only, then fallback).
+    knn_method: the fit's kNN search, "exact" (default), "ivf" (approximate, for million-row
+    data on the CPU; ``result_.knn_recall`` holds its measured recall) or "auto", as
+    ``method`` of :func:`hdlfast.knn`.
     """
 
     def __init__(self, k=20, method="hdl", *, schedule="levels", max_visits=64,
                  fallback="auto", weighting="similarity", candidates=DEFAULT_CANDIDATES,
-                 backend=None):
+                 knn_method="exact", backend=None):
         self.k = k
         self.method = method
         self.schedule = schedule
@@ -73,23 +77,25 @@ class HDLLabeler(ClassifierMixin, BaseEstimator):
         self.fallback = fallback
         self.weighting = weighting
         self.candidates = candidates
+        self.knn_method = knn_method
         self.backend = backend
 
     def fit(self, X, y):
         _checks.choice(self.method, "method", ("hdl", "knn-dv", "tree"))
+        _checks.choice(self.knn_method, "knn_method", KNN_METHODS)
         X = self._validate_X(X, reset=True)
         codes = self._encode_y(y, _arrays.info(X, "X").shape[0])
         if isinstance(self.k, str) and self.k == "auto":
             method = "hdl" if self.method == "knn-dv" else self.method
             self.selection_ = select_k(X, codes, self.candidates, method=method,
-                                       backend=self.backend)
+                                       knn_method=self.knn_method, backend=self.backend)
             self.k_ = self.selection_.k
         else:
             self.k_ = _checks.positive_int(self.k, "k")
         if self.method == "knn-dv":
             lab, conf = (_arrays.to_numpy(a) for a in
                          knn_vote(X, codes, self.k_, weighting=self.weighting,
-                                  backend=self.backend))
+                                  knn_method=self.knn_method, backend=self.backend))
             given = codes >= 0
             self._codes, self.label_confidence_ = lab, conf
             self.level_ = np.where(given, 0, 1).astype(np.int32)
@@ -97,7 +103,8 @@ class HDLLabeler(ClassifierMixin, BaseEstimator):
         else:
             res = hdl(X, codes, self.k_, method=self.method, schedule=self.schedule,
                       max_visits=self.max_visits, fallback=self.fallback,
-                      weighting=self.weighting, backend=self.backend)
+                      weighting=self.weighting, knn_method=self.knn_method,
+                      backend=self.backend)
             self.result_ = res
             self._codes, self.label_confidence_, self.level_, self.provenance_ = (
                 _arrays.to_numpy(a) for a in (res.labels, res.confidence, res.level,

@@ -50,7 +50,7 @@ def select_to_label(X: ArrayLike, budget: int, *, k: int = 20, n_iters: int = 10
                     weight: float = 0.5, momentum: float = 0.9, alpha: float = 0.5,
                     horizon_dist: float | None = None, cluster_labels: ArrayLike | None = None,
                     spherical: bool = True, kmeans_iters: int = 100, seed: int = 0,
-                    backend: BackendName = None):
+                    knn_method: str = "exact", backend: BackendName = None):
     """Indices of ``budget`` points to label first (USL), one per k-means cluster.
 
     k : neighbours for the density, the point itself not counted (USL's KNN_K counts it:
@@ -68,6 +68,8 @@ def select_to_label(X: ArrayLike, budget: int, *, k: int = 20, n_iters: int = 10
         k-means++ (default), or with ``spherical=False`` Euclidean Lloyd from random rows for
         exactly ``kmeans_iters`` updates, as USL runs it (its random draw is torch's, so the
         clusters differ from USL's; pass ``cluster_labels`` to reuse them).
+    knn_method : the kNN search, as ``method`` of :func:`hdlfast.knn`: "exact" (default),
+        "ivf" (approximate, recall measured) or "auto" (exact while cheap).
 
     The kNN graph and k-means run on the backend (the GPU for GPU arrays); the refinement runs
     on the host in float64 over blocks of rows. Returns (budget,) int64 indices, ordered by
@@ -98,7 +100,8 @@ def select_to_label(X: ArrayLike, budget: int, *, k: int = 20, n_iters: int = 10
                              f"[{clusters.min()}, {clusters.max()}]")
     kmeans_iters = _checks.positive_int(kmeans_iters, "kmeans_iters")
     seed = _checks.seed(seed)
-    sims, _ = checked_knn(X, k, backend=backend, q_name="X")  # its row check names X
+    sims, _ = checked_knn(X, k, backend=backend, q_name="X",  # its row check names X
+                          method=knn_method, method_name="knn_method", seed=seed)
     density = _density(_arrays.to_numpy(sims).astype(np.float64), count_self=True)
     if clusters is None:
         km = kmeans(X, budget, spherical=bool(spherical), n_iters=kmeans_iters,

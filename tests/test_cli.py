@@ -72,6 +72,33 @@ def test_label_writes_outputs_and_report(files, method, k):
     assert len(report["clusterability"]["mu"]) == len(report["clusterability"]["k"]) >= 1
 
 
+@pytest.mark.parametrize("choice", ["exact", "ivf", "auto"])
+def test_label_knn_choice_is_reported(files, choice):
+    d, x, y, labels = files
+    out = d / f"out-{choice}.npz"
+    assert cli.main(["label", str(d / "emb.npy"), str(d / "lab.npy"), "-o", str(out),
+                     "--k", "8", "--knn", choice, "--nprobe", "3", "--quiet"]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    ran = "ivf" if choice == "ivf" else "exact"  # 600 points: auto searches exactly
+    assert report["knn"]["method"] == ran and report["knn"]["k"] == 8
+    graph = hdlfast.knn(x, 8, method=ran, nprobe=3)
+    assert report["knn"]["recall"] == graph.recall
+    assert report["knn"]["nprobe"] == (3 if ran == "ivf" else None)
+    expected = hdlfast.hdl(x, labels, 8, graph=graph)
+    np.testing.assert_array_equal(np.load(out)["labels"], expected.labels)
+
+
+@pytest.mark.parametrize("extra", [["--knn", "hnsw"], ["--nprobe", "0"],
+                                   ["--knn", "ivf", "--device", "cuda"]])
+def test_label_rejects_bad_knn_options_with_exit_2(files, extra, capsys):
+    d, x, y, labels = files
+    code = cli.main(["label", str(d / "emb.npy"), str(d / "lab.npy"), "-o", str(d / "o.npz"),
+                     "--quiet", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("hdlfast label: error:") and "Traceback" not in err
+    assert not (d / "o.npz").exists()
+
+
 def test_label_plot(files):
     pytest.importorskip("matplotlib")
     d, *_ = files

@@ -8,6 +8,7 @@ import pytest
 import conftest
 import hdlfast
 from hdlfast import _backend, _host
+from hdlfast.datasets import hypersphere_mixture
 from conftest import CPU_BACKENDS, assert_knn, reference_knn, to_kind, to_numpy
 
 ivf = importlib.import_module("hdlfast.knn.ivf")
@@ -200,3 +201,48 @@ def test_ivf_on_gpu_arrays_says_where_it_runs():
     with pytest.raises(ValueError, match="CPU backends"):
         hdlfast.knn(x, 3, method="ivf")
     assert hdlfast.knn(x, 3, method="auto").method == "exact"
+
+
+def _labels(y, per_class, seed):
+    rng = np.random.default_rng(seed)
+    out = np.full(y.shape[0], -1)
+    for c in np.unique(y):
+        out[rng.choice(np.nonzero(y == c)[0], per_class, replace=False)] = c
+    return out
+
+
+def test_every_graph_user_takes_the_choice():
+    x, y = hypersphere_mixture(3000, 16, n_classes=5, spread=0.7, seed=15)
+    labels = _labels(y, 6, 0)
+    exact = hdlfast.knn(x, 10)
+    approx = hdlfast.knn(x, 10, method="ivf")
+    res = hdlfast.hdl(x, labels, 10, knn_method="ivf")
+    assert (res.knn_method, res.knn_recall) == ("ivf", approx.recall)
+    np.testing.assert_array_equal(res.labels, hdlfast.hdl(x, labels, 10, graph=approx).labels)
+    res = hdlfast.hdl(x, labels, 10)
+    assert (res.knn_method, res.knn_recall) == ("exact", 1.0)
+    assert hdlfast.hdl(x, labels, 10, graph=(exact.sims, exact.idx)).knn_method is None
+    np.testing.assert_array_equal(hdlfast.mine_neighbors(x, 10, knn_method="ivf"), approx.idx)
+    vote = hdlfast.knn_vote(x, labels, 5, knn_method="auto")[0]
+    np.testing.assert_array_equal(vote, hdlfast.knn_vote(x, labels, 5)[0])
+    sel = hdlfast.select_k(x, labels, (5, 10), knn_method="ivf")
+    assert sel.k in (5, 10)
+    picks = hdlfast.select_to_label(x, 5, k=10, knn_method="ivf")
+    assert len(set(picks.tolist())) == 5
+    est = hdlfast.HDLLabeler(k=10, knn_method="ivf").fit(x, labels)
+    assert est.result_.knn_method == "ivf"
+    np.testing.assert_array_equal(est.transduction_, res.labels)
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, y: hdlfast.hdl(x, y, 5, knn_method="annoy"),
+    lambda x, y: hdlfast.knn_vote(x, y, 5, knn_method="annoy"),
+    lambda x, y: hdlfast.select_k(x, y, (5,), knn_method="annoy"),
+    lambda x, y: hdlfast.select_to_label(x, 3, k=5, knn_method="annoy"),
+    lambda x, y: hdlfast.mine_neighbors(x, 5, knn_method="annoy"),
+    lambda x, y: hdlfast.HDLLabeler(k=5, knn_method="annoy").fit(x, y),
+])
+def test_a_bad_knn_method_is_named(call):
+    x, y = hypersphere_mixture(200, 8, n_classes=3, seed=16)
+    with pytest.raises(ValueError, match="knn_method"):
+        call(x, _labels(y, 3, 1))

@@ -15,7 +15,7 @@ import numpy as np
 
 from .._typing import ArrayLike, BackendName
 from .. import _arrays, _backend, _checks
-from ..knn import checked_knn, knn
+from ..knn import METHODS as KNN_METHODS, checked_knn, knn
 
 PROVENANCE = ("given", "propagated", "searched", "fallback")
 GIVEN, PROPAGATED, SEARCHED, FALLBACK = range(4)
@@ -30,7 +30,9 @@ class HDLResult:
     """Per point: ``labels`` (-1 never labeled), ``confidence`` in [0, 1], ``level`` (0 given,
     then the phase-A level, the search steps for searched points, last level + 1 for fallback,
     -1 never labeled), ``provenance`` (index into PROVENANCE, -1 never labeled), ``cycles``
-    (cycles met by the phase-B search). ``n_levels``: phase-A levels that labeled a point."""
+    (cycles met by the phase-B search). ``n_levels``: phase-A levels that labeled a point.
+    ``knn_method`` and ``knn_recall``: the graph's search and recall (see
+    :class:`hdlfast.KNNGraph`; None for a precomputed graph that does not say)."""
 
     labels: object
     confidence: object
@@ -39,6 +41,8 @@ class HDLResult:
     cycles: object
     n_levels: int
     k: int
+    knn_method: str | None = None
+    knn_recall: float | None = None
 
     def counts(self) -> dict:
         """Number of points per provenance (and never labeled)."""
@@ -49,16 +53,18 @@ class HDLResult:
 
 
 def knn_vote(X: ArrayLike, labels: ArrayLike, k: int = 20, *, weighting: str = "similarity",
-             n_classes: int | None = None, backend: BackendName = None,
-             memory_budget: int | None = None):
+             n_classes: int | None = None, knn_method: str = "exact",
+             backend: BackendName = None, memory_budget: int | None = None):
     """kNN-DV: each unlabeled point takes the vote of its k nearest labeled points.
 
     Weights are the cosine similarities clipped at 0 (``weighting="uniform"``: 1 each); the
     winner has the largest vote, then the largest similarity sum, then the smallest class id.
     Returns ``(labels, confidence)``; labeled points keep their label with confidence 1.
     ``n_classes`` (default max label + 1) only checks that labels are below it.
-    ``memory_budget`` bounds the kNN search's scratch, as in :func:`hdlfast.knn`.
+    ``memory_budget`` bounds the kNN search's scratch, as in :func:`hdlfast.knn`;
+    ``knn_method`` chooses its search (unlabeled against labeled points), as ``method`` there.
     """
+    _checks.choice(knn_method, "knn_method", KNN_METHODS)
     X, x_info = _checks.embeddings(X, "X")
     y = _checks.labels(labels, x_info.shape[0], n_classes)
     k = _checks.positive_int(k, "k")
@@ -72,7 +78,7 @@ def knn_vote(X: ArrayLike, labels: ArrayLike, k: int = 20, *, weighting: str = "
     if todo.size:
         out_lab[todo], out_conf[todo] = _vote_in_embedding(
             kern, X, y, todo, np.nonzero(y >= 0)[0], k, weighting, backend,
-            memory_budget=memory_budget)
+            memory_budget=memory_budget, knn_method=knn_method)
     return (_arrays.from_host(out_lab, X),
             _arrays.from_host(out_conf.astype(np.float32), X))
 
@@ -84,7 +90,7 @@ _SEARCH_CHUNK_SECONDS = 0.1  # then calls sized to this much wall time: Ctrl-C i
 def hdl(X: ArrayLike | None = None, labels: ArrayLike | None = None, k: int = 20, *,
         graph: tuple | None = None, method: str = "hdl", schedule: str = "levels", max_visits: int = 64,
         fallback: str | None = "auto", weighting: str = "similarity",
-        n_classes: int | None = None, backend: BackendName = None,
+        n_classes: int | None = None, knn_method: str = "exact", backend: BackendName = None,
         memory_budget: int | None = None) -> HDLResult:
     """Hierarchical dynamic labeling (docs §3) of every point.
 
@@ -100,8 +106,11 @@ def hdl(X: ArrayLike | None = None, labels: ArrayLike | None = None, k: int = 20
     ``n_classes`` (default max label + 1) only checks that labels are below it.
     ``memory_budget`` bounds the scratch of the kNN searches (graph and fallback), as in
     :func:`hdlfast.knn`; the labeling itself needs O(N k) (the graph and its reverse).
+    ``knn_method``: the searches' ``method`` of :func:`hdlfast.knn` ("exact", "ivf" or
+    "auto"; the result's ``knn_method`` and ``knn_recall`` say what the graph got).
     """
     _checks.choice(method, "method", METHODS)
+    _checks.choice(knn_method, "knn_method", KNN_METHODS)
     _checks.choice(schedule, "schedule", SCHEDULES)
     _checks.choice(fallback, "fallback", FALLBACKS)
     _checks.choice(weighting, "weighting", WEIGHTINGS)
@@ -132,9 +141,12 @@ def hdl(X: ArrayLike | None = None, labels: ArrayLike | None = None, k: int = 20
         raise ValueError("schedule='sequential' runs on the CPU only; pass backend='native'")
     if graph is not None:
         idx, sims = _checks.graph(graph, n, k)
+        g_method, g_recall = getattr(graph, "method", None), getattr(graph, "recall", None)
     if graph is None:  # the graph's own row check names X
-        sims, idx = (_arrays.to_numpy(a) for a in checked_knn(
-            X, k, backend=backend, memory_budget=memory_budget, q_name="X"))
+        g = checked_knn(X, k, backend=backend, memory_budget=memory_budget, q_name="X",
+                        method=knn_method, method_name="knn_method")
+        sims, idx = (_arrays.to_numpy(a) for a in g)
+        g_method, g_recall = g.method, g.recall
     elif X is not None:  # only row subsets of X reach the fallback's kNN search
         _checks.rows(X, "X")
     kern = impl.labeling
@@ -179,12 +191,13 @@ def hdl(X: ArrayLike | None = None, labels: ArrayLike | None = None, k: int = 20
     if todo.size and fallback == "knn-dv":
         known = np.nonzero(lab >= 0)[0]
         lab[todo], conf[todo] = _vote_in_embedding(kern, X, lab, todo, known, k, weighting,
-                                                   backend, memory_budget=memory_budget)
+                                                   backend, memory_budget=memory_budget,
+                                                   knn_method=knn_method)
         level[todo], prov[todo] = n_levels + 1, FALLBACK
 
     return HDLResult(*(_arrays.from_host(a, like) for a in
                        (lab, conf.astype(np.float32), level, prov, cycles)),
-                     n_levels=n_levels, k=k)
+                     n_levels=n_levels, k=k, knn_method=g_method, knn_recall=g_recall)
 
 
 def _vote_inputs(X, reference, ref_labels, k, weighting):
@@ -242,21 +255,23 @@ def vote_shares(X, reference, ref_labels, classes, k=20, *, weighting="similarit
     return shares / total
 
 
-def _known_neighbours(X, todo, known, k, backend, database=None, memory_budget=None):
+def _known_neighbours(X, todo, known, k, backend, database=None, memory_budget=None,
+                      knn_method="exact"):
     """Host (sims, idx) of points ``todo`` of X (all when None) against their min(k, known)
     nearest ``known`` rows of ``database`` (X itself when None); idx indexes ``known``."""
     q = X if todo is None else _arrays.take_rows(X, todo)
     db = _arrays.take_rows(X if database is None else database, known)
     return tuple(_arrays.to_numpy(a) for a in knn(q, min(k, known.size), database=db,
-                                                  backend=backend,
+                                                  method=knn_method, backend=backend,
                                                   memory_budget=memory_budget))
 
 
 def _vote_in_embedding(kern, X, y, todo, known, k, weighting, backend, database=None,
-                       memory_budget=None):
+                       memory_budget=None, knn_method="exact"):
     """(labels, confidence) of points ``todo`` of X (all when None) by the vote of their
     nearest ``known`` points of ``database`` (X itself when None)."""
-    sims, nbr = _known_neighbours(X, todo, known, k, backend, database, memory_budget)
+    sims, nbr = _known_neighbours(X, todo, known, k, backend, database, memory_budget,
+                                  knn_method)
     out_lab = np.empty(nbr.shape[0], np.int64)
     out_conf = np.empty(nbr.shape[0], np.float64)
     kern.vote_rows(np.ascontiguousarray(nbr), np.ascontiguousarray(sims),

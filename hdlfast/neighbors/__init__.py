@@ -43,7 +43,8 @@ class HardNegatives(NamedTuple):
 
 
 def mine_neighbors(X: ArrayLike, k: int, *, include_self: bool = False,
-                   backend: BackendName = None, memory_budget: int | None = None):
+                   knn_method: str = "exact", backend: BackendName = None,
+                   memory_budget: int | None = None):
     """SCAN's neighbour mining: the indices of each point's k most similar points (cosine).
 
     Self is excluded by index, so duplicates of a point stay its neighbours (faiss, as used by
@@ -56,6 +57,8 @@ def mine_neighbors(X: ArrayLike, k: int, *, include_self: bool = False,
     include_self : prepend the point's own index as column 0, giving the (N, k + 1) layout
         SCAN's ``mine_nearest_neighbors`` saves with ``np.save`` (``np.save(path,
         to_numpy(idx))`` gives a file SCAN loads unchanged).
+    knn_method : the kNN search, as ``method`` of :func:`hdlfast.knn`: "exact" (default),
+        "ivf" (approximate, recall measured) or "auto" (exact while cheap).
     backend, memory_budget : as for :func:`hdlfast.knn`.
 
     Returns
@@ -63,7 +66,8 @@ def mine_neighbors(X: ArrayLike, k: int, *, include_self: bool = False,
     idx : (N, k) or (N, k + 1) int64 in X's kind and on its device; neighbours by decreasing
         similarity, equal similarities by increasing index.
     """
-    _, idx = checked_knn(X, k, backend=backend, memory_budget=memory_budget, q_name="X")
+    _, idx = checked_knn(X, k, backend=backend, memory_budget=memory_budget, q_name="X",
+                         method=knn_method, method_name="knn_method")
     if not include_self:
         return idx
     n = idx.shape[0]
