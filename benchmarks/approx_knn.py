@@ -1,0 +1,215 @@
+"""Approximate kNN graphs at a million rows on the CPU: hdlfast's inverted file
+(``knn(method="ivf")``) against the exact graph, faiss ``IndexIVFFlat`` and pynndescent, and
+what the approximation does to HDL's labels; then ``hdlfast label --knn auto`` end to end.
+
+Data: ``hdlfast.datasets.synthetic_embeddings`` (long-tailed classes, imbalance 10), N x 128,
+k = 20. Recall of every contender is measured on the same seeded 1,000 rows against their
+exact neighbours (an exact search of those rows alone). Measured this way, not inferred:
+- the exact graph on a ``--subset``-row prefix (1M rows take about half an hour on 2 cores;
+  its cost is O(N^2 d), so the full-size time is the subset's times (N / subset)^2, stated as
+  extrapolated), and HDL's accuracy on the subset's exact graph against its inverted-file
+  graph, 1% of each class labeled;
+- faiss's search on ``--faiss-queries`` seeded rows (its time is linear in the queries; the
+  full-size figure scales it, plus its training and adding, which are timed whole);
+- pynndescent on the subset only, unless ``--pynndescent-full`` (compiled before the clock).
+Every measurement is written to the JSON file as soon as it is taken.
+
+Run: python benchmarks/approx_knn.py --out benchmarks/results/approx-knn-cpu-<machine>.json
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import hdlfast
+from hdlfast.bench.machine import machine_info
+from hdlfast.datasets import synthetic_embeddings
+
+K = 20
+SAMPLE = 1000
+
+
+def exact_sample(x, rows, k):
+    """Exact k neighbours (self excluded) of the rows ``rows`` of x against all of x."""
+    _, idx = hdlfast.knn(x[rows], k + 1, database=x)
+    own = idx == rows[:, None]
+    drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
+    keep = np.ones(idx.shape, bool)
+    keep[np.arange(len(rows)), drop] = False
+    return idx[keep].reshape(len(rows), k)
+
+
+def recall(found, exact):
+    return float((found[:, :, None] == exact[:, None, :]).any(axis=1).mean())
+
+
+class Log:
+    def __init__(self, path, meta):
+        self.path, self.doc = path, {"meta": meta, "records": []}
+        self.flush()
+
+    def add(self, **rec):
+        rec = {key: (round(v, 4) if isinstance(v, float) else v) for key, v in rec.items()}
+        print(json.dumps(rec), flush=True)
+        self.doc["records"].append(rec)
+        self.flush()
+
+    def flush(self):
+        if self.path:
+            Path(self.path).write_text(json.dumps(self.doc, indent=1))
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def hdl_accuracy(x, y, graph, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.full(len(y), -1)
+    for c in np.unique(y):
+        members = np.nonzero(y == c)[0]
+        labels[rng.choice(members, max(1, len(members) // 100), replace=False)] = c
+    res = hdlfast.hdl(x, labels, K, graph=graph)
+    hidden = labels < 0
+    return float((np.asarray(res.labels)[hidden] == y[hidden]).mean())
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--d", type=int, default=128)
+    ap.add_argument("--classes", type=int, default=100)
+    ap.add_argument("--subset", type=int, default=200_000)
+    ap.add_argument("--nprobe", type=int, nargs="+", default=[16, 32])
+    ap.add_argument("--faiss-nprobe", type=int, nargs="+", default=[16, 32, 64])
+    ap.add_argument("--faiss-queries", type=int, default=50_000)
+    ap.add_argument("--pynndescent-full", action="store_true")
+    ap.add_argument("--skip-label", action="store_true")
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    meta = {"machine": machine_info(), "n": args.n, "d": args.d, "k": K, "classes": args.classes,
+            "recall_sample": SAMPLE, "subset": args.subset,
+            "threads": hdlfast.info()["cpu_threads"]}
+    log = Log(args.out, meta)
+    x, y = synthetic_embeddings(args.n, args.d, n_classes=args.classes, seed=0)
+    rng = np.random.default_rng(7)
+    rows = np.sort(rng.choice(args.n, SAMPLE, replace=False)).astype(np.int64)
+    truth, t = timed(lambda: exact_sample(x, rows, K))
+    log.add(what="exact neighbours of the recall sample", n=args.n, seconds=t)
+
+    for npr in args.nprobe:
+        g, t = timed(lambda: hdlfast.knn(x, K, method="ivf", nprobe=npr))
+        log.add(what="hdlfast ivf", n=args.n, nprobe=npr, seconds=t,
+                recall=recall(np.asarray(g.idx)[rows], truth), recall_estimate=g.recall)
+    del g
+
+    # the exact graph and HDL on a subset (the rows of a smaller n are the first rows)
+    xs, ys = x[:args.subset], y[:args.subset]
+    ex, t_exact = timed(lambda: hdlfast.knn(xs, K))
+    log.add(what="hdlfast exact", n=args.subset, seconds=t_exact,
+            extrapolated_full_seconds=t_exact * (args.n / args.subset) ** 2)
+    acc_exact = hdl_accuracy(xs, ys, ex)
+    for npr in args.nprobe:
+        g, t = timed(lambda: hdlfast.knn(xs, K, method="ivf", nprobe=npr))
+        true = float((np.asarray(g.idx)[:, :, None] == np.asarray(ex.idx)[:, None, :])
+                     .any(axis=1).mean())
+        log.add(what="hdlfast ivf", n=args.subset, nprobe=npr, seconds=t, recall=true,
+                recall_estimate=g.recall, speedup_vs_exact=t_exact / t,
+                hdl_accuracy=hdl_accuracy(xs, ys, g), hdl_accuracy_exact=acc_exact)
+    del ex
+
+    try:
+        import faiss
+    except ImportError:
+        faiss = None
+    if faiss is not None:
+        xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+        nlist = importlib.import_module("hdlfast.knn.ivf").n_lists(args.n)  # as hdlfast's
+
+        def build():
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(args.d), args.d, nlist,
+                                       faiss.METRIC_INNER_PRODUCT)
+            index.train(xn)
+            index.add(xn)
+            return index
+
+        index, t_build = timed(build)
+        qrows = np.sort(np.random.default_rng(8).choice(args.n, args.faiss_queries,
+                                                        replace=False))
+        qrows = np.union1d(qrows, rows)
+        for npr in args.faiss_nprobe:
+            index.nprobe = npr
+            (_, idx), t = timed(lambda: index.search(xn[qrows], K + 1))
+            pos = np.searchsorted(qrows, rows)
+            found = idx[pos]
+            own = found == rows[:, None]
+            drop = np.where(own.any(axis=1), own.argmax(axis=1), K)
+            keep = np.ones(found.shape, bool)
+            keep[np.arange(len(rows)), drop] = False
+            log.add(what="faiss IndexIVFFlat", n=args.n, nlist=nlist, nprobe=npr,
+                    build_seconds=t_build, search_seconds=t, queries=len(qrows),
+                    seconds=t_build + t * args.n / len(qrows),
+                    recall=recall(found[keep].reshape(len(rows), K), truth))
+        del index, xn
+
+    try:
+        import pynndescent
+    except ImportError:
+        pynndescent = None
+    if pynndescent is not None:
+        pynndescent.NNDescent(x[:3000], metric="cosine", n_neighbors=K + 1, random_state=0,
+                              n_jobs=-1)  # numba compiles on first use: not timed
+        for n in ([args.subset] + ([args.n] if args.pynndescent_full else [])):
+            def nnd():
+                return pynndescent.NNDescent(x[:n], metric="cosine", n_neighbors=K + 1,
+                                             random_state=0, n_jobs=-1).neighbor_graph[0]
+            idx, t = timed(nnd)
+            sub = rows[rows < n]
+            found = idx[sub]
+            own = found == sub[:, None]
+            drop = np.where(own.any(axis=1), own.argmax(axis=1), K)
+            keep = np.ones(found.shape, bool)
+            keep[np.arange(len(sub)), drop] = False
+            ref = exact_sample(x[:n], sub, K)
+            log.add(what="pynndescent", n=n, seconds=t,
+                    recall=recall(found[keep].reshape(len(sub), K), ref))
+
+    if not args.skip_label:
+        with tempfile.TemporaryDirectory() as tmp:
+            labels = np.full(args.n, -1)
+            lab_rng = np.random.default_rng(9)
+            for c in np.unique(y):
+                members = np.nonzero(y == c)[0]
+                labels[lab_rng.choice(members, max(1, len(members) // 100),
+                                      replace=False)] = c
+            np.save(Path(tmp) / "x.npy", x)
+            np.save(Path(tmp) / "y.npy", labels)
+            del x
+            cmd = [sys.executable, "-m", "hdlfast", "label", str(Path(tmp) / "x.npy"),
+                   str(Path(tmp) / "y.npy"), "-o", str(Path(tmp) / "out.npz"), "--quiet",
+                   "--knn", "auto"]
+            _, t = timed(lambda: subprocess.run(cmd, check=True, env=os.environ.copy()))
+            peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            report = json.loads((Path(tmp) / "out.json").read_text())
+            out = np.load(Path(tmp) / "out.npz")["labels"]
+            hidden = labels < 0
+            log.add(what="hdlfast label --knn auto (end to end, own process)", n=args.n,
+                    seconds=t, peak_rss_mib=peak_mib, knn=report["knn"], k=report["k"],
+                    k_rule=report["k_rule"], timings=report["timings"],
+                    accuracy=float((out[hidden] == y[hidden]).mean()))
+
+
+if __name__ == "__main__":
+    main()
