@@ -106,20 +106,24 @@ PYBIND11_MODULE(_native, m) {
       "Merge tile columns into the heaps of rows col0.. (candidates row0..).");
   m.def(
       "merge_listed",
-      [](Arr tile, Arr row_ids, Arr col_ids, Arr heap_s, Arr heap_i, bool exclude_self) {
+      [](Arr tile, Arr row_ids, Arr self_ids, Arr col_ids, Arr heap_s, Arr heap_i,
+         bool exclude_self) {
         const float* t = in<float>(tile, "tile", {kAny, kAny});
         const int64_t rows = tile.shape(0), cols = tile.shape(1);
         const int64_t* ri = in<int64_t>(row_ids, "row_ids", {rows});
+        const int64_t* si = in<int64_t>(self_ids, "self_ids", {rows});
         const int64_t* ci = in<int64_t>(col_ids, "col_ids", {cols});
         float* hs = out<float>(heap_s, "heap_s", {kAny, kAny});
         const int64_t k = heap_s.shape(1);
         int64_t* hi = out<int64_t>(heap_i, "heap_i", {heap_s.shape(0), k});
         in_range(ri, rows, heap_s.shape(0), "row_ids");
         py::gil_scoped_release nogil;
-        c::merge_listed(t, rows, cols, cols, ri, ci, hs, hi, k, exclude_self);
+        c::merge_listed(t, rows, cols, cols, ri, si, ci, hs, hi, k, exclude_self);
       },
-      a("tile"), a("row_ids"), a("col_ids"), a("heap_s"), a("heap_i"), py::arg("exclude_self"),
-      "Merge tile[r, c] into the heap of row row_ids[r] (distinct) as candidate col_ids[c].");
+      a("tile"), a("row_ids"), a("self_ids"), a("col_ids"), a("heap_s"), a("heap_i"),
+      py::arg("exclude_self"),
+      "Merge tile[r, c] into the heap of row row_ids[r] (distinct) as candidate col_ids[c], "
+      "skipping col_ids[c] == self_ids[r] with exclude_self.");
   m.def(
       "finalize",
       [](Arr heap_s, Arr heap_i) {

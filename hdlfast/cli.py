@@ -270,6 +270,8 @@ def _label(args) -> int:
         raise UsageError(f"--max-visits must be at least 1, got {args.max_visits}")
     if args.nprobe is not None and args.nprobe < 1:
         raise UsageError(f"--nprobe must be at least 1, got {args.nprobe}")
+    if not 0 <= args.target_recall <= 1:
+        raise UsageError(f"--target-recall must be in [0, 1], got {args.target_recall}")
     if args.device == "cuda" and args.knn == "ivf":
         raise UsageError("--knn ivf runs on the CPU: use --device cpu, or --knn exact (or "
                          "auto) with --device cuda")
@@ -358,7 +360,6 @@ def _atomic(path: Path, option: str):
 def _label_run(args, x, y, out, report_path, bar, stages) -> int:
     from . import _arrays, hdl, knn, knn_vote, label_clusterability, select_k
     from .clusterability import DEFAULT_CANDIDATES
-    from .knn.ivf import DEFAULT_NPROBE
     from .labeling import PROVENANCE
 
     timings = {}
@@ -366,7 +367,8 @@ def _label_run(args, x, y, out, report_path, bar, stages) -> int:
     candidates = [k for k in candidates if k <= x.shape[0] - 1] or [x.shape[0] - 1]
     t0 = time.perf_counter()
     bar.set_description(stages[0])
-    graph = knn(x, max(candidates), method=args.knn, nprobe=args.nprobe)
+    graph = knn(x, max(candidates), method=args.knn, nprobe=args.nprobe,
+                target_recall=args.target_recall)
     sims, idx = (_arrays.to_numpy(a) for a in graph)
     timings["knn_s"] = time.perf_counter() - t0
     bar.update()
@@ -403,7 +405,7 @@ def _label_run(args, x, y, out, report_path, bar, stages) -> int:
         "n_points": int(x.shape[0]), "n_labeled": int((y >= 0).sum()), "method": method,
         "k": int(k), "k_rule": rule, "k_scores": {str(a): b for a, b in scores.items()},
         "knn": {"method": graph.method, "recall": graph.recall, "k": int(max(candidates)),
-                "nprobe": (args.nprobe or DEFAULT_NPROBE) if graph.method == "ivf" else None},
+                "nprobe": graph.nprobe, "target_recall": args.target_recall},
         "clusterability": curve,
         "provenance_counts": {name: int((prov == i).sum()) for i, name in enumerate(PROVENANCE)}
         | {"unlabeled": int((prov < 0).sum())},
@@ -419,8 +421,8 @@ def _label_run(args, x, y, out, report_path, bar, stages) -> int:
     if not args.quiet:
         print(f"labeled {x.shape[0]} points (k={k}, {rule}) -> {out}, {report_path}")
         if graph.method == "ivf":
-            print(f"kNN graph: inverted-file search, estimated recall@{max(candidates)} "
-                  f"{graph.recall:.4f}")
+            print(f"kNN graph: inverted-file search ({graph.nprobe} lists probed), "
+                  f"recall@{max(candidates)} {graph.recall:.4f} on 1,000 sampled points")
         print("provenance:", report["provenance_counts"])
     return 0
 
@@ -587,9 +589,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the kNN graph: exact, ivf (approximate inverted-file search with "
                           "a measured recall, for large data on the CPU) or auto (exact "
                           "while it is cheap, ivf beyond; the report says which ran)")
+    lab.add_argument("--target-recall", type=float, default=0.99,
+                     help="recall the inverted-file search aims at (default 0.99): it probes "
+                          "the fewest lists that reach it on 1,000 sampled points")
     lab.add_argument("--nprobe", type=int,
-                     help="lists each point probes with --knn ivf/auto (default 32): more is "
-                          "slower and closer to exact")
+                     help="a fixed number of lists each point probes instead")
     lab.add_argument("--max-visits", type=int, default=64,
                      help="points one label search may visit before it gives up (default 64)")
     lab.add_argument("--plot", help="PNG of the mu_k curve and the level histogram")

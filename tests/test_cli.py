@@ -84,11 +84,13 @@ def test_label_knn_choice_is_reported(files, choice):
     graph = hdlfast.knn(x, 8, method=ran, nprobe=3)
     assert report["knn"]["recall"] == graph.recall
     assert report["knn"]["nprobe"] == (3 if ran == "ivf" else None)
+    assert report["knn"]["target_recall"] == 0.99
     expected = hdlfast.hdl(x, labels, 8, graph=graph)
     np.testing.assert_array_equal(np.load(out)["labels"], expected.labels)
 
 
 @pytest.mark.parametrize("extra", [["--knn", "hnsw"], ["--nprobe", "0"],
+                                   ["--target-recall", "1.5"],
                                    ["--knn", "ivf", "--device", "cuda"]])
 def test_label_rejects_bad_knn_options_with_exit_2(files, extra, capsys):
     d, x, y, labels = files

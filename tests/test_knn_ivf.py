@@ -33,7 +33,7 @@ def test_merge_listed_matches_a_numpy_model(backend, exclude_self):
         rows = rng.choice(n, 13, replace=False).astype(np.int64)
         # coarse values: many exact ties, which the index rule must order
         tile = rng.integers(0, 8, (13, 37)).astype(np.float32) / 8
-        kern.merge_listed(tile, rows, cols, heap_s, heap_i, exclude_self)
+        kern.merge_listed(tile, rows, rows, cols, heap_s, heap_i, exclude_self)
         for r, row in enumerate(rows):
             seen[row] += [(float(tile[r, c]), int(col)) for c, col in enumerate(cols)
                           if not (exclude_self and col == row)]
@@ -52,8 +52,8 @@ def test_merge_listed_rejects_rows_outside_the_heaps():
     heap_s = np.full((4, 2), -np.inf, np.float32)
     heap_i = np.full((4, 2), SENTINEL, np.int64)
     with pytest.raises(ValueError, match="row_ids"):
-        kern.merge_listed(np.zeros((1, 3), np.float32), np.array([4]), np.arange(3),
-                          heap_s, heap_i, False)
+        kern.merge_listed(np.zeros((1, 3), np.float32), np.array([4]), np.array([4]),
+                          np.arange(3), heap_s, heap_i, False)
 
 
 def clustered(n, d, seed):
@@ -67,7 +67,7 @@ def test_probing_every_list_is_the_exact_graph(backend, exclude_self):
     nlist = ivf.n_lists(len(x))
     g = hdlfast.knn(x, 10, method="ivf", nprobe=nlist, exclude_self=exclude_self,
                     backend=backend)
-    assert g.method == "ivf" and g.recall == 1.0
+    assert g.method == "ivf" and g.recall == 1.0 and g.nprobe == nlist
     assert_knn(g.sims, g.idx, x, x, 10, exclude_self=exclude_self)
 
 
@@ -121,6 +121,32 @@ def test_same_seed_same_graph_on_every_cpu_backend_and_thread_count():
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_the_target_recall_chooses_the_fewest_probes_reaching_it(backend):
+    x = conftest.clustered(6000, 32, seed=4, n_centres=40, spread=0.6)
+    k = 15
+    ref_i = reference_knn(x, x, k, True)[1]
+    for target in (0.9, 0.99):
+        g = hdlfast.knn(x, k, method="ivf", target_recall=target, recall_sample=6000,
+                        backend=backend)
+        idx = to_numpy(g.idx)
+        assert g.recall >= target
+        assert g.recall == pytest.approx(_true_recall(idx, ref_i), abs=2e-3)
+        assert g.nprobe in (8, 16, 32, 64, ivf.n_lists(len(x)))
+        if g.nprobe > 8:  # half as many probes miss the target
+            fewer = hdlfast.knn(x, k, method="ivf", nprobe=g.nprobe // 2, recall_sample=6000,
+                                backend=backend)
+            assert fewer.recall < target
+        fixed = hdlfast.knn(x, k, method="ivf", nprobe=g.nprobe, backend=backend)
+        np.testing.assert_array_equal(to_numpy(fixed.idx), idx)  # the same search
+    g = hdlfast.knn(x, k, method="ivf", target_recall=1.0, backend=backend)
+    assert g.recall == 1.0
+
+
+def _true_recall(idx, ref_i):
+    return (idx[:, :, None] == ref_i[:, None, :]).any(axis=1).mean()
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_rows_whose_lists_hold_too_few_candidates_are_searched_exactly(backend):
     x = clustered(60, 6, seed=6)  # 8 lists of about 8 rows; k = 40 needs more than one
     g = hdlfast.knn(x, 40, method="ivf", nprobe=1, backend=backend)
@@ -151,7 +177,7 @@ def test_auto_searches_exactly_when_cheap_and_says_which_it_used(monkeypatch):
 def test_recall_sample_zero_skips_the_estimate():
     x = clustered(500, 8, seed=9)
     g = hdlfast.knn(x, 4, method="ivf", recall_sample=0)
-    assert g.method == "ivf" and g.recall is None
+    assert g.method == "ivf" and g.recall is None and g.nprobe == min(32, ivf.n_lists(500))
 
 
 def test_array_kinds_and_unpacking():
@@ -187,6 +213,8 @@ def test_caller_arrays_are_not_modified():
     ({"method": "ivf", "nprobe": 2.5}, TypeError, "nprobe"),
     ({"method": "ivf", "recall_sample": -1}, ValueError, "recall_sample"),
     ({"method": "ivf", "seed": -1}, ValueError, "seed"),
+    ({"method": "ivf", "target_recall": 1.2}, ValueError, "target_recall"),
+    ({"method": "ivf", "target_recall": "high"}, TypeError, "target_recall"),
 ])
 def test_bad_input_is_refused_before_any_work(kwargs, err, match):
     with pytest.raises(err, match=match):

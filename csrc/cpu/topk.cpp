@@ -221,12 +221,12 @@ void merge_rows(const float* tile, int64_t rows, int64_t cols, int64_t ld, int64
 }
 
 void merge_listed(const float* tile, int64_t rows, int64_t cols, int64_t ld,
-                  const int64_t* row_ids, const int64_t* col_ids, float* heap_s, int64_t* heap_i,
-                  int64_t k, bool exclude_self) {
+                  const int64_t* row_ids, const int64_t* self_ids, const int64_t* col_ids,
+                  float* heap_s, int64_t* heap_i, int64_t k, bool exclude_self) {
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t row = row_ids[r];
-    merge_row(tile + r * ld, cols, 0, col_ids, exclude_self ? row : -1, heap_s + row * k,
-              heap_i + row * k, k);
+    merge_row(tile + r * ld, cols, 0, col_ids, exclude_self ? self_ids[r] : -1,
+              heap_s + row * k, heap_i + row * k, k);
   }
 }
 

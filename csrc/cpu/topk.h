@@ -21,10 +21,11 @@ void merge_cols(const float* tile, int64_t rows, int64_t cols, int64_t ld, int64
 
 // Merge a gathered tile: tile[r, c] goes into the heap of row row_ids[r] as candidate database
 // index col_ids[c] (the inverted-file search multiplies the queries probing a list by the
-// list's rows, neither contiguous). With exclude_self, col_ids[c] == row_ids[r] is skipped.
+// list's rows, neither contiguous). With exclude_self, col_ids[c] == self_ids[r] (the query's
+// own index, which is its heap row unless a subset of queries is searched) is skipped.
 void merge_listed(const float* tile, int64_t rows, int64_t cols, int64_t ld,
-                  const int64_t* row_ids, const int64_t* col_ids, float* heap_s, int64_t* heap_i,
-                  int64_t k, bool exclude_self);
+                  const int64_t* row_ids, const int64_t* self_ids, const int64_t* col_ids,
+                  float* heap_s, int64_t* heap_i, int64_t k, bool exclude_self);
 
 // Sort every heap into its final order (sim descending, index ascending).
 void finalize(float* heap_s, int64_t* heap_i, int64_t n, int64_t k);

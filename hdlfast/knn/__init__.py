@@ -19,14 +19,16 @@ class KNNGraph(_Pair):
     similarity and ``idx`` (N, k) int64. Unpacks as ``sims, idx = knn(...)``; every function
     taking ``graph=`` accepts it as is (or a plain ``(sims, idx)`` pair).
 
-    Two attributes say how it was found: ``method``, "exact" or "ivf" (the search that ran;
-    ``method="auto"`` resolves to one of them), and ``recall``, the mean fraction of each
-    row's exact k neighbours that the graph lists: 1.0 for the exact search, for "ivf" the
-    estimate from ``recall_sample`` rows searched exactly (None when that is 0)."""
+    Attributes say how it was found: ``method``, "exact" or "ivf" (the search that ran;
+    ``method="auto"`` resolves to one of them); ``recall``, the mean fraction of each row's
+    exact k neighbours that the graph lists: 1.0 for the exact search, for "ivf" the
+    measurement on ``recall_sample`` rows searched exactly (None when that is 0); and
+    ``nprobe``, the lists each query probed ("ivf"; None for the exact search)."""
 
-    def __new__(cls, sims, idx, method: str = "exact", recall: float | None = 1.0):
+    def __new__(cls, sims, idx, method: str = "exact", recall: float | None = 1.0,
+                nprobe: int | None = None):
         self = super().__new__(cls, sims, idx)
-        self.method, self.recall = method, recall
+        self.method, self.recall, self.nprobe = method, recall, nprobe
         return self
 
 
@@ -39,8 +41,9 @@ AUTO_EXACT_WORK = 2 ** 41
 
 def knn(queries: ArrayLike, k: int, *, database: ArrayLike | None = None,
         exclude_self: bool | None = None, method: str = "exact", nprobe: int | None = None,
-        seed: int = 0, recall_sample: int = 1000, backend: BackendName = None,
-        memory_budget: int | None = None, allow_tf32: bool = False) -> KNNGraph:
+        target_recall: float = 0.99, seed: int = 0, recall_sample: int = 1000,
+        backend: BackendName = None, memory_budget: int | None = None,
+        allow_tf32: bool = False) -> KNNGraph:
     """Cosine top-k: for each query row, the ``k`` most similar database rows (exact by
     default; an inverted-file search with measured recall for million-row data on the CPU).
 
@@ -58,8 +61,11 @@ def knn(queries: ArrayLike, k: int, *, database: ArrayLike | None = None,
         exactly with the rows of its ``nprobe`` most similar lists; or "auto", exact up to
         ``AUTO_EXACT_WORK`` multiply-adds (and always on the GPU), "ivf" beyond.
         ``graph.method`` says which ran.
-    nprobe : lists each query probes ("ivf"; default 32, at most the number of lists): the
-        one knob trading speed for recall.
+    target_recall : the one knob trading speed for recall ("ivf"): the recall the search
+        aims at. The recall sample's rows are searched with 8, 16, 32, ... probes and the
+        smallest count reaching it is used for every row (``graph.nprobe``).
+    nprobe : lists each query probes, fixed instead of chosen ("ivf"; capped at the number
+        of lists; 32 when ``recall_sample`` is 0 and nprobe is not given).
     seed : the coarse k-means' seed and the recall sample's ("ivf"): the same seed gives the
         same graph on every CPU backend and thread count.
     recall_sample : rows whose exact neighbours estimate ``graph.recall`` ("ivf"; 0 skips it).
@@ -76,12 +82,14 @@ def knn(queries: ArrayLike, k: int, *, database: ArrayLike | None = None,
     Both in the kind and on the device of ``queries``.
     """
     return checked_knn(queries, k, database, exclude_self, backend, memory_budget, allow_tf32,
-                       method=method, nprobe=nprobe, seed=seed, recall_sample=recall_sample)
+                       method=method, nprobe=nprobe, target_recall=target_recall, seed=seed,
+                       recall_sample=recall_sample)
 
 
 def checked_knn(queries, k, database=None, exclude_self=None, backend=None, memory_budget=None,
                 allow_tf32=False, q_name="queries", db_name="database", method="exact",
-                nprobe=None, seed=0, recall_sample=1000, method_name="method"):
+                nprobe=None, target_recall=0.99, seed=0, recall_sample=1000,
+                method_name="method"):
     """:func:`knn` with bad-input errors naming the caller's arguments ``q_name``,
     ``db_name`` and ``method_name`` (for the functions of hdlfast built on it)."""
     queries, q_info = _checks.embeddings(queries, q_name)
@@ -108,6 +116,9 @@ def checked_knn(queries, k, database=None, exclude_self=None, backend=None, memo
         memory_budget = _checks.positive_int(memory_budget, "memory_budget")
     _checks.choice(method, method_name, METHODS)
     nprobe = None if nprobe is None else _checks.positive_int(nprobe, "nprobe")
+    target_recall = _checks.positive_float(target_recall, "target_recall", zero=True)
+    if target_recall > 1:
+        raise ValueError(f"target_recall must be in [0, 1], got {target_recall}")
     seed = _checks.seed(seed)
     recall_sample = _checks.positive_int(recall_sample, "recall_sample", zero=True)
     impl = _backend.select(backend, q_info.on_gpu)
@@ -122,14 +133,11 @@ def checked_knn(queries, k, database=None, exclude_self=None, backend=None, memo
         raise ValueError(f"{method_name}='ivf' runs on the CPU backends: the exact graph is "
                          "fast on the GPU (method='exact'), or pass backend='native' to copy "
                          "the arrays to the host")
-    from .ivf import DEFAULT_NPROBE
-
-    sims, idx, recall = impl.knn.ivf(
-        queries, database, k, exclude_self=exclude_self,
-        nprobe=DEFAULT_NPROBE if nprobe is None else nprobe, seed=seed,
-        recall_sample=recall_sample, memory_budget=memory_budget, q_name=q_name,
-        db_name=db_name)
-    return KNNGraph(sims, idx, "ivf", recall)
+    sims, idx, recall, used = impl.knn.ivf(
+        queries, database, k, exclude_self=exclude_self, nprobe=nprobe,
+        target_recall=target_recall, seed=seed, recall_sample=recall_sample,
+        memory_budget=memory_budget, q_name=q_name, db_name=db_name)
+    return KNNGraph(sims, idx, "ivf", recall, used)
 
 
 _MAX_POINTS = 2**31 - 1  # as labels: the labeling kernels index points with int32

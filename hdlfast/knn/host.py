@@ -327,26 +327,26 @@ class HostKNN:
             *topk(self.kernels, qn, dn, k, exclude_self, memory_budget), 1.0))
         return sims, idx
 
-    def ivf(self, q, db, k, *, exclude_self, nprobe, seed, recall_sample, memory_budget,
-            q_name, db_name):
-        """(sims, idx, recall) of the inverted-file search of ``knn.ivf``."""
+    def ivf(self, q, db, k, *, exclude_self, nprobe, target_recall, seed, recall_sample,
+            memory_budget, q_name, db_name):
+        """(sims, idx, recall, nprobe) of the inverted-file search of ``knn.ivf``."""
         from .ivf import ivf_topk
 
         budget = DEFAULT_BUDGET if memory_budget is None else int(memory_budget)
         return self._search(q, db, q_name, db_name, exclude_self, lambda qn, dn: ivf_topk(
-            self.kernels, self.backend, qn, dn, k, exclude_self, nprobe, seed, budget,
-            recall_sample))
+            self.kernels, self.backend, qn, dn, k, exclude_self, nprobe, target_recall, seed,
+            budget, recall_sample))
 
     def _search(self, q, db, q_name, db_name, exclude_self, search):
-        """search(unit q, unit db or None) -> (sims, idx, recall), exact copies tied as the
+        """search(unit q, unit db or None) -> (sims, idx, *info), exact copies tied as the
         tie rule says, the arrays in the caller's kind."""
         qn = normalize(q, q_name)
         dn = None if db is None else normalize(db, db_name)
-        sims, idx, recall = search(qn, dn)
+        sims, idx, *info = search(qn, dn)
         rep = duplicate_reps(qn if dn is None else dn)
         if rep is not None:
             tie_duplicates(sims, idx, rep, exclude_self)
-        return _arrays.from_host(sims, q), _arrays.from_host(idx, q), recall
+        return (_arrays.from_host(sims, q), _arrays.from_host(idx, q), *info)
 
     def pair(self, q, db, kq, kd, *, allow_tf32, memory_budget, floors=(None, None)):
         """(top-kq of q against db, top-kd of db against q) as numpy, from one pass of tile

@@ -11,7 +11,11 @@ disjoint heaps, so one worker per core runs them with single-threaded BLAS, as t
 search does. Nothing depends on the thread count, so a seed gives the same graph anywhere.
 
 Rows whose probed lists hold fewer than k candidates get an exact search. The recall is
-estimated on a seeded sample of query rows by an exact search of those rows alone.
+measured on a seeded sample of query rows, searched exactly. Unless ``nprobe`` is given, that
+sample also chooses it: the sample rows alone are searched with 8, 16, 32, ... probes (cheap:
+a thousand rows) and the smallest count whose recall reaches the target is used for all rows.
+A row's result depends only on its own probes, so the sample's recall at the chosen count is
+the graph's estimate.
 """
 from __future__ import annotations
 
@@ -27,7 +31,8 @@ from .host import _INDEX_SENTINEL, check_filled, tile_product, topk
 LISTS_PER_SQRT = 1.0  # lists ~ this * sqrt(database rows)
 TRAIN_PER_LIST = 64  # the coarse k-means trains on at most this many rows per list
 TRAIN_ITERS = 10
-DEFAULT_NPROBE = 32
+DEFAULT_NPROBE = 32  # when nprobe is neither given nor chosen (no recall sample)
+FIRST_NPROBE = 8  # the probe counts tried for a target recall: 8, 16, 32, ... lists
 RECALL_SAMPLE = 1000  # query rows whose exact neighbours estimate the recall
 _CHUNK = 4096  # queries per task
 
@@ -66,58 +71,33 @@ class InvertedLists:
 
 def exact_rows(kernels, q: np.ndarray, q_ids: np.ndarray, db: np.ndarray, k: int,
                exclude_self: bool, budget: int):
-    """The exact top-k of the rows ``q`` (query ids ``q_ids``) against all of ``db``: k + 1
-    candidates with ``exclude_self``, then the row's own id is dropped (the last entry when it
-    is not among them)."""
+    """The exact top-k of the rows ``q`` (query ids ``q_ids``) against all of ``db``."""
     m = q.shape[0]
-    kk = k + 1 if exclude_self else k
-    hs = np.full((m, kk), -np.inf, np.float32)
-    hi = np.full((m, kk), _INDEX_SENTINEL, np.int64)
+    hs = np.full((m, k), -np.inf, np.float32)
+    hi = np.full((m, k), _INDEX_SENTINEL, np.int64)
     local = np.arange(m, dtype=np.int64)
     width = max(1024, budget // (4 * max(m, 1) * max(num_workers(), 1)))
     ids = np.arange(db.shape[0], dtype=np.int64)
     with single_threaded_blas():
         for d0 in range(0, db.shape[0], width):
-            kernels.merge_listed(tile_product(q, db[d0:d0 + width]), local,
-                                 ids[d0:d0 + width], hs, hi, False)
+            kernels.merge_listed(tile_product(q, db[d0:d0 + width]), local, q_ids,
+                                 ids[d0:d0 + width], hs, hi, exclude_self)
     kernels.finalize(hs, hi)
-    if not exclude_self:
-        return hs, hi
-    own = hi == q_ids[:, None]
-    drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
-    keep = np.ones((m, kk), bool)
-    keep[local, drop] = False
-    return hs[keep].reshape(m, k), hi[keep].reshape(m, k)
+    return hs, hi
 
 
-def ivf_topk(kernels, backend: str, q: np.ndarray, db: np.ndarray | None, k: int,
-             exclude_self: bool, nprobe: int, seed: int, budget: int, recall_sample: int):
-    """(sims, idx, recall) of the approximate top-k of unit float32 rows (``db`` None: the
-    self-graph of ``q``), in the layout and tie order of :func:`hdlfast.knn.host.topk`;
-    ``recall`` is the mean recall@k over ``recall_sample`` seeded rows (None when 0)."""
-    symmetric = db is None
-    if symmetric:
-        db = q
-    nq, nd = q.shape[0], db.shape[0]
-    nlist = n_lists(nd)
-    nprobe = min(nprobe, nlist)
-    cent = coarse_centroids(db, nlist, seed, backend)
-    probes = topk(kernels, q, cent, nprobe, False, budget)[1]
-    first = probes[:, 0] if symmetric else topk(kernels, db, cent, 1, False, budget)[1][:, 0]
-    lists = InvertedLists(db, first, nlist)
-    # queries in the order of their first probe: a chunk then probes few distinct lists
-    q_order = lists.ids if symmetric else np.argsort(probes[:, 0], kind="stable")
-    q_rows = lists.rows if symmetric else q[q_order]
-
-    heap_s = np.full((nq, k), -np.inf, np.float32)
-    heap_i = np.full((nq, k), _INDEX_SENTINEL, np.int64)
-    tile_elems = max(budget // (4 * max(num_workers(), 1)), 1 << 16)
+def search_lists(kernels, lists: InvertedLists, q_rows: np.ndarray, heap_rows: np.ndarray,
+                 self_ids: np.ndarray, probes: np.ndarray, heap_s: np.ndarray,
+                 heap_i: np.ndarray, exclude_self: bool, budget: int, threads: int) -> None:
+    """Merge every query ``q_rows[j]`` (heap row ``heap_rows[j]``, own index ``self_ids[j]``)
+    with the rows of its lists ``probes[j]``, in chunks of queries on ``threads`` workers."""
+    nq, nprobe = probes.shape
+    tile_elems = max(budget // (4 * max(threads, 1)), 1 << 16)
     cancel = threading.Event()
 
     def chunk(c0):
         c1 = min(c0 + _CHUNK, nq)
-        qc, ids = q_rows[c0:c1], q_order[c0:c1]
-        pr = probes[ids].ravel()
+        pr = probes[c0:c1].ravel()
         pos = np.repeat(np.arange(c1 - c0, dtype=np.int64), nprobe)
         by_list = np.argsort(pr, kind="stable")  # queries ascending within a list
         pr, pos = pr[by_list], pos[by_list]
@@ -127,41 +107,91 @@ def ivf_topk(kernels, backend: str, q: np.ndarray, db: np.ndarray | None, k: int
         # later tiles push few candidates (the result does not depend on the order)
         rank = np.add.reduceat(by_list % nprobe, starts) / (ends - starts)
         for g in np.argsort(rank, kind="stable"):
-            g0, g1 = starts[g], ends[g]
             if cancel.is_set():
                 return
-            lo, hi = lists.start[pr[g0]], lists.start[pr[g0] + 1]
+            lo, hi = lists.start[pr[starts[g]]], lists.start[pr[starts[g]] + 1]
             if lo == hi:
                 continue
-            sel = pos[g0:g1]
-            qs, row_ids = qc[sel], ids[sel]
+            sel = c0 + pos[starts[g]:ends[g]]
+            qs, rows, own = q_rows[sel], heap_rows[sel], self_ids[sel]
             width = max(1, tile_elems // qs.shape[0])
             for d0 in range(lo, hi, width):  # a large list in several tiles
                 d1 = min(d0 + width, hi)
-                kernels.merge_listed(tile_product(qs, lists.rows[d0:d1]), row_ids,
+                kernels.merge_listed(tile_product(qs, lists.rows[d0:d1]), rows, own,
                                      lists.ids[d0:d1], heap_s, heap_i, exclude_self)
 
-    with single_threaded_blas(), ThreadPoolExecutor(num_workers()) as pool:
+    with single_threaded_blas(), ThreadPoolExecutor(threads) as pool:
         run_all(pool, chunk, range(0, nq, _CHUNK), cancel)
-    short = np.flatnonzero(heap_i[:, 0] == _INDEX_SENTINEL)  # the root of a heap not filled
+
+
+def _empty_heaps(n: int, k: int):
+    return (np.full((n, k), -np.inf, np.float32), np.full((n, k), _INDEX_SENTINEL, np.int64))
+
+
+def _fill_short(kernels, q, ids, db, k, exclude_self, budget, heap_s, heap_i):
+    """Rows whose probed lists held fewer than k candidates (the heap's root still empty):
+    an exact search instead. ``ids``: the rows' own indices."""
+    short = np.flatnonzero(heap_i[:, 0] == _INDEX_SENTINEL)
     if short.size:
-        heap_s[short], heap_i[short] = exact_rows(kernels, q[short], short, db, k,
+        heap_s[short], heap_i[short] = exact_rows(kernels, q[short], ids[short], db, k,
                                                   exclude_self, budget)
+
+
+def _recall(idx: np.ndarray, exact: np.ndarray) -> float:
+    return float((idx[:, :, None] == exact[:, None, :]).any(axis=1).mean())
+
+
+def ivf_topk(kernels, backend: str, q: np.ndarray, db: np.ndarray | None, k: int,
+             exclude_self: bool, nprobe: int | None, target_recall: float, seed: int,
+             budget: int, recall_sample: int):
+    """(sims, idx, recall, nprobe) of the approximate top-k of unit float32 rows (``db``
+    None: the self-graph of ``q``), in the layout and tie order of
+    :func:`hdlfast.knn.host.topk`. ``recall`` is the mean recall@k over ``recall_sample``
+    seeded rows (None when 0); ``nprobe`` None chooses the probe count reaching
+    ``target_recall`` on those rows (DEFAULT_NPROBE without a sample)."""
+    symmetric = db is None
+    if symmetric:
+        db = q
+    nq, nd = q.shape[0], db.shape[0]
+    nlist = n_lists(nd)
+    threads = num_workers()
+    cent = coarse_centroids(db, nlist, seed, backend)
+    lists = InvertedLists(db, topk(kernels, db, cent, 1, False, budget)[1][:, 0], nlist)
+    all_ids = np.arange(nq, dtype=np.int64)
+
+    recall = None
+    if recall_sample > 0:
+        rng = np.random.default_rng([seed, 0x2E])
+        rows = all_ids if recall_sample >= nq else \
+            np.sort(rng.choice(nq, recall_sample, replace=False)).astype(np.int64)
+        qs = q[rows]
+        exact = exact_rows(kernels, qs, rows, db, k, exclude_self, budget)[1]
+        counts = [min(nprobe, nlist)] if nprobe is not None else \
+            sorted({min(FIRST_NPROBE << i, nlist)
+                    for i in range(max(1, (nlist // FIRST_NPROBE).bit_length() + 1))})
+        ranked = topk(kernels, qs, cent, counts[-1], False, budget)[1]
+        for p in counts:  # increasing: the first that reaches the target is kept
+            hs, hi = _empty_heaps(rows.size, k)
+            search_lists(kernels, lists, qs, np.arange(rows.size, dtype=np.int64), rows,
+                         np.ascontiguousarray(ranked[:, :p]), hs, hi, exclude_self, budget,
+                         threads)
+            _fill_short(kernels, qs, rows, db, k, exclude_self, budget, hs, hi)
+            kernels.finalize(hs, hi)
+            recall = _recall(hi, exact)
+            if recall >= target_recall:
+                break
+        nprobe = p
+    elif nprobe is None:
+        nprobe = DEFAULT_NPROBE
+    nprobe = min(nprobe, nlist)
+
+    probes = topk(kernels, q, cent, nprobe, False, budget)[1]
+    # queries in the order of their first probe: a chunk then probes few distinct lists
+    order = np.argsort(probes[:, 0], kind="stable").astype(np.int64)
+    heap_s, heap_i = _empty_heaps(nq, k)
+    search_lists(kernels, lists, q[order], order, order, probes[order], heap_s, heap_i,
+                 exclude_self, budget, threads)
+    _fill_short(kernels, q, all_ids, db, k, exclude_self, budget, heap_s, heap_i)
     kernels.finalize(heap_s, heap_i)
     check_filled(heap_s, "inverted-file search")
-    return heap_s, heap_i, estimate_recall(kernels, q, db, heap_i, k, exclude_self, seed,
-                                           budget, recall_sample)
-
-
-def estimate_recall(kernels, q, db, idx, k, exclude_self, seed, budget, sample):
-    """Mean over ``sample`` seeded rows of the fraction of a row's exact k neighbours that
-    ``idx`` lists (None when ``sample`` is 0)."""
-    nq = q.shape[0]
-    if sample <= 0:
-        return None
-    rng = np.random.default_rng([seed, 0x2E])
-    rows = np.arange(nq) if sample >= nq else np.sort(rng.choice(nq, sample, replace=False))
-    rows = rows.astype(np.int64)
-    _, exact = exact_rows(kernels, q[rows], rows, db, k, exclude_self, budget)
-    found = (idx[rows][:, :, None] == exact[:, None, :]).any(axis=1)
-    return float(found.mean())
+    return heap_s, heap_i, recall, nprobe

@@ -83,13 +83,14 @@ def merge_rows(tile, row0, col0, heap_s, heap_i, exclude_self):
 
 
 @nb.njit(cache=True, nogil=True)
-def merge_listed(tile, row_ids, col_ids, heap_s, heap_i, exclude_self):
-    """Merge tile[r, c] into the heap of row row_ids[r] (distinct) as candidate col_ids[c]."""
+def merge_listed(tile, row_ids, self_ids, col_ids, heap_s, heap_i, exclude_self):
+    """Merge tile[r, c] into the heap of row row_ids[r] (distinct) as candidate col_ids[c],
+    skipping col_ids[c] == self_ids[r] with exclude_self."""
     rows, cols = tile.shape
     k = heap_s.shape[1]
     for r in range(rows):
         row = row_ids[r]
-        skip = row if exclude_self else -1
+        skip = self_ids[r] if exclude_self else -1
         t, hs, hi = tile[r], heap_s[row], heap_i[row]
         thr = hs[0]
         for c in range(0, cols, _CHUNK):
