@@ -92,26 +92,31 @@ def main(argv=None):
     ap.add_argument("--d", type=int, default=128)
     ap.add_argument("--classes", type=int, default=100)
     ap.add_argument("--subset", type=int, default=200_000)
-    ap.add_argument("--nprobe", type=int, nargs="+", default=[16, 32])
+    ap.add_argument("--spread", type=float, default=1.0)
+    ap.add_argument("--nprobe", type=int, nargs="+", default=[16, 32],
+                    help="fixed probe counts, measured besides the default (target recall)")
+    ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--faiss-nprobe", type=int, nargs="+", default=[16, 32, 64])
     ap.add_argument("--faiss-queries", type=int, default=50_000)
     ap.add_argument("--pynndescent-full", action="store_true")
     ap.add_argument("--skip-label", action="store_true")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
-    meta = {"machine": machine_info(), "n": args.n, "d": args.d, "k": K, "classes": args.classes,
+    meta = {"machine": machine_info(), "n": args.n, "d": args.d, "k": K, "classes": args.classes, "spread": args.spread,
             "recall_sample": SAMPLE, "subset": args.subset,
             "threads": hdlfast.info()["cpu_threads"]}
     log = Log(args.out, meta)
-    x, y = synthetic_embeddings(args.n, args.d, n_classes=args.classes, seed=0)
+    x, y = synthetic_embeddings(args.n, args.d, n_classes=args.classes, spread=args.spread,
+                                seed=0)
+    configs = [None] + args.nprobe  # None: nprobe chosen for target_recall=0.99
     rng = np.random.default_rng(7)
     rows = np.sort(rng.choice(args.n, SAMPLE, replace=False)).astype(np.int64)
     truth, t = timed(lambda: exact_sample(x, rows, K))
     log.add(what="exact neighbours of the recall sample", n=args.n, seconds=t)
 
-    for npr in args.nprobe:
+    for npr in configs:
         g, t = timed(lambda: hdlfast.knn(x, K, method="ivf", nprobe=npr))
-        log.add(what="hdlfast ivf", n=args.n, nprobe=npr, seconds=t,
+        log.add(what="hdlfast ivf", n=args.n, nprobe=g.nprobe, chosen=npr is None, seconds=t,
                 recall=recall(np.asarray(g.idx)[rows], truth), recall_estimate=g.recall)
     del g
 
@@ -121,11 +126,12 @@ def main(argv=None):
     log.add(what="hdlfast exact", n=args.subset, seconds=t_exact,
             extrapolated_full_seconds=t_exact * (args.n / args.subset) ** 2)
     acc_exact = hdl_accuracy(xs, ys, ex)
-    for npr in args.nprobe:
+    for npr in configs:
         g, t = timed(lambda: hdlfast.knn(xs, K, method="ivf", nprobe=npr))
         true = float((np.asarray(g.idx)[:, :, None] == np.asarray(ex.idx)[:, None, :])
                      .any(axis=1).mean())
-        log.add(what="hdlfast ivf", n=args.subset, nprobe=npr, seconds=t, recall=true,
+        log.add(what="hdlfast ivf", n=args.subset, nprobe=g.nprobe, chosen=npr is None,
+                seconds=t, recall=true,
                 recall_estimate=g.recall, speedup_vs_exact=t_exact / t,
                 hdl_accuracy=hdl_accuracy(xs, ys, g), hdl_accuracy_exact=acc_exact)
     del ex
@@ -134,7 +140,7 @@ def main(argv=None):
         import faiss
     except ImportError:
         faiss = None
-    if faiss is not None:
+    if faiss is not None and not args.no_peers:
         xn = x / np.linalg.norm(x, axis=1, keepdims=True)
         nlist = importlib.import_module("hdlfast.knn.ivf").n_lists(args.n)  # as hdlfast's
 
@@ -168,7 +174,7 @@ def main(argv=None):
         import pynndescent
     except ImportError:
         pynndescent = None
-    if pynndescent is not None:
+    if pynndescent is not None and not args.no_peers:
         pynndescent.NNDescent(x[:3000], metric="cosine", n_neighbors=K + 1, random_state=0,
                               n_jobs=-1)  # numba compiles on first use: not timed
         for n in ([args.subset] + ([args.n] if args.pynndescent_full else [])):
