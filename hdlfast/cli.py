@@ -368,7 +368,7 @@ def _label_run(args, x, y, out, report_path, bar, stages) -> int:
     t0 = time.perf_counter()
     bar.set_description(stages[0])
     graph = knn(x, max(candidates), method=args.knn, nprobe=args.nprobe,
-                target_recall=args.target_recall)
+                target_recall=args.target_recall, progress=not args.quiet)
     sims, idx = (_arrays.to_numpy(a) for a in graph)
     timings["knn_s"] = time.perf_counter() - t0
     bar.update()

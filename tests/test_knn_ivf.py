@@ -274,3 +274,12 @@ def test_a_bad_knn_method_is_named(call):
     x, y = hypersphere_mixture(200, 8, n_classes=3, seed=16)
     with pytest.raises(ValueError, match="knn_method"):
         call(x, _labels(y, 3, 1))
+
+
+def test_progress_bar_goes_to_stderr_only_when_asked(capsys):
+    x = clustered(3000, 8, seed=17)
+    quiet = hdlfast.knn(x, 4, method="ivf")
+    assert "ivf" not in capsys.readouterr().err
+    shown = hdlfast.knn(x, 4, method="ivf", progress=True)
+    assert "ivf: search" in capsys.readouterr().err
+    np.testing.assert_array_equal(shown.idx, quiet.idx)

@@ -42,8 +42,8 @@ AUTO_EXACT_WORK = 2 ** 41
 def knn(queries: ArrayLike, k: int, *, database: ArrayLike | None = None,
         exclude_self: bool | None = None, method: str = "exact", nprobe: int | None = None,
         target_recall: float = 0.99, seed: int = 0, recall_sample: int = 1000,
-        backend: BackendName = None, memory_budget: int | None = None,
-        allow_tf32: bool = False) -> KNNGraph:
+        progress: bool = False, backend: BackendName = None,
+        memory_budget: int | None = None, allow_tf32: bool = False) -> KNNGraph:
     """Cosine top-k: for each query row, the ``k`` most similar database rows (exact by
     default; an inverted-file search with measured recall for million-row data on the CPU).
 
@@ -69,6 +69,8 @@ def knn(queries: ArrayLike, k: int, *, database: ArrayLike | None = None,
     seed : the coarse k-means' seed and the recall sample's ("ivf"): the same seed gives the
         same graph on every CPU backend and thread count.
     recall_sample : rows whose exact neighbours estimate ``graph.recall`` ("ivf"; 0 skips it).
+    progress : a progress bar on stderr through the inverted-file search's stages and rows
+        (it takes a minute or more at a million rows).
     backend : "cuda", "native" or "numba"; default from where the data lives.
     memory_budget : bytes of scratch memory for one similarity tile (CPU, default 256 MiB) or
         the workspace (GPU, default half the free memory). Never N x N.
@@ -83,13 +85,13 @@ def knn(queries: ArrayLike, k: int, *, database: ArrayLike | None = None,
     """
     return checked_knn(queries, k, database, exclude_self, backend, memory_budget, allow_tf32,
                        method=method, nprobe=nprobe, target_recall=target_recall, seed=seed,
-                       recall_sample=recall_sample)
+                       recall_sample=recall_sample, progress=progress)
 
 
 def checked_knn(queries, k, database=None, exclude_self=None, backend=None, memory_budget=None,
                 allow_tf32=False, q_name="queries", db_name="database", method="exact",
                 nprobe=None, target_recall=0.99, seed=0, recall_sample=1000,
-                method_name="method"):
+                method_name="method", progress=False):
     """:func:`knn` with bad-input errors naming the caller's arguments ``q_name``,
     ``db_name`` and ``method_name`` (for the functions of hdlfast built on it)."""
     queries, q_info = _checks.embeddings(queries, q_name)
@@ -136,7 +138,7 @@ def checked_knn(queries, k, database=None, exclude_self=None, backend=None, memo
     sims, idx, recall, used = impl.knn.ivf(
         queries, database, k, exclude_self=exclude_self, nprobe=nprobe,
         target_recall=target_recall, seed=seed, recall_sample=recall_sample,
-        memory_budget=memory_budget, q_name=q_name, db_name=db_name)
+        memory_budget=memory_budget, q_name=q_name, db_name=db_name, progress=bool(progress))
     return KNNGraph(sims, idx, "ivf", recall, used)
 
 

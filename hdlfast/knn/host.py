@@ -328,14 +328,14 @@ class HostKNN:
         return sims, idx
 
     def ivf(self, q, db, k, *, exclude_self, nprobe, target_recall, seed, recall_sample,
-            memory_budget, q_name, db_name):
+            memory_budget, q_name, db_name, progress=False):
         """(sims, idx, recall, nprobe) of the inverted-file search of ``knn.ivf``."""
         from .ivf import ivf_topk
 
         budget = DEFAULT_BUDGET if memory_budget is None else int(memory_budget)
         return self._search(q, db, q_name, db_name, exclude_self, lambda qn, dn: ivf_topk(
             self.kernels, self.backend, qn, dn, k, exclude_self, nprobe, target_recall, seed,
-            budget, recall_sample))
+            budget, recall_sample, progress))
 
     def _search(self, q, db, q_name, db_name, exclude_self, search):
         """search(unit q, unit db or None) -> (sims, idx, *info), exact copies tied as the

@@ -20,6 +20,7 @@ the graph's estimate.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -88,9 +89,11 @@ def exact_rows(kernels, q: np.ndarray, q_ids: np.ndarray, db: np.ndarray, k: int
 
 def search_lists(kernels, lists: InvertedLists, q_rows: np.ndarray, heap_rows: np.ndarray,
                  self_ids: np.ndarray, probes: np.ndarray, heap_s: np.ndarray,
-                 heap_i: np.ndarray, exclude_self: bool, budget: int, threads: int) -> None:
+                 heap_i: np.ndarray, exclude_self: bool, budget: int, threads: int,
+                 done=None) -> None:
     """Merge every query ``q_rows[j]`` (heap row ``heap_rows[j]``, own index ``self_ids[j]``)
-    with the rows of its lists ``probes[j]``, in chunks of queries on ``threads`` workers."""
+    with the rows of its lists ``probes[j]``, in chunks of queries on ``threads`` workers;
+    ``done(rows)`` (a progress bar's update) after each chunk."""
     nq, nprobe = probes.shape
     tile_elems = max(budget // (4 * max(threads, 1)), 1 << 16)
     cancel = threading.Event()
@@ -119,6 +122,8 @@ def search_lists(kernels, lists: InvertedLists, q_rows: np.ndarray, heap_rows: n
                 d1 = min(d0 + width, hi)
                 kernels.merge_listed(tile_product(qs, lists.rows[d0:d1]), rows, own,
                                      lists.ids[d0:d1], heap_s, heap_i, exclude_self)
+        if done is not None:
+            done(c1 - c0)
 
     with single_threaded_blas(), ThreadPoolExecutor(threads) as pool:
         run_all(pool, chunk, range(0, nq, _CHUNK), cancel)
@@ -143,12 +148,23 @@ def _recall(idx: np.ndarray, exact: np.ndarray) -> float:
 
 def ivf_topk(kernels, backend: str, q: np.ndarray, db: np.ndarray | None, k: int,
              exclude_self: bool, nprobe: int | None, target_recall: float, seed: int,
-             budget: int, recall_sample: int):
+             budget: int, recall_sample: int, progress: bool = False):
     """(sims, idx, recall, nprobe) of the approximate top-k of unit float32 rows (``db``
     None: the self-graph of ``q``), in the layout and tie order of
     :func:`hdlfast.knn.host.topk`. ``recall`` is the mean recall@k over ``recall_sample``
     seeded rows (None when 0); ``nprobe`` None chooses the probe count reaching
-    ``target_recall`` on those rows (DEFAULT_NPROBE without a sample)."""
+    ``target_recall`` on those rows (DEFAULT_NPROBE without a sample). ``progress``: a
+    progress bar (tqdm, on stderr) through the stages and the search's rows."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=q.shape[0], desc="ivf: coarse k-means", unit="rows", leave=False,
+              disable=not progress, file=sys.stderr) as bar:
+        return _ivf_topk(kernels, backend, q, db, k, exclude_self, nprobe, target_recall, seed,
+                         budget, recall_sample, bar)
+
+
+def _ivf_topk(kernels, backend, q, db, k, exclude_self, nprobe, target_recall, seed, budget,
+              recall_sample, bar):
     symmetric = db is None
     if symmetric:
         db = q
@@ -159,6 +175,7 @@ def ivf_topk(kernels, backend: str, q: np.ndarray, db: np.ndarray | None, k: int
     lists = InvertedLists(db, topk(kernels, db, cent, 1, False, budget)[1][:, 0], nlist)
     all_ids = np.arange(nq, dtype=np.int64)
 
+    bar.set_description("ivf: recall sample")
     recall = None
     if recall_sample > 0:
         rng = np.random.default_rng([seed, 0x2E])
@@ -185,12 +202,14 @@ def ivf_topk(kernels, backend: str, q: np.ndarray, db: np.ndarray | None, k: int
         nprobe = DEFAULT_NPROBE
     nprobe = min(nprobe, nlist)
 
+    bar.set_description(f"ivf: probing {nprobe} of {nlist} lists")
     probes = topk(kernels, q, cent, nprobe, False, budget)[1]
+    bar.set_description(f"ivf: search ({nprobe} of {nlist} lists)")
     # queries in the order of their first probe: a chunk then probes few distinct lists
     order = np.argsort(probes[:, 0], kind="stable").astype(np.int64)
     heap_s, heap_i = _empty_heaps(nq, k)
     search_lists(kernels, lists, q[order], order, order, probes[order], heap_s, heap_i,
-                 exclude_self, budget, threads)
+                 exclude_self, budget, threads, bar.update)
     _fill_short(kernels, q, all_ids, db, k, exclude_self, budget, heap_s, heap_i)
     kernels.finalize(heap_s, heap_i)
     check_filled(heap_s, "inverted-file search")
