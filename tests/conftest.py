@@ -47,6 +47,15 @@ def clustered(n, d, seed, n_centres=6, spread=0.3):
     return x.astype(np.float32)
 
 
+def few_labels(y, per_class, seed):
+    """Labels with ``per_class`` seeded points of every class of ``y`` kept, the rest -1."""
+    rng = np.random.default_rng(seed)
+    lab = np.full(y.shape[0], -1)
+    for c in np.unique(y):
+        lab[rng.choice(np.nonzero(y == c)[0], per_class, replace=False)] = c
+    return lab
+
+
 def to_kind(x: np.ndarray, kind: str, dtype: str = "float32"):
     """x (numpy) as an array of the given kind and dtype."""
     if kind == "numpy":

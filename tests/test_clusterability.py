@@ -4,16 +4,8 @@ import pytest
 from sklearn.base import clone
 
 import hdlfast
-from conftest import CPU_BACKENDS, reference_knn
+from conftest import CPU_BACKENDS, few_labels, reference_knn
 from hdlfast.datasets import digits, hypersphere_mixture
-
-
-def few_labels(y, per_class, seed):
-    rng = np.random.default_rng(seed)
-    lab = np.full(y.shape[0], -1)
-    for c in np.unique(y):
-        lab[rng.choice(np.nonzero(y == c)[0], per_class, replace=False)] = c
-    return lab
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import conftest
 import hdlfast
 from hdlfast import _backend, _host
 from hdlfast.datasets import hypersphere_mixture
-from conftest import CPU_BACKENDS, assert_knn, reference_knn, to_kind, to_numpy
+from conftest import CPU_BACKENDS, assert_knn, few_labels, reference_knn, to_kind, to_numpy
 
 ivf = importlib.import_module("hdlfast.knn.ivf")
 SENTINEL = np.iinfo(np.int64).max
@@ -231,17 +231,9 @@ def test_ivf_on_gpu_arrays_says_where_it_runs():
     assert hdlfast.knn(x, 3, method="auto").method == "exact"
 
 
-def _labels(y, per_class, seed):
-    rng = np.random.default_rng(seed)
-    out = np.full(y.shape[0], -1)
-    for c in np.unique(y):
-        out[rng.choice(np.nonzero(y == c)[0], per_class, replace=False)] = c
-    return out
-
-
 def test_every_graph_user_takes_the_choice():
     x, y = hypersphere_mixture(3000, 16, n_classes=5, spread=0.7, seed=15)
-    labels = _labels(y, 6, 0)
+    labels = few_labels(y, 6, 0)
     exact = hdlfast.knn(x, 10)
     approx = hdlfast.knn(x, 10, method="ivf")
     res = hdlfast.hdl(x, labels, 10, knn_method="ivf")
@@ -273,7 +265,7 @@ def test_every_graph_user_takes_the_choice():
 def test_a_bad_knn_method_is_named(call):
     x, y = hypersphere_mixture(200, 8, n_classes=3, seed=16)
     with pytest.raises(ValueError, match="knn_method"):
-        call(x, _labels(y, 3, 1))
+        call(x, few_labels(y, 3, 1))
 
 
 def test_progress_bar_goes_to_stderr_only_when_asked(capsys):

@@ -31,7 +31,8 @@ def native_kernels(mod):
     """The merge kernels of the compiled module ``mod`` (same names and arguments as
     ``numba_kernels``)."""
     return SimpleNamespace(merge_rows=mod.merge_rows, merge_cols=mod.merge_cols,
-                           merge_listed=mod.merge_listed, finalize=mod.finalize, reservoir_merge=mod.reservoir_merge,
+                           merge_listed=mod.merge_listed, finalize=mod.finalize,
+                           reservoir_merge=mod.reservoir_merge,
                            reservoir_finish=mod.reservoir_finish)
 
 

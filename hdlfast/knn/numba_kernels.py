@@ -58,6 +58,29 @@ def _any_at_least(t, c, e, thr):
     return hit
 
 
+@nb.njit(inline="always", cache=True, nogil=True)
+def _merge_row(t, col0, ids, skip, hs, hi, k):
+    """One tile row into its heap; candidate j is database index ids[j], or col0 + j when
+    ids is empty (a contiguous tile), looked up only for the survivors of the chunk test."""
+    listed = ids.shape[0] > 0
+    thr = hs[0]
+    for c in range(0, t.shape[0], _CHUNK):
+        e = min(c + _CHUNK, t.shape[0])
+        if not _any_at_least(t, c, e, thr):
+            continue
+        for j in range(c, e):
+            v = t[j]
+            if v < thr:
+                continue
+            i = ids[j] if listed else col0 + j
+            if i != skip and _worse(hs[0], hi[0], v, i):
+                _replace_root(hs, hi, k, v, i)
+                thr = hs[0]
+
+
+_CONTIGUOUS = np.empty(0, np.int64)
+
+
 @nb.njit(cache=True, nogil=True)
 def merge_rows(tile, row0, col0, heap_s, heap_i, exclude_self):
     """Merge tile rows into the heaps of rows row0.. (candidates col0..)."""
@@ -70,38 +93,18 @@ def merge_rows(tile, row0, col0, heap_s, heap_i, exclude_self):
         if k == 1 and (skip < col0 or skip >= col0 + cols):
             _merge_top1(t, col0, hs, hi)
             continue
-        thr = hs[0]
-        for c in range(0, cols, _CHUNK):
-            e = min(c + _CHUNK, cols)
-            if not _any_at_least(t, c, e, thr):
-                continue
-            for j in range(c, e):
-                v = t[j]
-                if v >= thr and col0 + j != skip and _worse(hs[0], hi[0], v, col0 + j):
-                    _replace_root(hs, hi, k, v, col0 + j)
-                    thr = hs[0]
+        _merge_row(t, col0, _CONTIGUOUS, skip, hs, hi, k)
 
 
 @nb.njit(cache=True, nogil=True)
 def merge_listed(tile, row_ids, self_ids, col_ids, heap_s, heap_i, exclude_self):
     """Merge tile[r, c] into the heap of row row_ids[r] (distinct) as candidate col_ids[c],
     skipping col_ids[c] == self_ids[r] with exclude_self."""
-    rows, cols = tile.shape
     k = heap_s.shape[1]
-    for r in range(rows):
+    for r in range(tile.shape[0]):
         row = row_ids[r]
         skip = self_ids[r] if exclude_self else -1
-        t, hs, hi = tile[r], heap_s[row], heap_i[row]
-        thr = hs[0]
-        for c in range(0, cols, _CHUNK):
-            e = min(c + _CHUNK, cols)
-            if not _any_at_least(t, c, e, thr):
-                continue
-            for j in range(c, e):
-                v = t[j]
-                if v >= thr and col_ids[j] != skip and _worse(hs[0], hi[0], v, col_ids[j]):
-                    _replace_root(hs, hi, k, v, col_ids[j])
-                    thr = hs[0]
+        _merge_row(tile[r], 0, col_ids, skip, heap_s[row], heap_i[row], k)
 
 
 @nb.njit(cache=True, nogil=True)
