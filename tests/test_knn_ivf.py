@@ -275,3 +275,21 @@ def test_progress_bar_goes_to_stderr_only_when_asked(capsys):
     shown = hdlfast.knn(x, 4, method="ivf", progress=True)
     assert "ivf: search" in capsys.readouterr().err
     np.testing.assert_array_equal(shown.idx, quiet.idx)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("k", [5, 300])  # heaps and reservoirs
+def test_exact_search_progress_bar(backend, k, capsys):
+    x = clustered(5000, 8, seed=18)
+    quiet = hdlfast.knn(x, k, backend=backend)
+    assert "kNN search" not in capsys.readouterr().err
+    shown = hdlfast.knn(x, k, progress=True, backend=backend)
+    assert "kNN search (exact)" in capsys.readouterr().err
+    np.testing.assert_array_equal(shown.idx, quiet.idx)
+    # the bar's steps add up to the whole search: self-graph and queries vs a database
+    host = importlib.import_module("hdlfast.knn.host")
+    unit = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    for q, db in ((unit, None), (unit[:700], unit)):
+        steps = []
+        host.topk(_kernels(backend), q, db, k, db is None, 1 << 20, steps.append)
+        assert len(steps) > 1 and sum(steps) == pytest.approx(1.0)

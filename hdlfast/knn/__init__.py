@@ -69,8 +69,8 @@ def knn(queries: ArrayLike, k: int, *, database: ArrayLike | None = None,
     seed : the coarse k-means' seed and the recall sample's ("ivf"): the same seed gives the
         same graph on every CPU backend and thread count.
     recall_sample : rows whose exact neighbours estimate ``graph.recall`` ("ivf"; 0 skips it).
-    progress : a progress bar on stderr through the inverted-file search's stages and rows
-        (it takes a minute or more at a million rows).
+    progress : a progress bar on stderr through the CPU search (the exact graph's tiles, or
+        the inverted file's stages and rows): either takes minutes at a million rows.
     backend : "cuda", "native" or "numba"; default from where the data lives.
     memory_budget : bytes of scratch memory for one similarity tile (CPU, default 256 MiB) or
         the workspace (GPU, default half the free memory). Never N x N.
@@ -130,7 +130,7 @@ def checked_knn(queries, k, database=None, exclude_self=None, backend=None, memo
     if method == "exact":
         return KNNGraph(*impl.knn(queries, database, k, exclude_self=exclude_self,
                                   allow_tf32=allow_tf32, memory_budget=memory_budget,
-                                  q_name=q_name, db_name=db_name))
+                                  q_name=q_name, db_name=db_name, progress=bool(progress)))
     if impl.on_gpu:
         raise ValueError(f"{method_name}='ivf' runs on the CPU backends: the exact graph is "
                          "fast on the GPU (method='exact'), or pass backend='native' to copy "

@@ -175,7 +175,9 @@ class CudaKNN:
     def __init__(self, cuda_module):
         self.mod = cuda_module
 
-    def __call__(self, q, db, k, *, exclude_self, allow_tf32, memory_budget, q_name, db_name):
+    def __call__(self, q, db, k, *, exclude_self, allow_tf32, memory_budget, q_name, db_name,
+                 progress=False):
+        del progress  # one GPU call: nothing to show
         return topk(self.mod, q, db, k, exclude_self, allow_tf32, memory_budget, q_name,
                     db_name)
 

@@ -14,6 +14,7 @@ identical for any thread count.
 """
 from __future__ import annotations
 
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -175,7 +176,7 @@ def uses_reservoir(k: int, d: int, symmetric: bool) -> bool:
 
 
 def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bool,
-         memory_budget: int | None):
+         memory_budget: int | None, done=None):
     """(sims, idx) of the k most similar rows of ``db`` (``q`` itself when None) for each row
     of ``q``; rows already unit-norm float32. ``kernels`` is the backend's merge kernels.
 
@@ -184,15 +185,18 @@ def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bo
     dominates, so each worker takes a block of query rows through every database tile with
     one reservoir per row (O(1) per candidate, see csrc/cpu/topk.h), which also keeps the
     scratch to one block of rows; a self-graph then multiplies every tile. Both give the
-    exact top k under the tie rule."""
+    exact top k under the tie rule. ``done(fraction)``, when given, is called as the work
+    advances (a progress bar's update; fractions sum to 1)."""
     symmetric = db is None
     if symmetric:
         db = q
     nq, nd = q.shape[0], db.shape[0]
     budget = DEFAULT_BUDGET if memory_budget is None else int(memory_budget)
     if uses_reservoir(k, q.shape[1], symmetric):
-        return _reservoir_topk(kernels, q, db, k, exclude_self, budget)
+        return _reservoir_topk(kernels, q, db, k, exclude_self, budget, done)
     bq, bd = block_sizes(nq, nd, budget, symmetric)
+    nbq, nbd = -(-nq // bq), -(-nd // bd)
+    step = 1 / (nbq * (nbq + 1) // 2 if symmetric else nbq * nbd)  # one tile's share
     heap_s = np.full((nq, k), -np.inf, dtype=np.float32)
     heap_i = np.full((nq, k), _INDEX_SENTINEL, dtype=np.int64)
     workers = num_workers()
@@ -206,6 +210,8 @@ def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bo
         kernels.merge_rows(tile, i * bq, j * bd, heap_s, heap_i, exclude_self)
         if i != j:
             kernels.merge_cols(tile, i * bq, j * bd, heap_s, heap_i)
+        if done is not None:
+            done(step)
 
     cancel = threading.Event()
 
@@ -214,6 +220,8 @@ def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bo
             if cancel.is_set():  # the caller was interrupted: stop between tiles
                 return
             kernels.merge_rows(product(q0, d0), q0, d0, heap_s, heap_i, exclude_self)
+            if done is not None:
+                done(step)
 
     # BLAS on one thread everywhere: OpenBLAS rounds a product differently on several
     # threads than on one, which would make results depend on the thread count.
@@ -234,11 +242,12 @@ def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bo
     return heap_s, heap_i
 
 
-def _reservoir_topk(kernels, q, db, k, exclude_self, budget):
+def _reservoir_topk(kernels, q, db, k, exclude_self, budget, done=None):
     nq, nd = q.shape[0], db.shape[0]
     cap = 2 * k  # as faiss: a full reservoir keeps its best k, so selections are rare
     bq, bd = block_sizes(nq, nd, budget, symmetric=False)
     bq = max(1, min(bq, _RESERVOIR_BYTES // (8 * cap)))
+    step = 1 / (-(-nq // bq) * -(-nd // bd))
     sims = np.empty((nq, k), np.float32)
     idx = np.empty((nq, k), np.int64)
     cancel = threading.Event()
@@ -253,6 +262,8 @@ def _reservoir_topk(kernels, q, db, k, exclude_self, budget):
                 return
             kernels.reservoir_merge(tile_product(q[q0:q0 + rows], db[d0:d0 + bd]), q0, d0,
                                     keys, count, thr, k, exclude_self)
+            if done is not None:
+                done(step)
         kernels.reservoir_finish(keys, count, sims[q0:q0 + rows], idx[q0:q0 + rows])
 
     with single_threaded_blas():
@@ -322,10 +333,22 @@ class HostKNN:
     def __init__(self, kernels, backend: str):
         self.kernels, self.backend = kernels, backend
 
-    def __call__(self, q, db, k, *, exclude_self, allow_tf32, memory_budget, q_name, db_name):
+    def __call__(self, q, db, k, *, exclude_self, allow_tf32, memory_budget, q_name, db_name,
+                 progress=False):
         del allow_tf32  # fp32 BLAS on the CPU
-        sims, idx, _ = self._search(q, db, q_name, db_name, exclude_self, lambda qn, dn: (
-            *topk(self.kernels, qn, dn, k, exclude_self, memory_budget), 1.0))
+        bar = None
+        if progress:  # only then: a small call should not pay for the bar
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=1.0, desc="kNN search (exact)", leave=False, file=sys.stderr,
+                       bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
+        try:
+            sims, idx, _ = self._search(q, db, q_name, db_name, exclude_self, lambda qn, dn: (
+                *topk(self.kernels, qn, dn, k, exclude_self, memory_budget,
+                      bar.update if bar else None), 1.0))
+        finally:
+            if bar is not None:
+                bar.close()
         return sims, idx
 
     def ivf(self, q, db, k, *, exclude_self, nprobe, target_recall, seed, recall_sample,
