@@ -109,6 +109,14 @@ def positive_float(value, name: str, zero: bool = False) -> float:
     return value
 
 
+def fraction(value, name: str) -> float:
+    """A number in [0, 1]."""
+    value = positive_float(value, name, zero=True)
+    if value > 1:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return value
+
+
 def _vector(x, length: int, name: str) -> np.ndarray:
     x = _arrays.as_array(x, name)
     inf = _arrays.info(x, name)

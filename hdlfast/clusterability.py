@@ -82,9 +82,7 @@ def select_k(X: ArrayLike, labels: ArrayLike,
     if not cands:
         raise ValueError(f"candidates must hold a k <= {n - 1} (number of points - 1)")
     n_folds = _checks.positive_int(n_folds, "n_folds")
-    threshold = _checks.positive_float(threshold, "threshold", zero=True)
-    if threshold > 1:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    threshold = _checks.fraction(threshold, "threshold")
     seed = _checks.seed(seed)
     _checks.choice(method, "method", ("hdl", "tree"))
     _checks.choice(knn_method, "knn_method", KNN_METHODS)

@@ -146,6 +146,19 @@ def _true_recall(idx, ref_i):
     return (idx[:, :, None] == ref_i[:, None, :]).any(axis=1).mean()
 
 
+def test_lists_split_into_several_tiles_give_the_same_graph_for_any_thread_count():
+    # a small memory budget splits every list's tile (and the exact searches') into pieces
+    x = conftest.clustered(4000, 16, seed=19, n_centres=5, spread=0.5)
+    runs = []
+    for threads in (1, 2):
+        with _host.threads(threads):
+            runs.append(hdlfast.knn(x, 12, method="ivf", nprobe=4, memory_budget=1 << 18))
+    np.testing.assert_array_equal(runs[0].idx, runs[1].idx)
+    np.testing.assert_array_equal(runs[0].sims, runs[1].sims)
+    full = hdlfast.knn(x, 12, method="ivf", nprobe=ivf.n_lists(len(x)), memory_budget=1 << 18)
+    assert_knn(full.sims, full.idx, x, x, 12, exclude_self=True)
+
+
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_rows_whose_lists_hold_too_few_candidates_are_searched_exactly(backend):
     x = clustered(60, 6, seed=6)  # 8 lists of about 8 rows; k = 40 needs more than one

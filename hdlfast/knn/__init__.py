@@ -118,9 +118,7 @@ def checked_knn(queries, k, database=None, exclude_self=None, backend=None, memo
         memory_budget = _checks.positive_int(memory_budget, "memory_budget")
     _checks.choice(method, method_name, METHODS)
     nprobe = None if nprobe is None else _checks.positive_int(nprobe, "nprobe")
-    target_recall = _checks.positive_float(target_recall, "target_recall", zero=True)
-    if target_recall > 1:
-        raise ValueError(f"target_recall must be in [0, 1], got {target_recall}")
+    target_recall = _checks.fraction(target_recall, "target_recall")
     seed = _checks.seed(seed)
     recall_sample = _checks.positive_int(recall_sample, "recall_sample", zero=True)
     impl = _backend.select(backend, q_info.on_gpu)

@@ -27,14 +27,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .._host import num_workers, run_all, single_threaded_blas
-from .host import _INDEX_SENTINEL, check_filled, tile_product, topk
+from .host import (_INDEX_SENTINEL, _MAX_WORKERS_BUDGETED, block_sizes, check_filled,
+                   tile_product, topk)
 
 LISTS_PER_SQRT = 1.0  # lists ~ this * sqrt(database rows)
 TRAIN_PER_LIST = 64  # the coarse k-means trains on at most this many rows per list
 TRAIN_ITERS = 10
 DEFAULT_NPROBE = 32  # when nprobe is neither given nor chosen (no recall sample)
 FIRST_NPROBE = 8  # the probe counts tried for a target recall: 8, 16, 32, ... lists
-RECALL_SAMPLE = 1000  # query rows whose exact neighbours estimate the recall
 _CHUNK = 4096  # queries per task
 
 
@@ -66,9 +66,6 @@ class InvertedLists:
         np.cumsum(np.bincount(assignment, minlength=nlist), out=self.start[1:])
         self.rows = db[self.ids]
 
-    def size(self, lists: np.ndarray) -> np.ndarray:
-        return self.start[lists + 1] - self.start[lists]
-
 
 def exact_rows(kernels, q: np.ndarray, q_ids: np.ndarray, db: np.ndarray, k: int,
                exclude_self: bool, budget: int):
@@ -77,7 +74,7 @@ def exact_rows(kernels, q: np.ndarray, q_ids: np.ndarray, db: np.ndarray, k: int
     hs = np.full((m, k), -np.inf, np.float32)
     hi = np.full((m, k), _INDEX_SENTINEL, np.int64)
     local = np.arange(m, dtype=np.int64)
-    width = max(1024, budget // (4 * max(m, 1) * max(num_workers(), 1)))
+    width = block_sizes(m, db.shape[0], budget, False)[1]
     ids = np.arange(db.shape[0], dtype=np.int64)
     with single_threaded_blas():
         for d0 in range(0, db.shape[0], width):
@@ -95,7 +92,9 @@ def search_lists(kernels, lists: InvertedLists, q_rows: np.ndarray, heap_rows: n
     with the rows of its lists ``probes[j]``, in chunks of queries on ``threads`` workers;
     ``done(rows)`` (a progress bar's update) after each chunk."""
     nq, nprobe = probes.shape
-    tile_elems = max(budget // (4 * max(threads, 1)), 1 << 16)
+    # sized as the exact search's tiles, never by the thread count: how a list is split
+    # into tiles moves BLAS's rounding, and the graph must not depend on the threads
+    tile_elems = max(budget // (4 * _MAX_WORKERS_BUDGETED), 1 << 16)
     cancel = threading.Event()
 
     def chunk(c0):
