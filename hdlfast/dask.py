@@ -34,7 +34,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
     ) from exc
 
 from . import _arrays, _backend, _checks, _host
+from ._host import normalize
+from .knn import AUTO_EXACT_WORK, KNNGraph
+from .knn import METHODS as KNN_METHODS
+from .knn import ivf
 from .knn import knn as _local_knn
+from .knn.host import topk
 from . import labeling
 from .labeling import FALLBACK, HDLResult
 from .labeling import hdl as _local_hdl
@@ -325,9 +330,11 @@ def _pair_knn(q, qa, qb, q_stored, d, da_, db, d_stored, k, opts, diag_q, diag_d
 
 # ---------------------------------------------------------------- kNN graph
 
-def knn(X, k, *, database=None, exclude_self=None, backend=None, memory_budget=None,
-        allow_tf32=False, block_rows=None, threads_per_task=1, split_every=4):
-    """Exact cosine top-k of the rows of ``X`` by dask tasks, as lazy dask arrays.
+def knn(X, k, *, database=None, exclude_self=None, method="exact", nprobe=None,
+        target_recall=0.99, seed=0, recall_sample=1000, backend=None, memory_budget=None,
+        allow_tf32=False, block_rows=None, threads_per_task=1, split_every=4) -> KNNGraph:
+    """Cosine top-k of the rows of ``X`` by dask tasks, as lazy dask arrays: exact, or by an
+    inverted file (``method="ivf"``) for data where even the cluster's exact graph is slow.
 
     Parameters
     ----------
@@ -337,6 +344,11 @@ def knn(X, k, *, database=None, exclude_self=None, backend=None, memory_budget=N
     k, exclude_self, memory_budget, allow_tf32 : as in :func:`hdlfast.knn`, per block task.
     database : (Nd, d) embeddings as X, or None for the graph of X against itself. With
         ``exclude_self=True`` it is split like X (query i is database row i).
+    method, nprobe, target_recall, seed, recall_sample : as in :func:`hdlfast.knn`; "ivf" and
+        "auto" (ivf above ``hdlfast.knn.AUTO_EXACT_WORK`` multiply-adds unless ``backend``
+        is "cuda") run the inverted file's tasks on the workers' CPUs. The coarse k-means,
+        every database row's list and the recall sample are computed when this is called
+        (see :func:`_ivf_knn`); the search stays lazy.
     backend : None lets each worker use its GPU when it has one (and torch or cupy), else
         its CPU; "native"/"numba" keep every task on the CPU, "cuda" requires a GPU.
     block_rows : rows per block; default: X's row chunks for a dask array, else dask's
@@ -347,11 +359,14 @@ def knn(X, k, *, database=None, exclude_self=None, backend=None, memory_budget=N
 
     Returns
     -------
-    sims, idx : (N, k) dask arrays (float32, int64) chunked by X's row blocks, equal to
-        ``hdlfast.knn`` on the whole arrays: rows by decreasing similarity, equal similarities
-        by increasing database index. Compute both together (``dask.compute(sims, idx)`` or
-        :func:`save_graph`) so that the block tasks run once. A bad row (NaN/Inf or zero
-        norm) raises ValueError naming the argument and the global row at compute time.
+    KNNGraph(sims, idx) of (N, k) dask arrays (float32, int64) chunked by X's row blocks,
+        unpacking as ``sims, idx`` and saying ``.method``, ``.recall`` and ``.nprobe`` as
+        :func:`hdlfast.knn`'s graph does. Equal to ``hdlfast.knn`` on the whole arrays:
+        rows by decreasing similarity, equal similarities by increasing database index
+        (for "ivf", with the same seed, the same lists and probe count). Compute both together
+        (``dask.compute(sims, idx)`` or :func:`save_graph`) so that the block tasks run
+        once. A bad row (NaN/Inf or zero norm) raises ValueError naming the argument and the
+        global row at compute time ("ivf": a database row, when this is called).
     """
     src = _as_source(X, "X", block_rows)
     k = _checks.positive_int(k, "k")
@@ -362,6 +377,11 @@ def knn(X, k, *, database=None, exclude_self=None, backend=None, memory_budget=N
         memory_budget = _checks.positive_int(memory_budget, "memory_budget")
     _backend.check_name(backend)  # the workers, not this process, decide if it is usable
     threads_per_task = _checks.positive_int(threads_per_task, "threads_per_task")
+    _checks.choice(method, "method", KNN_METHODS)
+    nprobe = None if nprobe is None else _checks.positive_int(nprobe, "nprobe")
+    target_recall = _checks.fraction(target_recall, "target_recall")
+    seed = _checks.seed(seed)
+    recall_sample = _checks.positive_int(recall_sample, "recall_sample", zero=True)
     n = src.shape[0]
     if database is None:
         exclude_self = True if exclude_self is None else bool(exclude_self)
@@ -383,14 +403,24 @@ def knn(X, k, *, database=None, exclude_self=None, backend=None, memory_budget=N
     else:
         _checks.k_at_most(k, nd, "database rows")
 
+    if method == "auto":
+        work = n * nd * src.shape[1]
+        method = "ivf" if backend != "cuda" and work > AUTO_EXACT_WORK else "exact"
+    if method == "ivf" and backend == "cuda":
+        raise ValueError("method='ivf' runs on the workers' CPUs: pass method='exact' for "
+                         "their GPUs, or backend=None / 'native' / 'numba'")
     opts = dict(backend=backend, memory_budget=memory_budget, allow_tf32=allow_tf32,
                 threads=threads_per_task)
+    if method == "ivf":
+        return _ivf_knn(src, dsrc, k, exclude_self, nprobe, target_recall, seed,
+                        recall_sample, opts, split_every)
+    return KNNGraph(*_exact_knn(src, dsrc, k, exclude_self, opts, split_every))
+
+
+def _exact_knn(src, dsrc, k, exclude_self, opts, split_every):
+    """The exact graph's tasks (arguments checked by :func:`knn`): lazy (sims, idx)."""
     task = dask.delayed(_block_knn, pure=True)
-    merge_all = dask.delayed(_merge_all, pure=True)
-    check = dask.delayed(_check_block, pure=True)
-    q_checks = [check(*src.block(i), "X") for i in range(len(src.bounds))]
-    d_checks = q_checks if dsrc is src else [check(*dsrc.block(j), "database")
-                                             for j in range(len(dsrc.bounds))]
+    q_checks, d_checks = _row_checks(src, dsrc)
     d_blocks = [j for j, (a, b) in enumerate(dsrc.bounds) if b > a]
     if dsrc is src:  # a self-graph: one task per pair i < j serves both blocks
         pair = dask.delayed(_pair_knn, pure=True, nout=2)
@@ -401,26 +431,311 @@ def knn(X, k, *, database=None, exclude_self=None, backend=None, memory_budget=N
                 halves[i, j], halves[j, i] = pair(*src.block(i), *src.block(j), k, opts,
                                                   halves[i, i], halves[j, j], q_checks[i],
                                                   q_checks[j])
-    sims_parts, idx_parts = [], []
+    results = []
     for i, (qa, qb) in enumerate(src.bounds):
         if qb == qa:  # an empty chunk (a row subset of a dask array)
-            sims_parts.append(da.zeros((0, k), np.float32))
-            idx_parts.append(da.zeros((0, k), np.int64))
-            continue
-        if dsrc is src:
-            level = [halves[i, j] for j in d_blocks]
+            results.append(None)
+        elif dsrc is src:
+            results.append(_tree_merge([halves[i, j] for j in d_blocks], split_every))
         else:
-            level = [task(*src.block(i), *dsrc.block(j), k,
-                          exclude_self and src.bounds[i] == dsrc.bounds[j], opts,
-                          q_checks[i], d_checks[j])
-                     for j in d_blocks]
-        while len(level) > 1:  # tree reduction over the database blocks
-            level = [merge_all(*level[g:g + split_every])
-                     for g in range(0, len(level), split_every)]
-        res = level[0]
-        sims_parts.append(da.from_delayed(res[0], (qb - qa, k), dtype=np.float32))
-        idx_parts.append(da.from_delayed(res[1], (qb - qa, k), dtype=np.int64))
-    return da.concatenate(sims_parts, axis=0), da.concatenate(idx_parts, axis=0)
+            results.append(_tree_merge(
+                [task(*src.block(i), *dsrc.block(j), k,
+                      exclude_self and src.bounds[i] == dsrc.bounds[j], opts,
+                      q_checks[i], d_checks[j]) for j in d_blocks], split_every))
+    return _graph_arrays(results, src.bounds, k)
+
+
+def _row_checks(src, dsrc):
+    """One row-check task per block of the queries and of the database (the same tasks for a
+    self-graph)."""
+    check = dask.delayed(_check_block, pure=True)
+    q_checks = [check(*src.block(i), "X") for i in range(len(src.bounds))]
+    d_checks = q_checks if dsrc is src else [check(*dsrc.block(j), "database")
+                                             for j in range(len(dsrc.bounds))]
+    return q_checks, d_checks
+
+
+def _tree_merge(level, split_every):
+    """One delayed (sims, idx) merging the partial top-k lists ``level`` of the same rows."""
+    merge_all = dask.delayed(_merge_all, pure=True)
+    while len(level) > 1:
+        level = [merge_all(*level[g:g + split_every])
+                 for g in range(0, len(level), split_every)]
+    return level[0]
+
+
+def _graph_arrays(results, bounds, k):
+    """(N, k) dask arrays (sims, idx) from one delayed (sims, idx) per row block (None for
+    an empty block)."""
+    sims, idx = [], []
+    for res, (a, b) in zip(results, bounds):
+        if res is None:
+            sims.append(da.zeros((0, k), np.float32))
+            idx.append(da.zeros((0, k), np.int64))
+        else:
+            sims.append(da.from_delayed(res[0], (b - a, k), dtype=np.float32))
+            idx.append(da.from_delayed(res[1], (b - a, k), dtype=np.int64))
+    return da.concatenate(sims, axis=0), da.concatenate(idx, axis=0)
+
+
+# ---------------------------------------------------------------- approximate graph (inverted file)
+
+def _ivf_knn(src, dsrc, k, exclude_self, nprobe, target_recall, seed, recall_sample, opts,
+             split_every):
+    """:func:`hdlfast.knn`'s inverted file (docs §1b) as dask tasks, stage by stage:
+
+    1. the coarse spherical k-means, one task on the seeded training rows (gathered);
+    2. every database row's list, one task per database block (the assignment, Nd ints,
+       comes back here); consecutive lists are grouped into about ``block_rows`` rows each,
+       a group's rows gathered in list order (a dask array's once, into the cluster's memory;
+       stored embeddings are read by each task that needs them);
+    3. the recall sample: one task per group searches the sample's rows with every probe
+       count tried (8, 16, ... and all lists, which is the exact search), merged per count;
+       the smallest count reaching ``target_recall`` is used;
+    4. lazily, per query block: its probes (one task), one search task per group (the
+       queries probing that group's lists, exact tiles per list as on one machine), the
+       partial lists merged as in the exact graph. Rows whose probed lists hold fewer than
+       k candidates get the exact search (computed here: found from the list sizes).
+
+    Stages 1-3 and the short rows are computed when called (each a pass over the data);
+    the result equals hdlfast.knn(method="ivf") with the same seed up to BLAS rounding at
+    near-ties (the tiles differ)."""
+    cpu = _backend.host(opts["backend"]).name
+    q_checks, d_checks = _row_checks(src, dsrc)
+    nq, nd = src.shape[0], dsrc.shape[0]
+    nlist = ivf.n_lists(nd)
+    budget = _budget(opts)
+
+    # 1-2: centroids, then every database row's list
+    train = ivf.train_rows(nd, nlist, seed)
+    train = np.arange(nd, dtype=np.int64) if train is None else train
+    cent = dask.delayed(_coarse, pure=True)(_rows_of(dsrc, train), nlist, seed, cpu,
+                                            *d_checks)
+    assign = dask.delayed(_assign, pure=True)
+    cent, *parts = dask.compute(cent, *[assign(*dsrc.block(j), cent, 1, cpu, budget,
+                                               opts["threads"], d_checks[j])
+                                        for j in range(len(dsrc.bounds))])
+    cent_d = dask.delayed(cent, pure=True)
+    assignment = np.concatenate([p[:, 0] for p in parts])
+    # the queries' rows are checked once: now for a self-graph, else by the first task
+    # graph that reads them all
+    q_checks = [] if dsrc is src else q_checks
+    ids = np.argsort(assignment, kind="stable").astype(np.int64)
+    start = ivf.list_starts(assignment, nlist)
+    groups = [_Group.of(dsrc, ids, start, l0, l1)
+              for l0, l1 in _list_groups(start, dsrc._block_rows())]
+
+    # 3: the recall sample chooses the probe count
+    got = None
+    if recall_sample > 0:
+        rows = ivf.sample_rows(nq, recall_sample, seed)
+        counts = ivf.probe_counts(nlist, nprobe)
+        tried = counts + ([nlist] if counts[-1] < nlist else [])  # all lists: the exact search
+        sample = _rows_of(src, rows)
+        search = dask.delayed(_sample_search, pure=True, nout=len(tried))
+        per_group = [search(sample, rows, cent_d, tried, g.rows, g.ids, g.start, g.first, k,
+                            exclude_self, cpu, budget, opts["threads"], *q_checks)
+                     for g in groups]
+        q_checks = []
+        merged = dask.compute(*[_tree_merge([p[c] for p in per_group], split_every)
+                                for c in range(len(tried))])
+        exact = merged[-1][1]
+        for p, (_, idx) in zip(counts, merged):  # increasing: the first reaching the target
+            short = idx[:, -1] == PAD_IDX  # too few candidates: the exact search's row
+            got = ivf.recall(np.where(short[:, None], exact, idx), exact)
+            if got >= target_recall:
+                break
+        nprobe = p
+    elif nprobe is None:
+        nprobe = ivf.DEFAULT_NPROBE
+    nprobe = min(nprobe, nlist)
+
+    # 4: the search, lazy, and the exact search of the short rows
+    sizes = np.diff(start)
+    fixes = {}
+    if np.sort(sizes)[:nprobe].sum() - int(exclude_self) < k:  # some row may be short
+        short = dask.delayed(_short_rows, pure=True)
+        found = np.concatenate(dask.compute(*[
+            short(*src.block(i), cent_d, nprobe, cpu, budget, opts["threads"], sizes,
+                  assignment if exclude_self else None, k, *q_checks[i:i + 1])
+            for i in range(len(src.bounds))]))
+        q_checks = []
+        if found.size:
+            fixes = _exact_rows(src, dsrc, found, k, exclude_self, opts, split_every)
+    probes = dask.delayed(_assign, pure=True)
+    search = dask.delayed(_group_search, pure=True)
+    patch = dask.delayed(_patch, pure=True)
+    results = []
+    for i, (qa, qb) in enumerate(src.bounds):
+        if qb == qa:
+            results.append(None)
+            continue
+        pr = probes(*src.block(i), cent_d, nprobe, cpu, budget, opts["threads"],
+                    *q_checks[i:i + 1])
+        res = _tree_merge([search(*src.block(i), pr, g.rows, g.ids, g.start, g.first, k,
+                                  exclude_self, cpu, budget, opts["threads"])
+                           for g in groups], split_every)
+        if i in fixes:
+            res = patch(res, *fixes[i])
+        results.append(res)
+    return KNNGraph(*_graph_arrays(results, src.bounds, k), "ivf", got, nprobe)
+
+
+def _budget(opts):
+    from ._host import DEFAULT_BUDGET
+
+    return DEFAULT_BUDGET if opts["memory_budget"] is None else int(opts["memory_budget"])
+
+
+def _rows_of(source, rows):
+    """A delayed array: the rows ``rows`` (sorted, unique) of ``source`` as stored."""
+    if source.stored:
+        return dask.delayed(_all_rows, pure=True)(
+            dask.delayed(_Subset(source.x, rows), pure=True, traverse=False))
+    return source.x[rows].rechunk({0: -1, 1: -1}).to_delayed().ravel()[0]
+
+
+def _all_rows(subset):
+    return _arrays.to_numpy(_arrays.as_array(subset[:], "X"))
+
+
+class _Group:
+    """Consecutive inverted lists [first, first + len(start) - 1) of the database: their rows'
+    ``ids`` in list order, the lists' offsets ``start`` among them, and ``rows``: a delayed
+    array of the unit rows in list order (a dask array's, gathered once), or a
+    :class:`_GroupRows` that each task reads (stored embeddings)."""
+
+    def __init__(self, rows, ids, start, first):
+        self.rows, self.ids, self.start, self.first = rows, ids, start, first
+
+    @classmethod
+    def of(cls, dsrc, ids, start, l0, l1):
+        gids = ids[start[l0]:start[l1]]
+        by_id = np.sort(gids)
+        where = np.searchsorted(by_id, gids)  # list order within the rows sorted by id
+        if dsrc.stored:
+            rows = dask.delayed(_GroupRows(_Subset(dsrc.x, by_id), where), pure=True,
+                                traverse=False)
+        else:
+            rows = dask.delayed(_unit_in_order, pure=True)(_rows_of(dsrc, by_id), where)
+        return cls(rows, dask.delayed(gids, pure=True), start[l0:l1 + 1] - start[l0], l0)
+
+
+def _unit_in_order(raw, where):
+    return normalize(raw, "database")[where]
+
+
+class _GroupRows:
+    """Stored rows of a group of lists, read by the task that needs them."""
+
+    def __init__(self, subset, where):
+        self.subset, self.where = subset, where
+
+    def read(self):
+        return _unit_in_order(_all_rows(self.subset), self.where)
+
+
+def _list_groups(start, rows):
+    """(first, stop) of consecutive lists holding about ``rows`` database rows each (a larger
+    list alone); empty lists join a neighbour."""
+    out, l0 = [], 0
+    nlist = start.size - 1
+    for l1 in range(1, nlist + 1):
+        if start[l1] - start[l0] >= rows or l1 == nlist:
+            out.append((l0, l1))
+            l0 = l1
+    return out
+
+
+def _coarse(train, nlist, seed, backend, *checked):
+    """Stage 1: the coarse centroids of the (raw) training rows."""
+    return ivf.coarse_centroids(normalize(train, "database"), nlist, seed, backend)
+
+
+def _assign(d, a, b, stored, cent, n, backend, budget, threads, *checked):
+    """The ``n`` most similar lists of the rows [a, b) (n = 1: the database rows' lists)."""
+    kern = _backend.host(backend).knn.kernels
+    with _host.threads(threads):
+        return topk(kern, normalize(_read(d, a, b, stored), "X"), cent, n, False, budget)[1]
+
+
+def _short_rows(q, a, b, stored, cent, nprobe, backend, budget, threads, sizes, lists, k,
+                *checked):
+    """The global query rows [a, b) whose probed lists hold fewer than k candidates (the point
+    itself not counted with exclude_self: ``lists``, every database row's list)."""
+    probes = _assign(q, a, b, stored, cent, nprobe, backend, budget, threads)
+    count = sizes[probes].sum(axis=1)
+    if lists is not None:
+        count -= (probes == lists[a:b, None]).any(axis=1)
+    return a + np.flatnonzero(count < k)
+
+
+def _search(kern, qn, self_ids, probes, rows, ids, start, first, k, exclude, budget, threads):
+    """Padded partial top-k (global indices) of the unit rows ``qn`` against the lists of one
+    group that their ``probes`` name (the others are not here)."""
+    nl = start.size - 1
+    local = probes - first
+    inside = (local >= 0) & (local < nl)
+    heap_s, heap_i = ivf.empty_heaps(qn.shape[0], k)
+    who = np.flatnonzero(inside.any(axis=1))
+    if who.size:
+        local = np.where(inside, local, nl)  # list nl: empty
+        order = who[np.argsort(local[who].min(axis=1), kind="stable")]
+        rows = rows.read() if isinstance(rows, _GroupRows) else rows
+        lists = ivf.InvertedLists(rows, ids, np.append(start, start[-1]))
+        ivf.search_lists(kern, lists, qn[order], order, self_ids[order], local[order], heap_s,
+                         heap_i, exclude, budget, threads)
+    kern.finalize(heap_s, heap_i)
+    return _padded(heap_s, heap_i, k, 0)
+
+
+def _group_search(q, a, b, stored, probes, rows, ids, start, first, k, exclude, backend,
+                  budget, threads):
+    """Stage 4: the query rows [a, b) against one group of lists."""
+    qn = normalize(_read(q, a, b, stored), "X")
+    return _search(_backend.host(backend).knn.kernels, qn, np.arange(a, b, dtype=np.int64),
+                   probes, rows, ids, start, first, k, exclude, budget, threads)
+
+
+def _sample_search(raw, sample_ids, cent, counts, rows, ids, start, first, k, exclude,
+                   backend, budget, threads, *checked):
+    """Stage 3: the recall sample against one group of lists, for each probe count."""
+    kern = _backend.host(backend).knn.kernels
+    qn = normalize(raw, "X")
+    with _host.threads(threads):
+        ranked = topk(kern, qn, cent, counts[-1], False, budget)[1]
+    rows = rows.read() if isinstance(rows, _GroupRows) else rows
+    return tuple(_search(kern, qn, sample_ids, np.ascontiguousarray(ranked[:, :p]), rows, ids,
+                         start, first, k, exclude, budget, threads) for p in counts)
+
+
+def _exact_rows(src, dsrc, rows, k, exclude_self, opts, split_every):
+    """The exact top-k of the query rows ``rows`` (sorted) against the whole database, as
+    {query block: (positions in the block, sims, idx)}. With exclude_self the top-(k + 1)
+    without it, less the point itself."""
+    sub = src.subset(rows)
+    kk = k + int(exclude_self)
+    s, i = dask.compute(*_exact_knn(sub, dsrc, kk, False, opts, split_every))
+    if exclude_self:
+        s, i = _without_self(s, i, rows, k)
+    out = {}
+    for b, (qa, qb) in enumerate(src.bounds):
+        m = (rows >= qa) & (rows < qb)
+        if m.any():
+            out[b] = (rows[m] - qa, s[m], i[m])
+    return out
+
+
+def _without_self(s, i, own, k):
+    """The first k entries of each row that are not the row's own index ``own``."""
+    keep = np.argsort(i == own[:, None], axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(s, keep, 1), np.take_along_axis(i, keep, 1)
+
+
+def _patch(res, pos, sims, idx):
+    s, i = (np.array(a) for a in res)
+    s[pos], i[pos] = sims, idx
+    return s, i
 
 
 # ---------------------------------------------------------------- HDL
@@ -452,9 +767,9 @@ def _graph_part(a, name):
 
 
 def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels",
-        max_visits=64, fallback="auto", weighting="similarity", n_classes=None, backend=None,
-        memory_budget=None, allow_tf32=False, block_rows=None, threads_per_task=1,
-        split_every=4) -> HDLResult:
+        max_visits=64, fallback="auto", weighting="similarity", n_classes=None,
+        knn_method="exact", backend=None, memory_budget=None, allow_tf32=False,
+        block_rows=None, threads_per_task=1, split_every=4) -> HDLResult:
     """:func:`hdlfast.hdl` with the kNN searches on dask; computes and returns numpy results.
 
     The kNN graph is built by :func:`knn` (or given as ``graph=(sims, idx)``: dask arrays,
@@ -469,13 +784,16 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
     the points the search could not reach) runs :func:`knn` on the cluster again.
 
     Arguments as in :func:`hdlfast.hdl`; ``X`` as in :func:`knn`, ``labels`` an (N,) integer
-    array (numpy or dask). The result equals ``hdlfast.hdl`` on the same data. Uses the
-    current dask scheduler (a ``distributed.Client`` when one is the default).
+    array (numpy or dask); ``knn_method`` is both searches' ``method`` of :func:`knn`
+    ("exact", "ivf" or "auto"; the result's ``knn_method`` and ``knn_recall`` say what the
+    graph got). The result equals ``hdlfast.hdl`` on the same data. Uses the current dask
+    scheduler (a ``distributed.Client`` when one is the default).
     """
     _checks.choice(method, "method", labeling.METHODS)
     _checks.choice(schedule, "schedule", labeling.SCHEDULES)
     _checks.choice(fallback, "fallback", labeling.FALLBACKS)
     _checks.choice(weighting, "weighting", labeling.WEIGHTINGS)
+    _checks.choice(knn_method, "knn_method", KNN_METHODS)
     k = _checks.positive_int(k, "k")
     max_visits = _checks.positive_int(max_visits, "max_visits")
     if memory_budget is not None:
@@ -492,6 +810,7 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
         g_sims, g_idx = _checks.sims_first(*parts, [np.dtype(p.dtype).kind in "iu"
                                                     for p in parts], "hdlfast.dask.knn")
         n = int(g_idx.shape[0])
+        g_method, g_recall = getattr(graph, "method", None), getattr(graph, "recall", None)
         if src is not None and src.shape[0] != n:
             raise ValueError(f"graph has {n} rows but X has {src.shape[0]}")
     else:
@@ -509,8 +828,9 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
     search = dict(backend=backend, memory_budget=memory_budget, allow_tf32=allow_tf32,
                   threads_per_task=threads_per_task, split_every=split_every)
     if graph is None:
-        g_sims, g_idx = knn(src, k, **search)
-        g_idx, g_sims = g_idx[:, :k], g_sims[:, :k]
+        g = knn(src, k, method=knn_method, **search)
+        g_method, g_recall = g.method, g.recall
+        g_idx, g_sims = g.idx[:, :k], g.sims[:, :k]
     cpu = None if backend == "cuda" else backend  # the gathered labeling runs on a CPU
     res = dask.delayed(_label_gathered, pure=True)(
         _blocks(g_idx), _blocks(g_sims), y, k, method, schedule, max_visits, weighting,
@@ -522,7 +842,7 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
         known = np.flatnonzero(lab >= 0)
         kk = min(k, known.size)
         sims, nbr = dask.compute(*knn(src.subset(todo), kk, database=src.subset(known),
-                                      **search))
+                                      method=knn_method, **search))
         out_lab = np.empty(todo.size, np.int64)
         out_conf = np.empty(todo.size, np.float64)
         kern = _backend.select(cpu, False).labeling
@@ -533,6 +853,7 @@ def hdl(X=None, labels=None, k=20, *, graph=None, method="hdl", schedule="levels
         lab[todo], conf[todo] = out_lab, out_conf
         level[todo], prov[todo] = res.n_levels + 1, FALLBACK
         res = HDLResult(lab, conf, level, prov, res.cycles, n_levels=res.n_levels, k=k)
+    res.knn_method, res.knn_recall = g_method, g_recall
     return res
 
 

@@ -23,6 +23,7 @@ import math
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,28 +44,61 @@ def n_lists(nd: int) -> int:
     return max(1, min(nd, int(round(LISTS_PER_SQRT * math.sqrt(nd)))))
 
 
-def coarse_centroids(db: np.ndarray, nlist: int, seed: int, backend: str) -> np.ndarray:
-    """Unit float32 centroids of a spherical k-means of (a seeded sample of) ``db``."""
+def train_rows(nd: int, nlist: int, seed: int) -> np.ndarray | None:
+    """The sorted rows of a ``nd``-row database the coarse k-means trains on (None: all)."""
+    n_train = min(nd, nlist * TRAIN_PER_LIST)
+    if n_train == nd:
+        return None
+    rng = np.random.default_rng([seed, 0x1F])
+    return np.sort(rng.choice(nd, n_train, replace=False))
+
+
+def coarse_centroids(train: np.ndarray, nlist: int, seed: int, backend: str) -> np.ndarray:
+    """Unit float32 centroids of a spherical k-means of the unit rows ``train`` (the whole
+    database or its :func:`train_rows`)."""
     from ..kmeans import kmeans
 
-    nd = db.shape[0]
-    n_train = min(nd, nlist * TRAIN_PER_LIST)
-    rng = np.random.default_rng([seed, 0x1F])
-    train = db if n_train == nd else db[np.sort(rng.choice(nd, n_train, replace=False))]
     c = kmeans(train, nlist, spherical=True, n_iters=TRAIN_ITERS, tol=None, init="random",
                seed=seed, backend=backend).centroids
     return np.ascontiguousarray(c, dtype=np.float32)  # unit rows already
 
 
-class InvertedLists:
+def sample_rows(nq: int, recall_sample: int, seed: int) -> np.ndarray:
+    """The sorted query rows whose recall is measured (all rows when there are fewer)."""
+    if recall_sample >= nq:
+        return np.arange(nq, dtype=np.int64)
+    rng = np.random.default_rng([seed, 0x2E])
+    return np.sort(rng.choice(nq, recall_sample, replace=False)).astype(np.int64)
+
+
+def probe_counts(nlist: int, nprobe: int | None) -> list[int]:
+    """The probe counts the recall sample tries, increasing: ``nprobe`` alone when given,
+    else 8, 16, 32, ... up to every list."""
+    if nprobe is not None:
+        return [min(nprobe, nlist)]
+    return sorted({min(FIRST_NPROBE << i, nlist)
+                   for i in range(max(1, (nlist // FIRST_NPROBE).bit_length() + 1))})
+
+
+class InvertedLists(NamedTuple):
     """The database ordered by list: ``rows`` (Nd, d) and their original ``ids`` (Nd,), list
     l being ``rows[start[l]:start[l + 1]]``."""
 
-    def __init__(self, db: np.ndarray, assignment: np.ndarray, nlist: int):
-        self.ids = np.argsort(assignment, kind="stable").astype(np.int64)
-        self.start = np.zeros(nlist + 1, np.int64)
-        np.cumsum(np.bincount(assignment, minlength=nlist), out=self.start[1:])
-        self.rows = db[self.ids]
+    rows: np.ndarray
+    ids: np.ndarray
+    start: np.ndarray
+
+    @classmethod
+    def build(cls, db: np.ndarray, assignment: np.ndarray, nlist: int) -> "InvertedLists":
+        ids = np.argsort(assignment, kind="stable").astype(np.int64)
+        return cls(db[ids], ids, list_starts(assignment, nlist))
+
+
+def list_starts(assignment: np.ndarray, nlist: int) -> np.ndarray:
+    """(nlist + 1,) offsets of the lists in the database ordered by list."""
+    start = np.zeros(nlist + 1, np.int64)
+    np.cumsum(np.bincount(assignment, minlength=nlist), out=start[1:])
+    return start
 
 
 def exact_rows(kernels, q: np.ndarray, q_ids: np.ndarray, db: np.ndarray, k: int,
@@ -128,7 +162,7 @@ def search_lists(kernels, lists: InvertedLists, q_rows: np.ndarray, heap_rows: n
         run_all(pool, chunk, range(0, nq, _CHUNK), cancel)
 
 
-def _empty_heaps(n: int, k: int):
+def empty_heaps(n: int, k: int):
     return (np.full((n, k), -np.inf, np.float32), np.full((n, k), _INDEX_SENTINEL, np.int64))
 
 
@@ -141,7 +175,8 @@ def _fill_short(kernels, q, ids, db, k, exclude_self, budget, heap_s, heap_i):
                                                   exclude_self, budget)
 
 
-def _recall(idx: np.ndarray, exact: np.ndarray) -> float:
+def recall(idx: np.ndarray, exact: np.ndarray) -> float:
+    """Mean fraction of each row's exact neighbours ``exact`` that ``idx`` lists."""
     return float((idx[:, :, None] == exact[:, None, :]).any(axis=1).mean())
 
 
@@ -170,31 +205,28 @@ def _ivf_topk(kernels, backend, q, db, k, exclude_self, nprobe, target_recall, s
     nq, nd = q.shape[0], db.shape[0]
     nlist = n_lists(nd)
     threads = num_workers()
-    cent = coarse_centroids(db, nlist, seed, backend)
-    lists = InvertedLists(db, topk(kernels, db, cent, 1, False, budget)[1][:, 0], nlist)
+    train = train_rows(nd, nlist, seed)
+    cent = coarse_centroids(db if train is None else db[train], nlist, seed, backend)
+    lists = InvertedLists.build(db, topk(kernels, db, cent, 1, False, budget)[1][:, 0], nlist)
     all_ids = np.arange(nq, dtype=np.int64)
 
     bar.set_description("ivf: recall sample")
-    recall = None
+    got = None
     if recall_sample > 0:
-        rng = np.random.default_rng([seed, 0x2E])
-        rows = all_ids if recall_sample >= nq else \
-            np.sort(rng.choice(nq, recall_sample, replace=False)).astype(np.int64)
+        rows = sample_rows(nq, recall_sample, seed)
         qs = q[rows]
         exact = exact_rows(kernels, qs, rows, db, k, exclude_self, budget)[1]
-        counts = [min(nprobe, nlist)] if nprobe is not None else \
-            sorted({min(FIRST_NPROBE << i, nlist)
-                    for i in range(max(1, (nlist // FIRST_NPROBE).bit_length() + 1))})
+        counts = probe_counts(nlist, nprobe)
         ranked = topk(kernels, qs, cent, counts[-1], False, budget)[1]
         for p in counts:  # increasing: the first that reaches the target is kept
-            hs, hi = _empty_heaps(rows.size, k)
+            hs, hi = empty_heaps(rows.size, k)
             search_lists(kernels, lists, qs, np.arange(rows.size, dtype=np.int64), rows,
                          np.ascontiguousarray(ranked[:, :p]), hs, hi, exclude_self, budget,
                          threads)
             _fill_short(kernels, qs, rows, db, k, exclude_self, budget, hs, hi)
             kernels.finalize(hs, hi)
-            recall = _recall(hi, exact)
-            if recall >= target_recall:
+            got = recall(hi, exact)
+            if got >= target_recall:
                 break
         nprobe = p
     elif nprobe is None:
@@ -206,10 +238,10 @@ def _ivf_topk(kernels, backend, q, db, k, exclude_self, nprobe, target_recall, s
     bar.set_description(f"ivf: search ({nprobe} of {nlist} lists)")
     # queries in the order of their first probe: a chunk then probes few distinct lists
     order = np.argsort(probes[:, 0], kind="stable").astype(np.int64)
-    heap_s, heap_i = _empty_heaps(nq, k)
+    heap_s, heap_i = empty_heaps(nq, k)
     search_lists(kernels, lists, q[order], order, order, probes[order], heap_s, heap_i,
                  exclude_self, budget, threads, bar.update)
     _fill_short(kernels, q, all_ids, db, k, exclude_self, budget, heap_s, heap_i)
     kernels.finalize(heap_s, heap_i)
     check_filled(heap_s, "inverted-file search")
-    return heap_s, heap_i, recall, nprobe
+    return heap_s, heap_i, got, nprobe
