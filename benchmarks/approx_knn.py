@@ -11,7 +11,13 @@ exact neighbours (an exact search of those rows alone). Measured this way, not i
   graph, 1% of each class labeled;
 - faiss's search on ``--faiss-queries`` seeded rows (its time is linear in the queries; the
   full-size figure scales it, plus its training and adding, which are timed whole);
-- pynndescent on the subset only, unless ``--pynndescent-full`` (compiled before the clock).
+- pynndescent on the subset only, unless ``--pynndescent-full`` (compiled before the clock),
+  at each ``--pynndescent-neighbors`` (its graph's width: the first k columns are kept, so a
+  wider graph trades time for recall, the knob that brings it to 0.99); the full size runs
+  the narrowest width that reached 0.99 on the subset (else the widest);
+- ``hdlfast.dask.knn(method="ivf")`` on the embeddings stored as ``.npy`` (read by its tasks:
+  the out-of-core path) on a two-worker LocalCluster, next to the in-memory inverted file.
+``--parts`` picks what runs (all but ``dask`` by default).
 Every measurement is written to the JSON file as soon as it is taken.
 
 Run: python benchmarks/approx_knn.py --out benchmarks/results/approx-knn-cpu-<machine>.json
@@ -93,13 +99,16 @@ def main(argv=None):
     ap.add_argument("--classes", type=int, default=100)
     ap.add_argument("--subset", type=int, default=200_000)
     ap.add_argument("--spread", type=float, default=1.0)
-    ap.add_argument("--nprobe", type=int, nargs="+", default=[16, 32],
+    ap.add_argument("--nprobe", type=int, nargs="*", default=[16, 32],
                     help="fixed probe counts, measured besides the default (target recall)")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--faiss-nprobe", type=int, nargs="+", default=[16, 32, 64])
     ap.add_argument("--faiss-queries", type=int, default=50_000)
     ap.add_argument("--pynndescent-full", action="store_true")
-    ap.add_argument("--skip-label", action="store_true")
+    ap.add_argument("--pynndescent-neighbors", type=int, nargs="+", default=[K + 1])
+    ap.add_argument("--parts", nargs="+", default=["ivf", "subset", "faiss", "pynndescent",
+                                                    "label"],
+                    choices=["ivf", "subset", "faiss", "pynndescent", "dask", "label"])
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     meta = {"machine": machine_info(), "n": args.n, "d": args.d, "k": K, "classes": args.classes, "spread": args.spread,
@@ -114,13 +123,49 @@ def main(argv=None):
     truth, t = timed(lambda: exact_sample(x, rows, K))
     log.add(what="exact neighbours of the recall sample", n=args.n, seconds=t)
 
-    for npr in configs:
+    parts = set(args.parts)
+    for npr in configs if "ivf" in parts else []:
         g, t = timed(lambda: hdlfast.knn(x, K, method="ivf", nprobe=npr))
         log.add(what="hdlfast ivf", n=args.n, nprobe=g.nprobe, chosen=npr is None, seconds=t,
                 recall=recall(np.asarray(g.idx)[rows], truth), recall_estimate=g.recall)
-    del g
+        del g
+    if "dask" in parts:
+        dask_ivf(x, rows, truth, log)
+    if "subset" in parts:
+        subset(x, y, args, configs, log)
+    if "faiss" in parts:
+        faiss_ivf(x, rows, truth, args, log)
+    if "pynndescent" in parts:
+        nndescent(x, rows, args, log)
+    if "label" in parts:
+        label_end_to_end(x, y, args, log)
 
-    # the exact graph and HDL on a subset (the rows of a smaller n are the first rows)
+
+def dask_ivf(x, rows, truth, log):
+    """hdlfast.dask's inverted file on the embeddings stored as .npy, two workers."""
+    import dask
+    import distributed
+
+    import hdlfast.dask as hd
+
+    with tempfile.TemporaryDirectory() as tmp, distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
+            distributed.Client(cl):
+        path = Path(tmp) / "x.npy"
+        np.save(path, x)
+
+        def run():
+            g = hd.knn(str(path), K, method="ivf")
+            return g, dask.compute(g.sims, g.idx)
+
+        (g, (_, idx)), t = timed(run)
+        log.add(what="hdlfast.dask ivf (stored .npy, 2 workers x 1 thread)", n=len(x),
+                nprobe=g.nprobe, seconds=t, recall=recall(idx[rows], truth),
+                recall_estimate=g.recall)
+
+
+def subset(x, y, args, configs, log):
+    """The exact graph and HDL on a subset (the rows of a smaller n are the first rows)."""
     xs, ys = x[:args.subset], y[:args.subset]
     ex, t_exact = timed(lambda: hdlfast.knn(xs, K))
     log.add(what="hdlfast exact", n=args.subset, seconds=t_exact,
@@ -136,6 +181,8 @@ def main(argv=None):
                 hdl_accuracy=hdl_accuracy(xs, ys, g), hdl_accuracy_exact=acc_exact)
     del ex
 
+
+def faiss_ivf(x, rows, truth, args, log):
     try:
         import faiss
     except ImportError:
@@ -170,6 +217,8 @@ def main(argv=None):
                     recall=recall(found[keep].reshape(len(rows), K), truth))
         del index, xn
 
+
+def nndescent(x, rows, args, log):
     try:
         import pynndescent
     except ImportError:
@@ -177,44 +226,47 @@ def main(argv=None):
     if pynndescent is not None and not args.no_peers:
         pynndescent.NNDescent(x[:3000], metric="cosine", n_neighbors=K + 1, random_state=0,
                               n_jobs=-1)  # numba compiles on first use: not timed
+        widths = args.pynndescent_neighbors
         for n in ([args.subset] + ([args.n] if args.pynndescent_full else [])):
-            def nnd():
-                return pynndescent.NNDescent(x[:n], metric="cosine", n_neighbors=K + 1,
-                                             random_state=0, n_jobs=-1).neighbor_graph[0]
-            idx, t = timed(nnd)
             sub = rows[rows < n]
-            found = idx[sub]
-            own = found == sub[:, None]
-            drop = np.where(own.any(axis=1), own.argmax(axis=1), K)
-            keep = np.ones(found.shape, bool)
-            keep[np.arange(len(sub)), drop] = False
             ref = exact_sample(x[:n], sub, K)
-            log.add(what="pynndescent", n=n, seconds=t,
-                    recall=recall(found[keep].reshape(len(sub), K), ref))
+            got = {}
+            for width in widths:
+                def nnd():
+                    return pynndescent.NNDescent(x[:n], metric="cosine", n_neighbors=width,
+                                                 random_state=0, n_jobs=-1).neighbor_graph[0]
+                idx, t = timed(nnd)
+                found = idx[sub]
+                own = found == sub[:, None]  # drop the point itself, keep the first K others
+                keep = np.argsort(own, axis=1, kind="stable")[:, :K]
+                got[width] = recall(np.take_along_axis(found, keep, 1), ref)
+                log.add(what="pynndescent", n=n, n_neighbors=width, seconds=t,
+                        recall=got[width])
+            widths = [next((w for w in widths if got[w] >= 0.99), widths[-1])]
 
-    if not args.skip_label:
-        with tempfile.TemporaryDirectory() as tmp:
-            labels = np.full(args.n, -1)
-            lab_rng = np.random.default_rng(9)
-            for c in np.unique(y):
-                members = np.nonzero(y == c)[0]
-                labels[lab_rng.choice(members, max(1, len(members) // 100),
-                                      replace=False)] = c
-            np.save(Path(tmp) / "x.npy", x)
-            np.save(Path(tmp) / "y.npy", labels)
-            del x
-            cmd = [sys.executable, "-m", "hdlfast", "label", str(Path(tmp) / "x.npy"),
-                   str(Path(tmp) / "y.npy"), "-o", str(Path(tmp) / "out.npz"), "--quiet",
-                   "--knn", "auto"]
-            _, t = timed(lambda: subprocess.run(cmd, check=True, env=os.environ.copy()))
-            peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-            report = json.loads((Path(tmp) / "out.json").read_text())
-            out = np.load(Path(tmp) / "out.npz")["labels"]
-            hidden = labels < 0
-            log.add(what="hdlfast label --knn auto (end to end, own process)", n=args.n,
-                    seconds=t, peak_rss_mib=peak_mib, knn=report["knn"], k=report["k"],
-                    k_rule=report["k_rule"], timings=report["timings"],
-                    accuracy=float((out[hidden] == y[hidden]).mean()))
+
+def label_end_to_end(x, y, args, log):
+    with tempfile.TemporaryDirectory() as tmp:
+        labels = np.full(args.n, -1)
+        lab_rng = np.random.default_rng(9)
+        for c in np.unique(y):
+            members = np.nonzero(y == c)[0]
+            labels[lab_rng.choice(members, max(1, len(members) // 100),
+                                  replace=False)] = c
+        np.save(Path(tmp) / "x.npy", x)
+        np.save(Path(tmp) / "y.npy", labels)
+        cmd = [sys.executable, "-m", "hdlfast", "label", str(Path(tmp) / "x.npy"),
+               str(Path(tmp) / "y.npy"), "-o", str(Path(tmp) / "out.npz"), "--quiet",
+               "--knn", "auto"]
+        _, t = timed(lambda: subprocess.run(cmd, check=True, env=os.environ.copy()))
+        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        report = json.loads((Path(tmp) / "out.json").read_text())
+        out = np.load(Path(tmp) / "out.npz")["labels"]
+        hidden = labels < 0
+        log.add(what="hdlfast label --knn auto (end to end, own process)", n=args.n,
+                seconds=t, peak_rss_mib=peak_mib, knn=report["knn"], k=report["k"],
+                k_rule=report["k_rule"], timings=report["timings"],
+                accuracy=float((out[hidden] == y[hidden]).mean()))
 
 
 if __name__ == "__main__":
