@@ -39,6 +39,7 @@ from .knn import AUTO_EXACT_WORK, KNNGraph
 from .knn import METHODS as KNN_METHODS
 from .knn import ivf
 from .knn import knn as _local_knn
+from .knn import host as knn_host
 from .knn.host import topk
 from . import labeling
 from .labeling import FALLBACK, HDLResult
@@ -511,12 +512,13 @@ def _ivf_knn(src, dsrc, k, exclude_self, nprobe, target_recall, seed, recall_sam
     train = np.arange(nd, dtype=np.int64) if train is None else train
     cent = dask.delayed(_coarse, pure=True)(_rows_of(dsrc, train), nlist, seed, cpu,
                                             *d_checks)
-    assign = dask.delayed(_assign, pure=True)
-    cent, *parts = dask.compute(cent, *[assign(*dsrc.block(j), cent, 1, cpu, budget,
+    assign = dask.delayed(_assign_db, pure=True)
+    cent, *parts = dask.compute(cent, *[assign(*dsrc.block(j), cent, cpu, budget,
                                                opts["threads"], d_checks[j])
                                         for j in range(len(dsrc.bounds))])
     cent_d = dask.delayed(cent, pure=True)
-    assignment = np.concatenate([p[:, 0] for p in parts])
+    assignment = np.concatenate([p[0] for p in parts])
+    rep = _copies(dsrc, np.concatenate([p[1] for p in parts]))
     # the queries' rows are checked once: now for a self-graph, else by the first task
     # graph that reads them all
     q_checks = [] if dsrc is src else q_checks
@@ -539,10 +541,12 @@ def _ivf_knn(src, dsrc, k, exclude_self, nprobe, target_recall, seed, recall_sam
         q_checks = []
         merged = dask.compute(*[_tree_merge([p[c] for p in per_group], split_every)
                                 for c in range(len(tried))])
-        exact = merged[-1][1]
-        for p, (_, idx) in zip(counts, merged):  # increasing: the first reaching the target
+        exact = merged[-1]
+        exact_idx = ivf.tied(tuple(np.array(e) for e in exact), rep, exclude_self, rows)[1]
+        for p, (sims, idx) in zip(counts, merged):  # increasing: the first reaching the target
             short = idx[:, -1] == PAD_IDX  # too few candidates: the exact search's row
-            got = ivf.recall(np.where(short[:, None], exact, idx), exact)
+            found = tuple(np.where(short[:, None], e, a) for e, a in zip(exact, (sims, idx)))
+            got = ivf.recall(ivf.tied(found, rep, exclude_self, rows)[1], exact_idx)
             if got >= target_recall:
                 break
         nprobe = p
@@ -565,6 +569,8 @@ def _ivf_knn(src, dsrc, k, exclude_self, nprobe, target_recall, seed, recall_sam
     probes = dask.delayed(_assign, pure=True)
     search = dask.delayed(_group_search, pure=True)
     patch = dask.delayed(_patch, pure=True)
+    tie = dask.delayed(_tie, pure=True)
+    rep_d = None if rep is None else dask.delayed(rep, pure=True)
     results = []
     for i, (qa, qb) in enumerate(src.bounds):
         if qb == qa:
@@ -577,6 +583,8 @@ def _ivf_knn(src, dsrc, k, exclude_self, nprobe, target_recall, seed, recall_sam
                            for g in groups], split_every)
         if i in fixes:
             res = patch(res, *fixes[i])
+        if rep_d is not None:
+            res = tie(res, rep_d, exclude_self, qa, qb)
         results.append(res)
     return KNNGraph(*_graph_arrays(results, src.bounds, k), "ivf", got, nprobe)
 
@@ -657,6 +665,32 @@ def _assign(d, a, b, stored, cent, n, backend, budget, threads, *checked):
     kern = _backend.host(backend).knn.kernels
     with _host.threads(threads):
         return topk(kern, normalize(_read(d, a, b, stored), "X"), cent, n, False, budget)[1]
+
+
+def _assign_db(d, a, b, stored, cent, backend, budget, threads, *checked):
+    """The list of every database row [a, b), and the hashes of its unit rows (for
+    :func:`_copies`)."""
+    kern = _backend.host(backend).knn.kernels
+    u = normalize(_read(d, a, b, stored), "database")
+    with _host.threads(threads):
+        return topk(kern, u, cent, 1, False, budget)[1][:, 0], knn_host.row_hashes(u)
+
+
+def _copies(dsrc, hashes):
+    """``duplicate_reps`` of the database from its rows' hashes (the rows sharing a hash
+    read and compared exactly), or None when no row has an exact copy."""
+    cand = knn_host.hash_candidates(hashes)
+    if cand is None:
+        return None
+    rows = normalize(_rows_of(dsrc, cand).compute(), "database")
+    return knn_host.reps_of(cand, rows, dsrc.shape[0])
+
+
+def _tie(res, rep, exclude_self, a, b):
+    """Exact copies tied as the tie rule says in the result of the query rows [a, b) (as on
+    one machine)."""
+    return ivf.tied(tuple(np.array(x) for x in res), rep, exclude_self,
+                    np.arange(a, b, dtype=np.int64))
 
 
 def _short_rows(q, a, b, stored, cent, nprobe, backend, budget, threads, sizes, lists, k,

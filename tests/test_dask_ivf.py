@@ -137,6 +137,24 @@ def test_rows_with_too_few_candidates_get_the_exact_search(monkeypatch, k, nprob
     np.testing.assert_allclose(s[searched[0]], ref_s[searched[0]], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("stored", [False, True])
+def test_exact_copies_are_tied_as_on_one_machine(tmp_path, stored):
+    base = clustered(300, 12, seed=12)
+    rng = np.random.default_rng(3)
+    x = base[rng.integers(0, 300, 1200)]  # every row has copies, spread over the blocks
+    X = str(tmp_path / "x.npy") if stored else da.from_array(x, chunks=250)
+    if stored:
+        np.save(X, x)
+    g = hdask.knn(X, 8, method="ivf", nprobe=3, recall_sample=300, block_rows=250)
+    s, i = computed(g)
+    local = hdlfast.knn(x, 8, method="ivf", nprobe=3, recall_sample=300)
+    np.testing.assert_array_equal(i, local.idx)  # copies: equal similarities, smaller first
+    np.testing.assert_allclose(s, local.sims, atol=1e-6, rtol=0)
+    eq = np.diff(s, axis=1) == 0
+    assert eq.any() and (np.diff(i, axis=1)[eq] > 0).all()
+    assert g.recall == local.recall
+
+
 def test_recall_estimate_is_honest_on_every_row():
     x = clustered(1600, 24, seed=9)
     g = hdask.knn(da.from_array(x, chunks=500), 10, method="ivf", nprobe=2,

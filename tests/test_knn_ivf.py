@@ -306,3 +306,17 @@ def test_exact_search_progress_bar(backend, k, capsys):
         steps = []
         host.topk(_kernels(backend), q, db, k, db is None, 1 << 20, steps.append)
         assert len(steps) > 1 and sum(steps) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_recall_counts_exact_copies_by_the_tie_rule(backend):
+    rng = np.random.default_rng(3)
+    x = clustered(300, 12, seed=12)[rng.integers(0, 300, 1200)]  # every row has copies
+    nlist = ivf.n_lists(len(x))
+    g = hdlfast.knn(x, 8, method="ivf", nprobe=nlist, recall_sample=1200, backend=backend)
+    exact = hdlfast.knn(x, 8, backend=backend)
+    np.testing.assert_array_equal(g.idx, exact.idx)  # every list probed: the exact graph
+    assert g.recall == 1.0  # and measured so: the copies a row lists follow the tie rule
+    few = hdlfast.knn(x, 8, method="ivf", nprobe=2, recall_sample=1200, backend=backend)
+    true = float((few.idx[:, :, None] == exact.idx[:, None, :]).any(axis=1).mean())
+    assert few.recall == pytest.approx(true, abs=1e-12)

@@ -41,30 +41,48 @@ def duplicate_reps(u: np.ndarray):
     """For each row of ``u``, the smallest index of a row holding the same bytes (itself for
     a row without copies); None when no row has a copy. Rows are hashed (64-bit), then rows
     with equal hashes compared exactly."""
+    cand = hash_candidates(row_hashes(u))
+    return None if cand is None else reps_of(cand, u[cand], u.shape[0])
+
+
+def row_hashes(u: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of the bytes of every row of the float32 array ``u``."""
     n, d = u.shape
-    words = u.view(np.uint32)
     mult = np.random.default_rng(0x5EED).integers(1, 2**62, d, dtype=np.uint64) * 2 + 1
     h = np.empty(n, np.uint64)
-    _backend.host_kernel("row_hashes")(words, mult, h)
+    _backend.host_kernel("row_hashes")(np.ascontiguousarray(u).view(np.uint32), mult, h)
+    return h
+
+
+def hash_candidates(h: np.ndarray):
+    """The rows (ascending) whose hash another row shares, or None."""
     hs = np.sort(h)  # a value sort (SIMD in numpy 2): the common no-copy case stops here
     same = hs[1:] == hs[:-1]
     if not same.any():
         return None
-    cand = np.nonzero(np.isin(h, np.unique(hs[1:][same])))[0]  # ascending
-    _, first, inv = np.unique(np.ascontiguousarray(u[cand]).view(np.dtype((np.void, 4 * d))),
-                              return_index=True, return_inverse=True)
+    return np.nonzero(np.isin(h, np.unique(hs[1:][same])))[0]
+
+
+def reps_of(cand: np.ndarray, rows: np.ndarray, n: int):
+    """:func:`duplicate_reps` of ``n`` rows from its candidates ``cand`` (ascending) and their
+    ``rows``, compared exactly."""
+    _, first, inv = np.unique(np.ascontiguousarray(rows).view(
+        np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))),
+        return_index=True, return_inverse=True)
     rep = np.arange(n, dtype=np.int64)
     rep[cand] = cand[first[inv.ravel()]]  # cand ascending: the first copy is the smallest
     return None if (rep == np.arange(n)).all() else rep
 
 
-def tie_duplicates(sims: np.ndarray, idx: np.ndarray, rep: np.ndarray, exclude_self: bool):
+def tie_duplicates(sims: np.ndarray, idx: np.ndarray, rep: np.ndarray, exclude_self: bool,
+                   own: np.ndarray | None = None):
     """Enforce the tie rule on exact copies of database rows, in place. BLAS rounds a dot
     product differently depending on where a row sits in the tile (OpenBLAS: by column
     panel), so two copies of a row can come out one rounding apart. Every copy a row lists
     takes the largest similarity computed for the copies it lists, the copies listed become
     the group's smallest indices (the point itself left out with ``exclude_self``), and the
-    row is sorted again (similarity descending, index ascending)."""
+    row is sorted again (similarity descending, index ascending). ``own``: each row's own
+    database index (default: row i is point i), the point that exclude_self leaves out."""
     n = rep.shape[0]
     members = np.lexsort((np.arange(n), rep))  # grouped by representative, ascending
     start = np.searchsorted(rep[members], np.arange(n))
@@ -86,7 +104,7 @@ def tie_duplicates(sims: np.ndarray, idx: np.ndarray, rep: np.ndarray, exclude_s
     run_start = np.repeat(starts, np.diff(np.append(starts, order.size)))
     pos = np.arange(order.size) - run_start  # rank of the entry among its row's copies
     if exclude_self:  # skip the point itself among its group's members
-        me = rows[r_o]
+        me = rows[r_o] if own is None else own[rows[r_o]]
         pos = pos + ((rep[me] == g_o) & (pos >= rank[me]))
     out_s = np.empty(order.size, np.float32)
     out_i = np.empty(order.size, np.int64)
@@ -359,15 +377,16 @@ class HostKNN:
         budget = DEFAULT_BUDGET if memory_budget is None else int(memory_budget)
         return self._search(q, db, q_name, db_name, exclude_self, lambda qn, dn: ivf_topk(
             self.kernels, self.backend, qn, dn, k, exclude_self, nprobe, target_recall, seed,
-            budget, recall_sample, progress))
+            budget, recall_sample, progress), tie=False)
 
-    def _search(self, q, db, q_name, db_name, exclude_self, search):
+    def _search(self, q, db, q_name, db_name, exclude_self, search, tie=True):
         """search(unit q, unit db or None) -> (sims, idx, *info), exact copies tied as the
-        tie rule says, the arrays in the caller's kind."""
+        tie rule says (unless ``tie`` is False: the search did it), the arrays in the
+        caller's kind."""
         qn = normalize(q, q_name)
         dn = None if db is None else normalize(db, db_name)
         sims, idx, *info = search(qn, dn)
-        rep = duplicate_reps(qn if dn is None else dn)
+        rep = duplicate_reps(qn if dn is None else dn) if tie else None
         if rep is not None:
             tie_duplicates(sims, idx, rep, exclude_self)
         return (_arrays.from_host(sims, q), _arrays.from_host(idx, q), *info)

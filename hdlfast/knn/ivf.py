@@ -29,7 +29,7 @@ import numpy as np
 
 from .._host import num_workers, run_all, single_threaded_blas
 from .host import (_INDEX_SENTINEL, _MAX_WORKERS_BUDGETED, block_sizes, check_filled,
-                   tile_product, topk)
+                   duplicate_reps, tie_duplicates, tile_product, topk)
 
 LISTS_PER_SQRT = 1.0  # lists ~ this * sqrt(database rows)
 TRAIN_PER_LIST = 64  # the coarse k-means trains on at most this many rows per list
@@ -175,6 +175,14 @@ def _fill_short(kernels, q, ids, db, k, exclude_self, budget, heap_s, heap_i):
                                                   exclude_self, budget)
 
 
+def tied(graph, rep, exclude_self: bool, own=None):
+    """``graph`` (sims, idx) with exact copies tied in place (``rep``: ``duplicate_reps`` of
+    the database, None when there are none; ``own``: the rows' own indices)."""
+    if rep is not None:
+        tie_duplicates(*graph, rep, exclude_self, own)
+    return graph
+
+
 def recall(idx: np.ndarray, exact: np.ndarray) -> float:
     """Mean fraction of each row's exact neighbours ``exact`` that ``idx`` lists."""
     return float((idx[:, :, None] == exact[:, None, :]).any(axis=1).mean())
@@ -209,13 +217,15 @@ def _ivf_topk(kernels, backend, q, db, k, exclude_self, nprobe, target_recall, s
     cent = coarse_centroids(db if train is None else db[train], nlist, seed, backend)
     lists = InvertedLists.build(db, topk(kernels, db, cent, 1, False, budget)[1][:, 0], nlist)
     all_ids = np.arange(nq, dtype=np.int64)
+    rep = duplicate_reps(db)  # exact copies, tied as the tie rule says in every result
 
     bar.set_description("ivf: recall sample")
     got = None
     if recall_sample > 0:
         rows = sample_rows(nq, recall_sample, seed)
         qs = q[rows]
-        exact = exact_rows(kernels, qs, rows, db, k, exclude_self, budget)[1]
+        exact = tied(exact_rows(kernels, qs, rows, db, k, exclude_self, budget), rep,
+                     exclude_self, rows)[1]
         counts = probe_counts(nlist, nprobe)
         ranked = topk(kernels, qs, cent, counts[-1], False, budget)[1]
         for p in counts:  # increasing: the first that reaches the target is kept
@@ -225,7 +235,7 @@ def _ivf_topk(kernels, backend, q, db, k, exclude_self, nprobe, target_recall, s
                          threads)
             _fill_short(kernels, qs, rows, db, k, exclude_self, budget, hs, hi)
             kernels.finalize(hs, hi)
-            got = recall(hi, exact)
+            got = recall(tied((hs, hi), rep, exclude_self, rows)[1], exact)
             if got >= target_recall:
                 break
         nprobe = p
@@ -244,4 +254,5 @@ def _ivf_topk(kernels, backend, q, db, k, exclude_self, nprobe, target_recall, s
     _fill_short(kernels, q, all_ids, db, k, exclude_self, budget, heap_s, heap_i)
     kernels.finalize(heap_s, heap_i)
     check_filled(heap_s, "inverted-file search")
+    tied((heap_s, heap_i), rep, exclude_self)
     return heap_s, heap_i, got, nprobe
