@@ -516,8 +516,12 @@ def _ivf_knn(src, dsrc, k, exclude_self, nprobe, target_recall, seed, recall_sam
     cent, *parts = dask.compute(cent, *[assign(*dsrc.block(j), cent, cpu, budget,
                                                opts["threads"], d_checks[j])
                                         for j in range(len(dsrc.bounds))])
+    # lists renumbered so that consecutive ones are near each other: a group of lists is
+    # then a region, and a query's probes fall in few groups (fewer, larger tiles)
+    new_id = _spatial_order(cent, -(-nd // dsrc._block_rows()), seed, cpu)
+    cent = np.ascontiguousarray(cent[np.argsort(new_id)])
     cent_d = dask.delayed(cent, pure=True)
-    assignment = np.concatenate([p[0] for p in parts])
+    assignment = new_id[np.concatenate([p[0] for p in parts])]
     rep = _copies(dsrc, np.concatenate([p[1] for p in parts]))
     # the queries' rows are checked once: now for a self-graph, else by the first task
     # graph that reads them all
@@ -643,6 +647,22 @@ class _GroupRows:
         return _unit_in_order(_all_rows(self.subset), self.where)
 
 
+def _spatial_order(cent, n_groups, seed, backend):
+    """A new number for every list (a permutation) that makes the lists of one region of
+    the sphere consecutive: the regions are a spherical k-means of the centroids into
+    ``n_groups`` (identity for one group)."""
+    nlist = cent.shape[0]
+    if n_groups <= 1 or nlist <= n_groups:
+        return np.arange(nlist, dtype=np.int64)
+    from .kmeans import kmeans
+
+    region = np.asarray(kmeans(cent, n_groups, spherical=True, n_iters=20, seed=seed,
+                               backend=backend).labels)
+    new_id = np.empty(nlist, np.int64)
+    new_id[np.lexsort((np.arange(nlist), region))] = np.arange(nlist)
+    return new_id
+
+
 def _list_groups(start, rows):
     """(first, stop) of consecutive lists holding about ``rows`` database rows each (a larger
     list alone); empty lists join a neighbour."""
@@ -714,7 +734,9 @@ def _search(kern, qn, self_ids, probes, rows, ids, start, first, k, exclude, bud
     who = np.flatnonzero(inside.any(axis=1))
     if who.size:
         local = np.where(inside, local, nl)  # list nl: empty
-        order = who[np.argsort(local[who].min(axis=1), kind="stable")]
+        # queries in the order of their best list here: a chunk then probes few lists
+        best = local[who, inside[who].argmax(axis=1)]
+        order = who[np.argsort(best, kind="stable")]
         rows = rows.read() if isinstance(rows, _GroupRows) else rows
         lists = ivf.InvertedLists(rows, ids, np.append(start, start[-1]))
         ivf.search_lists(kern, lists, qn[order], order, self_ids[order], local[order], heap_s,

@@ -172,6 +172,18 @@ def test_cluster_sums_kernel_against_float64(backend):
         np.testing.assert_array_equal(sums[6], seq)
 
 
+@pytest.mark.parametrize("tol", [0.0, None])
+def test_progress_bar_goes_to_stderr_only_when_asked(tol, capsys):
+    x, _ = hypersphere_mixture(3000, 8, n_classes=5, seed=2)
+    quiet = kmeans(x, 5, n_iters=15, tol=tol)
+    assert "k-means" not in capsys.readouterr().err
+    shown = kmeans(x, 5, n_iters=15, tol=tol, progress=True)
+    err = capsys.readouterr().err
+    assert "k-means" in err and "changed=" in err
+    np.testing.assert_array_equal(shown.labels, quiet.labels)
+    assert shown.n_iter == quiet.n_iter and (tol is not None or quiet.n_iter == 15)
+
+
 def test_callers_array_untouched():
     x, _ = blobs(n=300, seed=12)
     keep = x.copy()

@@ -37,7 +37,7 @@ class KMeansResult(NamedTuple):
 def kmeans(X: ArrayLike, n_clusters: int, *, spherical: bool = True, n_iters: int = 100,
            tol: float | None = 0.0, init: str | ArrayLike = "k-means++", seed: int = 0,
            backend: BackendName = None, memory_budget: int | None = None,
-           allow_tf32: bool = False) -> KMeansResult:
+           allow_tf32: bool = False, progress: bool = False) -> KMeansResult:
     """Lloyd's k-means of the rows of ``X`` into ``n_clusters`` clusters.
 
     spherical : cluster directions (cosine; rows and centroids unit-normalised, as SCAN and
@@ -49,6 +49,8 @@ def kmeans(X: ArrayLike, n_clusters: int, *, spherical: bool = True, n_iters: in
     seed : the only source of randomness; the same seed gives the same initial centroids on
         every backend.
     backend, memory_budget, allow_tf32 : as in :func:`hdlfast.knn`.
+    progress : a progress bar on stderr through the updates, with the labels the last
+        assignment changed (a million rows into thousands of clusters take minutes on a CPU).
     """
     X, x_info = _checks.embeddings(X, "X")
     n, d = x_info.shape
@@ -59,6 +61,7 @@ def kmeans(X: ArrayLike, n_clusters: int, *, spherical: bool = True, n_iters: in
     if tol is not None:
         tol = _checks.positive_float(tol, "tol", zero=True)
     seed = _checks.seed(seed)
+    progress = bool(progress)
     given = None
     if isinstance(init, str):
         _checks.choice(init, "init", _INITS)
@@ -86,19 +89,31 @@ def kmeans(X: ArrayLike, n_clusters: int, *, spherical: bool = True, n_iters: in
         centroids = _kmeans_pp(state.host_rows(rows), n_clusters, rng, spherical)
 
     updates = 0
-    while True:
-        db, scale = _search_rows(centroids, spherical)
-        changed = state.assign(db)
-        converged = tol is not None and updates > 0 and changed <= tol * n
-        if converged or updates == n_iters:
-            break
-        sums, counts = state.update(n_clusters)
-        centroids = _update(sums, counts, spherical, state, scale)
-        updates += 1
+    with _progress_bar(progress, n_iters) as bar:
+        while True:
+            db, scale = _search_rows(centroids, spherical)
+            changed = state.assign(db)
+            bar.set_postfix(changed=changed)
+            converged = tol is not None and updates > 0 and changed <= tol * n
+            if converged or updates == n_iters:
+                break
+            sums, counts = state.update(n_clusters)
+            centroids = _update(sums, counts, spherical, state, scale)
+            updates += 1
+            bar.update()
     inertia = float(np.ldexp(_sq_dist(state, spherical, scale).sum(), 2 * exponent))
     centroids = np.ldexp(centroids, exponent)  # float32 below: values under its range are 0
     out = _arrays.from_host(centroids.astype(np.float32), X)
     return KMeansResult(out, state.labels_out(), inertia, updates)
+
+
+def _progress_bar(progress: bool, n_iters: int):
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(total=n_iters, desc="k-means", unit="update", leave=False,
+                disable=not progress, file=sys.stderr)
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
