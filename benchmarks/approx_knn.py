@@ -141,16 +141,15 @@ def main(argv=None):
         label_end_to_end(x, y, args, log)
 
 
-def dask_ivf(x, rows, truth, log):
-    """hdlfast.dask's inverted file on the embeddings stored as .npy, two workers."""
+def dask_ivf(x, rows, truth, log, schedulers=("threads", "distributed")):
+    """hdlfast.dask's inverted file on the embeddings stored as .npy: the threaded scheduler
+    (2 threads; out of core on one machine) and a LocalCluster of 2 worker processes."""
     import dask
     import distributed
 
     import hdlfast.dask as hd
 
-    with tempfile.TemporaryDirectory() as tmp, distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
-            distributed.Client(cl):
+    with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "x.npy"
         np.save(path, x)
 
@@ -158,10 +157,20 @@ def dask_ivf(x, rows, truth, log):
             g = hd.knn(str(path), K, method="ivf")
             return g, dask.compute(g.sims, g.idx)
 
-        (g, (_, idx)), t = timed(run)
-        log.add(what="hdlfast.dask ivf (stored .npy, 2 workers x 1 thread)", n=len(x),
-                nprobe=g.nprobe, seconds=t, recall=recall(idx[rows], truth),
-                recall_estimate=g.recall)
+        for name in schedulers:
+            if name == "threads":
+                with dask.config.set(scheduler="threads", num_workers=2):
+                    (g, (_, idx)), t = timed(run)
+                what = "hdlfast.dask ivf (stored .npy, threaded scheduler, 2 threads)"
+            else:
+                with distributed.LocalCluster(n_workers=2, threads_per_worker=1,
+                                              processes=True, dashboard_address=None) as cl, \
+                        distributed.Client(cl):
+                    (g, (_, idx)), t = timed(run)
+                what = "hdlfast.dask ivf (stored .npy, LocalCluster, 2 workers x 1 thread)"
+            log.add(what=what, n=len(x), nprobe=g.nprobe, seconds=t,
+                    recall=recall(idx[rows], truth), recall_estimate=g.recall)
+            del idx
 
 
 def subset(x, y, args, configs, log):
