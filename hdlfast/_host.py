@@ -38,6 +38,7 @@ def single_threaded_blas():
     global _blas_users, _blas_saved
     with _blas_lock:
         if _blas_users == 0:
+            _take_blas_control()
             _blas_saved = _blas_controller().limit(limits=1, user_api="blas")
         _blas_users += 1
     try:
@@ -46,8 +47,27 @@ def single_threaded_blas():
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0:
+                _take_blas_control()
                 _blas_saved.restore_original_limits()
                 _blas_saved = None
+                _take_blas_control()
+
+
+def _take_blas_control():
+    """threadpoolctl (3.6 and later) lets only one thread change a pthreads OpenBLAS's
+    process-wide thread count, the first to set it, and silently ignores the others: after
+    a limit set and restored in the main thread, a dask task's or any other thread's limit
+    did nothing, and BLAS's own threads then competed with hdlfast's workers (the
+    inverted-file search ran 1.7x slower in a thread). The callers hold ``_blas_lock`` and
+    own the limit while inside, so control is released to the thread that sets or restores
+    it."""
+    try:
+        from threadpoolctl import OpenBLASController
+    except ImportError:  # an older threadpoolctl: every thread may set the limit
+        return
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
 
 
 @contextlib.contextmanager
