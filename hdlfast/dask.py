@@ -1,4 +1,5 @@
-"""Exact kNN graph and HDL labels on dask: beyond one machine, or beyond its memory.
+"""kNN graphs (exact, or the inverted file) and HDL labels on dask: beyond one machine, or
+beyond its memory.
 
 ``knn(X, k)`` splits the work by row blocks: one task per (query block, database block) runs
 the local :func:`hdlfast.knn` on the two blocks (on the worker's GPU when it has one; for a
@@ -7,7 +8,8 @@ partial top-k lists of each query block are merged by a tree reduction (:func:`m
 keeps the tie rule of the docs, so the result depends neither on the chunking nor on the tree).
 ``hdl`` builds that graph on the cluster, gathers it to one worker for the labeling (linear
 in N k, far cheaper than the graph; see its docstring) and runs the fallback's kNN search on
-the cluster again. Both equal the single-machine results on the same data.
+the cluster again. Both equal the single-machine results on the same data. ``knn(X, k,
+method="ivf")`` runs hdlfast's inverted file as tasks (:func:`_ivf_knn`).
 
 ``X`` is a dask array (its row chunks are the blocks; dask holds them in the workers' memory
 while tasks need them), or stored embeddings that each task reads itself: a ``.npy`` path or
@@ -486,17 +488,20 @@ def _ivf_knn(src, dsrc, k, exclude_self, nprobe, target_recall, seed, recall_sam
     """:func:`hdlfast.knn`'s inverted file (docs §1b) as dask tasks, stage by stage:
 
     1. the coarse spherical k-means, one task on the seeded training rows (gathered);
-    2. every database row's list, one task per database block (the assignment, Nd ints,
-       comes back here); consecutive lists are grouped into about ``block_rows`` rows each,
-       a group's rows gathered in list order (a dask array's once, into the cluster's memory;
-       stored embeddings are read by each task that needs them);
+    2. every database row's list and the hash of its unit row, one task per database block
+       (the assignment, Nd ints, comes back here; rows sharing a hash are read and compared
+       to find exact copies); the lists are renumbered by region and consecutive ones
+       grouped into about ``block_rows`` rows each, a group's rows gathered in list order
+       (a dask array's once, into the cluster's memory; stored embeddings are read by each
+       task that needs them);
     3. the recall sample: one task per group searches the sample's rows with every probe
        count tried (8, 16, ... and all lists, which is the exact search), merged per count;
        the smallest count reaching ``target_recall`` is used;
     4. lazily, per query block: its probes (one task), one search task per group (the
        queries probing that group's lists, exact tiles per list as on one machine), the
-       partial lists merged as in the exact graph. Rows whose probed lists hold fewer than
-       k candidates get the exact search (computed here: found from the list sizes).
+       partial lists merged as in the exact graph, exact copies tied as the tie rule says.
+       Rows whose probed lists hold fewer than k candidates get the exact search (computed
+       here: found from the list sizes).
 
     Stages 1-3 and the short rows are computed when called (each a pass over the data);
     the result equals hdlfast.knn(method="ivf") with the same seed up to BLAS rounding at
