@@ -36,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
     ) from exc
 
 from . import _arrays, _backend, _checks, _host
-from ._host import normalize
+from ._host import DEFAULT_BUDGET, normalize
 from .knn import AUTO_EXACT_WORK, KNNGraph
 from .knn import METHODS as KNN_METHODS
 from .knn import ivf
@@ -599,8 +599,6 @@ def _ivf_knn(src, dsrc, k, exclude_self, nprobe, target_recall, seed, recall_sam
 
 
 def _budget(opts):
-    from ._host import DEFAULT_BUDGET
-
     return DEFAULT_BUDGET if opts["memory_budget"] is None else int(opts["memory_budget"])
 
 
@@ -746,8 +744,8 @@ def _search(kern, qn, self_ids, probes, rows, ids, start, first, k, exclude, bud
         lists = ivf.InvertedLists(rows, ids, np.append(start, start[-1]))
         ivf.search_lists(kern, lists, qn[order], order, self_ids[order], local[order], heap_s,
                          heap_i, exclude, budget, threads)
-    kern.finalize(heap_s, heap_i)
-    return _padded(heap_s, heap_i, k, 0)
+    kern.finalize(heap_s, heap_i)  # slots never filled: (-inf, int64 max), the padding
+    return heap_s, heap_i
 
 
 def _group_search(q, a, b, stored, probes, rows, ids, start, first, k, exclude, backend,
