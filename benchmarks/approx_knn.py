@@ -16,7 +16,8 @@ exact neighbours (an exact search of those rows alone). Measured this way, not i
   wider graph trades time for recall, the knob that brings it to 0.99); the full size runs
   the narrowest width that reached 0.99 on the subset (else the widest);
 - ``hdlfast.dask.knn(method="ivf")`` on the embeddings stored as ``.npy`` (read by its tasks:
-  the out-of-core path) on a two-worker LocalCluster, next to the in-memory inverted file.
+  the out-of-core path) on the threaded scheduler and a two-worker LocalCluster, next to the
+  in-memory inverted file.
 ``--parts`` picks what runs (all but ``dask`` by default).
 Every measurement is written to the JSON file as soon as it is taken.
 
@@ -48,11 +49,14 @@ SAMPLE = 1000
 def exact_sample(x, rows, k):
     """Exact k neighbours (self excluded) of the rows ``rows`` of x against all of x."""
     _, idx = hdlfast.knn(x[rows], k + 1, database=x)
-    own = idx == rows[:, None]
-    drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
-    keep = np.ones(idx.shape, bool)
-    keep[np.arange(len(rows)), drop] = False
-    return idx[keep].reshape(len(rows), k)
+    return others(idx, rows, k)
+
+
+def others(idx, rows, k):
+    """The first k entries of each row of ``idx`` that are not the row's own index ``rows``
+    (a search of the rows against the data they belong to lists the point itself)."""
+    keep = np.argsort(idx == rows[:, None], axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(idx, keep, 1)
 
 
 def recall(found, exact):
@@ -216,14 +220,10 @@ def faiss_ivf(x, rows, truth, args, log):
             (_, idx), t = timed(lambda: index.search(xn[qrows], K + 1))
             pos = np.searchsorted(qrows, rows)
             found = idx[pos]
-            own = found == rows[:, None]
-            drop = np.where(own.any(axis=1), own.argmax(axis=1), K)
-            keep = np.ones(found.shape, bool)
-            keep[np.arange(len(rows)), drop] = False
             log.add(what="faiss IndexIVFFlat", n=args.n, nlist=nlist, nprobe=npr,
                     build_seconds=t_build, search_seconds=t, queries=len(qrows),
                     seconds=t_build + t * args.n / len(qrows),
-                    recall=recall(found[keep].reshape(len(rows), K), truth))
+                    recall=recall(others(found, rows, K), truth))
         del index, xn
 
 
@@ -246,9 +246,7 @@ def nndescent(x, rows, args, log):
                                                  random_state=0, n_jobs=-1).neighbor_graph[0]
                 idx, t = timed(nnd)
                 found = idx[sub]
-                own = found == sub[:, None]  # drop the point itself, keep the first K others
-                keep = np.argsort(own, axis=1, kind="stable")[:, :K]
-                got[width] = recall(np.take_along_axis(found, keep, 1), ref)
+                got[width] = recall(others(found, sub, K), ref)
                 log.add(what="pynndescent", n=n, n_neighbors=width, seconds=t,
                         recall=got[width])
             widths = [next((w for w in widths if got[w] >= 0.99), widths[-1])]
