@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole GPU check in one device call of at most 9.5 minutes (570 s), stages in order:
-#   install   the carried wheel .whl/hdlfast-*-cp312-*.whl (built elsewhere for sm_90); if
+#   install   the carried wheel .whl/hdlfast-*-cp312-*.whl (benchmarks/build_gpu_wheel.sh); if
 #             there is none or it does not import, build here for sm_90 only
 #   smoke     benchmarks/gpu_smoke.py, one process per kernel family, CUDA_LAUNCH_BLOCKING=1
 #             and HDLFAST_POISON=1 (outputs start as NaN), one JSON line per check

@@ -353,8 +353,13 @@ PYBIND11_MODULE(_cuda, m) {
       "(smaller index on ties). Asynchronous on `stream`.");
 
   m.def(
+      "cluster_sums_workspace_bytes",
+      [](int64_t n, int64_t n_clusters) { return hc::cluster_sums_workspace_bytes(n, n_clusters); },
+      py::arg("n"), py::arg("n_clusters"), "Workspace bytes of cluster_sums for n rows.");
+
+  m.def(
       "cluster_sums",
-      [](Obj x, const py::object& inv, Obj labels, Obj sums, Obj counts, uintptr_t s) {
+      [](Obj x, const py::object& inv, Obj labels, Obj sums, Obj counts, Obj ws, uintptr_t s) {
         Args a;
         const int64_t n = dim(x, "x", 0), d = dim(x, "x", 1);
         const int64_t n_clusters = dim(sums, "sums", 0);
@@ -364,12 +369,14 @@ PYBIND11_MODULE(_cuda, m) {
         const int64_t* lab = a.in<int64_t>(labels, "labels", {n});
         double* sm = a.out<double>(sums, "sums", {n_clusters, d});
         int64_t* ct = a.out<int64_t>(counts, "counts", {n_clusters});
+        size_t ws_bytes = 0;
+        void* w = a.workspace(ws, &ws_bytes);
         a.on_device();
         py::gil_scoped_release nogil;
-        hc::cluster_sums(xx, n, d, dtype, iv, lab, n_clusters, sm, ct, stream(s));
+        hc::cluster_sums(xx, n, d, dtype, iv, lab, n_clusters, sm, ct, w, ws_bytes, stream(s));
       },
       py::arg("x"), py::arg("inv").none(true), py::arg("labels"), py::arg("sums"),
-      py::arg("counts"), py::arg("stream"),
+      py::arg("counts"), py::arg("workspace"), py::arg("stream"),
       "k-means update: per-cluster float64 sums of rows x * inv (inv None: weight 1) and int64\n"
       "counts, members in row order (bit-identical to the CPU kernels). Asynchronous on `stream`.");
 }

@@ -66,7 +66,7 @@ def calls():
         "sk_finalize": (mod.sk_finalize, [q.copy(), np.ones(C, f64), np.empty(N, i64), 0],
                         [0, 2]),
         "cluster_sums": (mod.cluster_sums, [x, None, np.zeros(N, i64), np.empty((2, D), f64),
-                                            np.empty(2, i64), 0], [3, 4]),
+                                            np.empty(2, i64), ws, 0], [3, 4, 5]),
     }
 
 
@@ -123,7 +123,7 @@ def test_size_that_disagrees_with_the_first_array(name, i):
             ("knn_select_products", 7), ("reverse_csr", 1), ("reverse_csr", 3),
             ("propagate_levels", 3), ("propagate_levels", 9), ("search", 3),
             ("search", 6), ("search", 14), ("vote_rows", 2), ("sk_colsum", 2),
-            ("sk_iterate", 4), ("cluster_sums", 3)}  # sizes that are free or set the others
+            ("sk_iterate", 4), ("cluster_sums", 3), ("cluster_sums", 5)}  # free or set the others
     if (name, i) in free:
         return
     with pytest.raises(ValueError, match="has size|dimension"):

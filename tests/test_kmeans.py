@@ -243,26 +243,32 @@ def test_cuda_matches_cpu(kind, spherical):
 @pytest.mark.cuda
 @pytest.mark.parametrize("kind", GPU_KINDS or ["torch-cuda"])
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
-def test_cuda_cluster_sums_bit_identical(kind, dtype):
+@pytest.mark.parametrize("used,weighted", [(None, False), ((3, 4, 20, 30), True)])
+def test_cuda_cluster_sums_bit_identical(kind, dtype, used, weighted):
     """The CUDA update adds members in row order without FMA: the same float64 sums as the
-    CPU kernel on the same (rounded) rows."""
+    CPU kernel on the same (rounded) rows, with row weights, and with empty clusters first,
+    between used ones and last (the sort's segment offsets)."""
     from hdlfast import _arrays
 
     if kind == "cupy" and dtype == "bfloat16":
         pytest.skip("cupy has no bfloat16")
     cuda = _backend._module("cuda")
     rng = np.random.default_rng(15)
-    x = rng.standard_normal((70001, 300)).astype(np.float32)
-    labels = rng.integers(0, 37, x.shape[0]).astype(np.int64)
+    n, d, c = 70001, 300, 37
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    labels = (rng.integers(0, c, n) if used is None else rng.choice(used, n)).astype(np.int64)
+    inv = rng.uniform(0.5, 2.0, n).astype(np.float32) if weighted else None
     dx = to_kind(x, kind, dtype)
     host_x = to_numpy(dx).astype(np.float32)
     dl = _arrays.to_device(labels, dx)
-    sums = _arrays.empty(dx, (37, 300), "float64")
-    counts = _arrays.empty(dx, (37,), "int64")
-    cuda.cluster_sums(_arrays.cuda_view(dx), None, dl, sums, counts, _arrays.cuda_stream(dx))
-    ref_s = np.empty((37, 300))
-    ref_c = np.empty(37, np.int64)
-    _backend.select(CPU, False).kmeans.cluster_sums(host_x, np.empty(0, np.float32), labels,
-                                                    ref_s, ref_c)
+    sums = _arrays.empty(dx, (c, d), "float64")
+    counts = _arrays.empty(dx, (c,), "int64")
+    ws = _arrays.empty(dx, (cuda.cluster_sums_workspace_bytes(n, c),), "uint8")
+    cuda.cluster_sums(_arrays.cuda_view(dx), None if inv is None else _arrays.to_device(inv, dx),
+                      dl, sums, counts, ws, _arrays.cuda_stream(dx))
+    ref_s = np.empty((c, d))
+    ref_c = np.empty(c, np.int64)
+    _backend.select(CPU, False).kmeans.cluster_sums(
+        host_x, np.empty(0, np.float32) if inv is None else inv, labels, ref_s, ref_c)
     np.testing.assert_array_equal(to_numpy(sums), ref_s)
     np.testing.assert_array_equal(to_numpy(counts), ref_c)

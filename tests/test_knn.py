@@ -566,3 +566,53 @@ def test_top1_ties_go_to_the_smaller_index_across_tiles(backend, budget):
     # self excluded in a self-graph: the duplicate, not the point itself, is the nearest
     sims, idx = hdlfast.knn(db, 1, backend=backend, memory_budget=budget)
     assert idx[[5, 35, 36, 11, 12], 0].tolist() == [35, 5, 5, 12, 11]
+
+
+def _signs_neighbours(signs, rows, k):
+    """Self-graph of 1-d rows of +-1 (every similarity exactly +-1): for each row the same-sign
+    rows by index, itself excluded, then the others by index."""
+    out = []
+    for r in rows:
+        same = np.flatnonzero(signs == signs[r])
+        other = np.flatnonzero(signs != signs[r])
+        out.append(np.concatenate([same[same != r], other])[:k])
+    return np.array(out)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("path", ["fused", "tiles"])
+@pytest.mark.parametrize("n,k,data", [
+    (3000, 300, "clustered"),  # nd <= 4,096 keys: the row goes to shared memory in one read
+    (20000, 500, "clustered"),  # digit passes over the row, the last digits in shared memory
+    (6000, 700, "signs"),  # ~3,000 exact ties at the k-th: the tied bucket fits shared memory
+    (12000, 300, "signs"),  # ~6,000 exact ties: more than the stash, compacted from the row
+])
+def test_cuda_large_k_select_branches(path, n, k, data, monkeypatch):
+    """Every branch of the large-k per-row select gives the exact top k with the index tie
+    rule, on the fused path's similarity block and on the tiles path's products."""
+    torch = pytest.importorskip("torch")
+    from hdlfast.knn import cuda as knn_cuda
+
+    monkeypatch.setenv(knn_cuda.PATH_ENV, path)
+    rows = np.random.default_rng(n).choice(n, 48, replace=False)
+    if data == "signs":
+        signs = np.random.default_rng(n + 1).choice([-1.0, 1.0], n).astype(np.float32)
+        sims, idx = hdlfast.knn(torch.from_numpy(signs[:, None]).cuda(), k)
+        sims, idx = to_numpy(sims), to_numpy(idx)
+        np.testing.assert_array_equal(idx[rows], _signs_neighbours(signs, rows, k))
+        np.testing.assert_array_equal(sims, signs[:, None] * signs[idx])
+        return
+    x = clustered(n, 64, seed=n + 2, n_centres=40)
+    sims, idx = hdlfast.knn(torch.from_numpy(x).cuda(), k)
+    held = x.astype(np.float64)
+    s, i = to_numpy(sims)[rows], to_numpy(idx)[rows]
+    unit = held / np.linalg.norm(held, axis=1, keepdims=True)
+    full = unit[rows] @ unit.T
+    full[np.arange(rows.size), rows] = -np.inf
+    order = np.lexsort((np.broadcast_to(np.arange(n), full.shape), -full), axis=1)[:, :k]
+    np.testing.assert_allclose(s, np.take_along_axis(full, i, 1), atol=1e-5)
+    np.testing.assert_allclose(s, np.take_along_axis(full, order, 1), atol=1e-5)
+    assert all(len(set(r)) == k for r in i), "duplicate neighbours"
+    srt = -np.sort(-full, axis=1)[:, : k + 1]
+    clear = np.abs(np.diff(srt, axis=1)).min(axis=1) > 4e-5
+    np.testing.assert_array_equal(i[clear], order[clear])

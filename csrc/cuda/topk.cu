@@ -9,9 +9,10 @@
 //
 // Large k: (a) the nq x nd similarity block is written to the workspace with the same tile code
 // (so both paths produce bit-identical similarities), in L2-sized groups of query tiles, (b) an
-// exact per-row radix select finds the k-th largest key, (c) the row is compacted in index
-// order, (d) rows are sorted with CUB's segmented radix sort on a 64-bit composite key
-// (similarity key, inverted index).
+// exact per-row radix select finds the k-th largest key, reading the row about three times
+// (the last digits are resolved on a copy of the few candidates in shared memory), (c) the k
+// winners are compacted, (d) rows are sorted with CUB's segmented radix sort on a 64-bit
+// composite key (similarity key, inverted index).
 //
 // Order everywhere: similarity descending, then database index ascending. Similarities are
 // canonicalised first (NaN -> -inf, -0 -> +0), so comparing floats and comparing the
@@ -522,87 +523,199 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   }
 }
 
-// (b) + (c) One CTA per row: exact radix select of the k-th largest key K (4 passes of 8 bits),
-// then compaction in index order of every key > K and of the first (k - G) keys == K, where G
-// is the number of keys > K. Writes k composite keys (key << idx_bits | (mask - index)) per row.
-__global__ void __launch_bounds__(kThreads)
-    select_rows_kernel(const float* __restrict__ sims, int nd, int k, int idx_bits,
-                       uint64_t* __restrict__ comp) {
-  using Scan = cub::BlockScan<int, kThreads>;
-  __shared__ typename Scan::TempStorage scan_tmp;
-  __shared__ int hist[256];
-  __shared__ int s_digit;
-  __shared__ int s_kk;
-  static_assert(kThreads == 256, "one histogram bin per thread");
+// (b) + (c) One CTA per row: exact radix select of the k-th largest key K, then compaction of
+// every key > K and of the first (k - G) keys == K in index order, where G is the number of keys
+// > K. Writes k composite keys (key << idx_bits | (mask - index)) per row, in no particular
+// order (the segmented sort orders them).
+//
+// The digits are 11, 11 and 10 bits wide. Before each digit pass over the row, if at most
+// kStash keys share the digits found so far (the "bucket"), one more read of the row writes the
+// keys above the bucket straight out and copies the bucket to shared memory in index order; the
+// remaining digits and the compaction then work there. So a row is read once when nd <= kStash
+// and typically three times for large nd (two digit passes, the copy), where four 8-bit passes
+// and a compaction read it five times; only a bucket of more than kStash equal keys after all
+// three digits (heavy ties) is compacted from the row itself.
+constexpr int kDigitBits = 11;
+constexpr int kBins = 1 << kDigitBits;
+constexpr int kBinsPerThread = kBins / kThreads;
+constexpr int kStash = 4096;
+static_assert(kBins % kThreads == 0, "bins split evenly over the threads");
+// Digit `pass` (0, 1, 2) of a key: bits [shift, shift + bits).
+__device__ __forceinline__ int digit_shift(int pass) {
+  return pass == 0 ? 32 - kDigitBits : pass == 1 ? 32 - 2 * kDigitBits : 0;
+}
+__device__ __forceinline__ int digit_bits(int pass) {
+  return pass < 2 ? kDigitBits : 32 - 2 * kDigitBits;
+}
 
+using SelectScan = cub::BlockScan<int, kThreads>;
+
+// Shared state of one row's select. The invariant between digit passes: the wanted key is the
+// kk-th largest of the `count` keys whose bits under pmask equal prefix (1 <= kk <= count), and
+// exactly k - kk keys lie above them.
+struct SelectShared {
+  SelectScan::TempStorage scan;
+  int hist[kBins];
+  uint32_t stash_key[kStash];
+  int stash_idx[kStash];
+  int digit, kk, count;
+};
+
+struct RowKeys {  // keys of the row in global memory
+  const float* row;
+  __device__ uint32_t operator()(int e) const { return float_to_key(row[e]); }
+};
+struct StashKeys {  // keys of the bucket copied to shared memory
+  const uint32_t* key;
+  __device__ uint32_t operator()(int e) const { return key[e]; }
+};
+
+// One digit pass (digit at `shift`, `bits` wide) over the n keys of `keys`: narrows prefix /
+// pmask to the digit holding the kk-th largest key and updates kk and count. All threads call.
+template <class Keys>
+__device__ void digit_pass(Keys keys, int n, int shift, int bits, uint32_t& prefix,
+                           uint32_t& pmask, int& kk, int& count, SelectShared& sh) {
   const int tid = threadIdx.x;
   const int lane = tid & 31;
-  const float* row = sims + size_t(blockIdx.x) * size_t(nd);
-
-  // Invariant: the wanted key is the kk-th largest among keys whose bits under pmask equal
-  // prefix; 1 <= kk <= (number of such keys).
-  uint32_t prefix = 0, pmask = 0;
-  int kk = k;
-  for (int pass = 0; pass < 4; ++pass) {
-    const int shift = 24 - 8 * pass;
-    hist[tid] = 0;
-    __syncthreads();
-    for (int base = 0; base < nd; base += kThreads) {  // uniform trip count
-      const int e = base + tid;
-      int bin = -1;
-      if (e < nd) {
-        const uint32_t key = float_to_key(row[e]);
-        if ((key & pmask) == prefix) bin = int((key >> shift) & 0xffu);
-      }
-      // Warp-aggregated histogram update (one atomic per distinct bin per warp).
-      const unsigned peers = __match_any_sync(kFull, bin);
-      if (bin >= 0 && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], __popc(peers));
+  const uint32_t dmask = (1u << bits) - 1u;
+  for (int b = tid; b < kBins; b += kThreads) sh.hist[b] = 0;
+  __syncthreads();
+  for (int base = 0; base < n; base += kThreads) {  // uniform trip count
+    const int e = base + tid;
+    int bin = -1;
+    if (e < n) {
+      const uint32_t key = keys(e);
+      if ((key & pmask) == prefix) bin = int((key >> shift) & dmask);
     }
-    __syncthreads();
-    // Thread t looks at digit 255 - t; inclusive sum = number of keys with digit >= 255 - t.
-    const int cnt = hist[255 - tid];
-    int incl;
-    Scan(scan_tmp).InclusiveSum(cnt, incl);
-    const int above = incl - cnt;  // keys with a larger digit
-    if (above < kk && incl >= kk) {  // exactly one thread
-      s_digit = 255 - tid;
-      s_kk = kk - above;
-    }
-    __syncthreads();
-    prefix |= uint32_t(s_digit) << shift;
-    pmask |= 0xffu << shift;
-    kk = s_kk;
-    __syncthreads();  // s_digit / s_kk / hist / scan_tmp are reused by the next pass
+    // Warp-aggregated histogram update (one atomic per distinct bin per warp).
+    const unsigned peers = __match_any_sync(kFull, bin);
+    if (bin >= 0 && lane == __ffs(peers) - 1) atomicAdd(&sh.hist[bin], __popc(peers));
   }
-  const uint32_t K = prefix;
-  const int G = k - kk;  // keys > K; kk keys == K are taken, the ones with smallest index
-  const uint64_t idx_mask = (uint64_t(1) << idx_bits) - 1;
-  uint64_t* out = comp + size_t(blockIdx.x) * size_t(k);
+  __syncthreads();
+  // Thread t holds the digits kBins-1-t*kBinsPerThread down to kBins-(t+1)*kBinsPerThread, so
+  // the inclusive sum counts the keys whose digit is >= the thread's lowest digit.
+  int cnt[kBinsPerThread];
+  int sum = 0;
+#pragma unroll
+  for (int m = 0; m < kBinsPerThread; ++m) {
+    cnt[m] = sh.hist[kBins - 1 - (tid * kBinsPerThread + m)];
+    sum += cnt[m];
+  }
+  int incl;
+  SelectScan(sh.scan).InclusiveSum(sum, incl);
+  int above = incl - sum;  // keys with a larger digit than the thread's digits
+  if (above < kk && incl >= kk) {  // exactly one thread: its digits hold the kk-th key
+#pragma unroll
+    for (int m = 0; m < kBinsPerThread; ++m) {
+      if (above < kk && above + cnt[m] >= kk) {
+        sh.digit = kBins - 1 - (tid * kBinsPerThread + m);
+        sh.kk = kk - above;
+        sh.count = cnt[m];
+      }
+      above += cnt[m];
+    }
+  }
+  __syncthreads();
+  prefix |= uint32_t(sh.digit) << shift;
+  pmask |= dmask << shift;
+  kk = sh.kk;
+  count = sh.count;
+  __syncthreads();  // hist / scan / digit are reused by the next pass
+}
 
+// Writes out[base + ...], in index order of the n keys, every key > K (g of them) and the first
+// kk keys == K; index_of(e) is the database index of key e. All threads call.
+template <class Keys, class Index>
+__device__ void compact(Keys keys, Index index_of, int n, uint32_t K, int kk, int g, int idx_bits,
+                        uint64_t* __restrict__ out, SelectShared& sh) {
+  const int tid = threadIdx.x;
+  const uint64_t idx_mask = (uint64_t(1) << idx_bits) - 1;
   int gt_before = 0, eq_before = 0;  // counts over the chunks already processed
-  for (int base = 0; base < nd; base += kThreads) {
+  for (int base = 0; base < n; base += kThreads) {
     const int e = base + tid;
     uint32_t key = 0;
     bool gt = false, eq = false;
-    if (e < nd) {
-      key = float_to_key(row[e]);
+    if (e < n) {
+      key = keys(e);
       gt = key > K;
       eq = key == K;
     }
-    // Two counters packed in one int (each <= 256 per chunk).
+    // Two counters packed in one int (each <= kThreads per chunk).
     const int flag = (gt ? 1 : 0) | (eq ? (1 << 16) : 0);
     int excl, agg;
-    Scan(scan_tmp).ExclusiveSum(flag, excl, agg);
+    SelectScan(sh.scan).ExclusiveSum(flag, excl, agg);
     const int my_eq = eq_before + (excl >> 16);  // keys == K before e
     if (gt || (eq && my_eq < kk)) {
       const int pos = gt_before + (excl & 0xffff) + min(my_eq, kk);
-      out[pos] = (uint64_t(key) << idx_bits) | (idx_mask - uint64_t(e));
+      out[pos] = (uint64_t(key) << idx_bits) | (idx_mask - uint64_t(index_of(e)));
     }
     gt_before += agg & 0xffff;
     eq_before += agg >> 16;
-    if (gt_before == G && eq_before >= kk) break;  // uniform: all k entries written
-    __syncthreads();                                // scan_tmp reuse
+    __syncthreads();                                // scan reuse
+    if (gt_before == g && eq_before >= kk) break;  // uniform: all entries written
   }
+}
+
+struct Identity {
+  __device__ int operator()(int e) const { return e; }
+};
+struct StashIndex {
+  const int* idx;
+  __device__ int operator()(int e) const { return idx[e]; }
+};
+
+__global__ void __launch_bounds__(kThreads)
+    select_rows_kernel(const float* __restrict__ sims, int nd, int k, int idx_bits,
+                       uint64_t* __restrict__ comp) {
+  __shared__ SelectShared sh;
+  const int tid = threadIdx.x;
+  const RowKeys row{sims + size_t(blockIdx.x) * size_t(nd)};
+  uint64_t* out = comp + size_t(blockIdx.x) * size_t(k);
+
+  uint32_t prefix = 0, pmask = 0;
+  int kk = k, count = nd, pass = 0;
+  for (; pass < 3 && count > kStash; ++pass)
+    digit_pass(row, nd, digit_shift(pass), digit_bits(pass), prefix, pmask, kk, count, sh);
+  if (pass == 3) {  // K found on the row itself: more than kStash keys equal it
+    compact(row, Identity{}, nd, prefix, kk, k - kk, idx_bits, out, sh);
+    return;
+  }
+
+  // The bucket (count <= kStash keys) to shared memory in index order; the k - kk keys above it
+  // straight to out.
+  const uint64_t idx_mask = (uint64_t(1) << idx_bits) - 1;
+  const int above_total = k - kk;
+  int above_before = 0, in_before = 0;
+  for (int base = 0; base < nd; base += kThreads) {
+    const int e = base + tid;
+    uint32_t key = 0;
+    bool above = false, in = false;
+    if (e < nd) {
+      key = row(e);
+      above = (key & pmask) > prefix;
+      in = (key & pmask) == prefix;
+    }
+    const int flag = (above ? 1 : 0) | (in ? (1 << 16) : 0);
+    int excl, agg;
+    SelectScan(sh.scan).ExclusiveSum(flag, excl, agg);
+    if (above) out[above_before + (excl & 0xffff)] = (uint64_t(key) << idx_bits) | (idx_mask - uint64_t(e));
+    if (in) {
+      const int s = in_before + (excl >> 16);
+      sh.stash_key[s] = key;
+      sh.stash_idx[s] = e;
+    }
+    above_before += agg & 0xffff;
+    in_before += agg >> 16;
+    __syncthreads();  // scan reuse
+    if (above_before == above_total && in_before == count) break;  // uniform
+  }
+  const int n_stash = count;
+  const StashKeys stash{sh.stash_key};
+  for (; pass < 3; ++pass)
+    digit_pass(stash, n_stash, digit_shift(pass), digit_bits(pass), prefix, pmask, kk, count, sh);
+  // kk keys == prefix (= K) are taken; the stash holds the rest of the row's keys > K.
+  compact(stash, StashIndex{sh.stash_idx}, n_stash, prefix, kk, k - kk - above_total, idx_bits,
+          out + above_total, sh);
 }
 
 __global__ void fill_offsets_kernel(int* __restrict__ offs, int64_t n, int k) {
