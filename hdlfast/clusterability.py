@@ -54,6 +54,15 @@ class KSelection:
     clusterability: dict = field(default_factory=dict)
 
 
+def candidate_ks(candidates, n: int) -> list[int]:
+    """The candidates of :func:`select_k` that n points allow (k <= n - 1), sorted, distinct."""
+    cands = sorted({_checks.positive_int(k, "candidates") for k in np.atleast_1d(candidates)})
+    cands = [k for k in cands if k <= n - 1]
+    if not cands:
+        raise ValueError(f"candidates must hold a k <= {n - 1} (number of points - 1)")
+    return cands
+
+
 def select_k(X: ArrayLike, labels: ArrayLike,
              candidates: tuple[int, ...] = DEFAULT_CANDIDATES, *,
              n_folds: int = 5, threshold: float = 0.9, seed: int = 0, method: str = "hdl",
@@ -77,10 +86,7 @@ def select_k(X: ArrayLike, labels: ArrayLike,
     X, x_info = _checks.embeddings(X, "X")
     n = x_info.shape[0]
     y = _checks.labels(labels, n)
-    cands = sorted({_checks.positive_int(k, "candidates") for k in np.atleast_1d(candidates)})
-    cands = [k for k in cands if k <= n - 1]
-    if not cands:
-        raise ValueError(f"candidates must hold a k <= {n - 1} (number of points - 1)")
+    cands = candidate_ks(candidates, n)
     n_folds = _checks.positive_int(n_folds, "n_folds")
     threshold = _checks.fraction(threshold, "threshold")
     seed = _checks.seed(seed)

@@ -18,9 +18,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
 
 from . import _arrays, _checks
-from .clusterability import DEFAULT_CANDIDATES, select_k
+from .clusterability import DEFAULT_CANDIDATES, candidate_ks, select_k
 from .labeling import FALLBACK, GIVEN, hdl, knn_vote, vote_against, vote_shares
-from .knn import METHODS as KNN_METHODS
+from .knn import METHODS as KNN_METHODS, checked_knn
 
 # The checks of check_estimator that conflict with what the estimator is; pass this as
 # check_estimator(..., expected_failed_checks=EXPECTED_FAILED_CHECKS). tests/test_estimator.py
@@ -54,7 +54,8 @@ class HDLLabeler(ClassifierMixin, BaseEstimator):
     sorted labels of ``y`` other than -1), ``transduction_`` (a label per point, from
     ``classes_``; -1 where no rule reached a point, possible only with ``fallback=None``), plus
     ``label_confidence_``, ``level_``, ``provenance_`` (indices into ``hdlfast.PROVENANCE``) and
-    ``k_`` (the k used; chosen by :func:`hdlfast.select_k` when ``k="auto"``); ``result_``
+    ``k_`` (the k used; chosen by :func:`hdlfast.select_k` when ``k="auto"``, on one kNN
+    graph of the largest candidate whose first ``k_`` columns then label); ``result_``
     holds :func:`hdlfast.hdl`'s result with labels as indices into ``classes_``.
     ``predict(X_new)`` votes among the k nearest fitted points (kNN-DV); ``predict_proba(X_new)``
     gives each class's share of that vote (columns in ``classes_`` order). Before ``fit``,
@@ -85,9 +86,14 @@ class HDLLabeler(ClassifierMixin, BaseEstimator):
         _checks.choice(self.knn_method, "knn_method", KNN_METHODS)
         X = self._validate_X(X, reset=True)
         codes = self._encode_y(y, _arrays.info(X, "X").shape[0])
+        graph = None
         if isinstance(self.k, str) and self.k == "auto":
             method = "hdl" if self.method == "knn-dv" else self.method
-            self.selection_ = select_k(X, codes, self.candidates, method=method,
+            cands = candidate_ks(self.candidates, codes.shape[0])
+            if self.method != "knn-dv":  # one graph, its first k_ columns label
+                graph = checked_knn(X, max(cands), backend=self.backend, q_name="X",
+                                    method=self.knn_method, method_name="knn_method")
+            self.selection_ = select_k(X, codes, cands, method=method, graph=graph,
                                        knn_method=self.knn_method, backend=self.backend)
             self.k_ = self.selection_.k
         else:
@@ -101,10 +107,10 @@ class HDLLabeler(ClassifierMixin, BaseEstimator):
             self.level_ = np.where(given, 0, 1).astype(np.int32)
             self.provenance_ = np.where(given, GIVEN, FALLBACK).astype(np.int8)
         else:
-            res = hdl(X, codes, self.k_, method=self.method, schedule=self.schedule,
-                      max_visits=self.max_visits, fallback=self.fallback,
-                      weighting=self.weighting, knn_method=self.knn_method,
-                      backend=self.backend)
+            res = hdl(X, codes, self.k_, graph=graph, method=self.method,
+                      schedule=self.schedule, max_visits=self.max_visits,
+                      fallback=self.fallback, weighting=self.weighting,
+                      knn_method=self.knn_method, backend=self.backend)
             self.result_ = res
             self._codes, self.label_confidence_, self.level_, self.provenance_ = (
                 _arrays.to_numpy(a) for a in (res.labels, res.confidence, res.level,

@@ -113,3 +113,28 @@ def test_not_fitted_and_sparse():
         hdlfast.HDLLabeler(k=3).fit(m, np.arange(30) % 3)
     with pytest.raises(TypeError, match="queries.*sparse"):
         hdlfast.knn(m, 3)
+
+
+@pytest.mark.parametrize("method", ["hdl", "tree"])
+def test_auto_k_searches_one_graph(method, monkeypatch):
+    """k="auto" builds one kNN graph of all points, at the largest candidate: select_k chooses
+    k_ on it and its first k_ columns label (the labels of hdl on that graph)."""
+    from hdlfast.clusterability import DEFAULT_CANDIDATES
+    from hdlfast.knn import host
+
+    x, _, labels = _data(n=400)
+    calls = []
+    real = host.HostKNN.__call__
+
+    def counting(self, q, db, k, **kwargs):
+        calls.append((q.shape[0], db is None, k))
+        return real(self, q, db, k, **kwargs)
+
+    monkeypatch.setattr(host.HostKNN, "__call__", counting)
+    est = hdlfast.HDLLabeler(k="auto", method=method).fit(x, labels)
+    assert [c for c in calls if c[0] == x.shape[0]] == [(400, True, max(DEFAULT_CANDIDATES))]
+    monkeypatch.setattr(host.HostKNN, "__call__", real)
+    ref = hdlfast.hdl(x, labels, est.k_, graph=hdlfast.knn(x, max(DEFAULT_CANDIDATES)),
+                      method=method)
+    np.testing.assert_array_equal(est.result_.labels, ref.labels)
+    np.testing.assert_array_equal(est.transduction_, ref.labels)
