@@ -272,3 +272,31 @@ def test_cuda_cluster_sums_bit_identical(kind, dtype, used, weighted):
         host_x, np.empty(0, np.float32) if inv is None else inv, labels, ref_s, ref_c)
     np.testing.assert_array_equal(to_numpy(sums), ref_s)
     np.testing.assert_array_equal(to_numpy(counts), ref_c)
+
+
+@pytest.mark.cuda
+def test_cuda_cluster_sums_leave_out_labels_out_of_range():
+    """Rows labeled outside [0, n_clusters) belong to no cluster (the sort gives them a bucket
+    of their own past the last cluster): the sums of the other rows, unchanged."""
+    from hdlfast import _arrays
+
+    torch = pytest.importorskip("torch")
+    cuda = _backend._module("cuda")
+    rng = np.random.default_rng(16)
+    n, d, c = 5000, 40, 6
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    labels = rng.integers(0, c, n).astype(np.int64)
+    bad = rng.choice(n, 300, replace=False)
+    labels[bad] = rng.choice([-5, -1, c, c + 1, 2**40, -(2**62)], bad.size)
+    dx = torch.from_numpy(x).cuda()
+    sums = _arrays.empty(dx, (c, d), "float64")
+    counts = _arrays.empty(dx, (c,), "int64")
+    ws = _arrays.empty(dx, (cuda.cluster_sums_workspace_bytes(n, c),), "uint8")
+    cuda.cluster_sums(_arrays.cuda_view(dx), None, _arrays.to_device(labels, dx), sums, counts,
+                      ws, _arrays.cuda_stream(dx))
+    good = (labels >= 0) & (labels < c)
+    ref_s, ref_c = np.empty((c, d)), np.empty(c, np.int64)
+    _backend.select(CPU, False).kmeans.cluster_sums(x[good], np.empty(0, np.float32),
+                                                    labels[good], ref_s, ref_c)
+    np.testing.assert_array_equal(to_numpy(sums), ref_s)
+    np.testing.assert_array_equal(to_numpy(counts), ref_c)

@@ -28,10 +28,10 @@ constexpr size_t kAlign = 256;
 
 size_t round_up(size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
 
-// Bits that hold every label in [0, n_clusters).
+// Bits that hold every sort key, [0, n_clusters] (n_clusters: a label out of range).
 int label_bits(int64_t n_clusters) {
   int bits = 1;
-  while ((int64_t(1) << bits) < n_clusters) ++bits;
+  while ((int64_t(1) << bits) <= n_clusters) ++bits;
   return bits;
 }
 
@@ -59,10 +59,18 @@ Layout layout(int64_t n, int64_t n_clusters) {
   return L;
 }
 
-__global__ void iota_kernel(int32_t* __restrict__ out, int64_t n) {
+// The sort's input: keys[i] = labels[i], or n_clusters for a label outside [0, n_clusters)
+// (none from hdlfast's own assignment; such rows sort last and belong to no cluster), and
+// rows[i] = i.
+__global__ void sort_input_kernel(const int64_t* __restrict__ labels, int64_t n,
+                                  int64_t n_clusters, int64_t* __restrict__ keys,
+                                  int32_t* __restrict__ rows) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = int32_t(i);
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = labels[i];
+    keys[i] = c >= 0 && c < n_clusters ? c : n_clusters;
+    rows[i] = int32_t(i);
+  }
 }
 
 // offs[c] = first position of the sorted labels with label >= c, for c in [0, n_clusters];
@@ -71,9 +79,8 @@ __global__ void segment_starts_kernel(const int64_t* __restrict__ sorted, int64_
                                       int64_t n_clusters, int32_t* __restrict__ offs) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i > n) return;
-  // labels >= n_clusters (none from hdlfast's own assignment) count as n_clusters: ignored
-  const int64_t prev = i == 0 ? -1 : min(sorted[i - 1], n_clusters);
-  const int64_t cur = i == n ? n_clusters : min(sorted[i], n_clusters);
+  const int64_t prev = i == 0 ? -1 : sorted[i - 1];  // keys lie in [0, n_clusters]
+  const int64_t cur = i == n ? n_clusters : sorted[i];
   for (int64_t c = prev + 1; c <= cur; ++c) offs[c] = int32_t(i);
 }
 
@@ -137,11 +144,9 @@ void cluster_sums(const void* x, int64_t n, int64_t d, int dtype, const float* i
   int32_t* offs = reinterpret_cast<int32_t*>(ws + L.offs);
 
   // (label, row) pairs sorted by label; stable, so rows stay in increasing order per cluster
-  HDLFAST_CUDA_CHECK(cudaMemcpyAsync(keys_a, labels, size_t(n) * sizeof(int64_t),
-                                     cudaMemcpyDeviceToDevice, stream));
   const unsigned grid = unsigned(std::min<int64_t>(ceil_div(n, kThreads), 65536));
-  iota_kernel<<<grid, kThreads, 0, stream>>>(rows_a, n);
-  HDLFAST_CUDA_CHECK_LAUNCH("iota_kernel");
+  sort_input_kernel<<<grid, kThreads, 0, stream>>>(labels, n, n_clusters, keys_a, rows_a);
+  HDLFAST_CUDA_CHECK_LAUNCH("sort_input_kernel");
   cub::DoubleBuffer<int64_t> keys(keys_a, reinterpret_cast<int64_t*>(ws + L.keys_b));
   cub::DoubleBuffer<int32_t> rows(rows_a, reinterpret_cast<int32_t*>(ws + L.rows_b));
   size_t temp_bytes = L.temp_bytes;

@@ -20,7 +20,8 @@ namespace cuda {
 size_t cluster_sums_workspace_bytes(int64_t n, int64_t n_clusters);
 
 // sums[c, :] = sum over rows i with labels[i] == c of x[i, :] * w_i (w_i = inv[i], or 1 when
-// inv is null; double), counts[c] = number of such rows; labels in [0, n_clusters). workspace
+// inv is null; double), counts[c] = number of such rows; rows whose label lies outside
+// [0, n_clusters) are in no cluster (hdlfast's assignment never gives one). workspace
 // (16-byte aligned) must hold cluster_sums_workspace_bytes(n, n_clusters) bytes.
 void cluster_sums(const void* x, int64_t n, int64_t d, int dtype, const float* inv,
                   const int64_t* labels, int64_t n_clusters, double* sums, int64_t* counts,

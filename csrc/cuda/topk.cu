@@ -676,7 +676,7 @@ __global__ void __launch_bounds__(kThreads)
   int kk = k, count = nd, pass = 0;
   for (; pass < 3 && count > kStash; ++pass)
     digit_pass(row, nd, digit_shift(pass), digit_bits(pass), prefix, pmask, kk, count, sh);
-  if (pass == 3) {  // K found on the row itself: more than kStash keys equal it
+  if (pass == 3) {  // K found on the row itself (more than kStash keys shared its top 21 bits)
     compact(row, Identity{}, nd, prefix, kk, k - kk, idx_bits, out, sh);
     return;
   }
