@@ -40,6 +40,9 @@ trap 'rm -rf "$site"' EXIT
   "import hdlfast, hdlfast._native, hdlfast._cuda; print('imports: ok', hdlfast.info())")
 objdump=$(command -v cuobjdump || ls /usr/local/cuda*/bin/cuobjdump 2>/dev/null | head -n1 || true)
 if [[ -n $objdump ]]; then
-  "$objdump" --list-elf "$site"/hdlfast/_cuda*.so | grep -q sm_90 && echo "sm_90 code: ok"
-fi
+  "$objdump" --list-elf "$site"/hdlfast/_cuda*.so | grep -q sm_90
+else  # no cuobjdump: the fat binary's ELF images still name their architecture
+  grep -aq sm_90 "$site"/hdlfast/_cuda*.so
+fi || { echo "no sm_90 code in the CUDA module" >&2; exit 1; }
+echo "sm_90 code: ok"
 echo "$whl ($(du -h "$whl" | cut -f1))"
