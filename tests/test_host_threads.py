@@ -58,3 +58,27 @@ def test_blas_is_single_threaded_in_any_thread_and_restored():
         assert all(n == 1 for n in seen[key]), (key, seen)
     for key in ("main after", "thread after", "overlap after"):
         assert seen[key] == default, (key, seen)
+
+
+def test_scratch_is_reused_per_thread_and_grows():
+    """A tile loop's temporaries come from one buffer per thread and name: the same memory
+    call after call (no fresh pages per tile), grown when a larger shape is asked, never
+    shared between threads."""
+    import threading
+
+    import numpy as np
+
+    from hdlfast._host import scratch
+
+    a = scratch("test", (30, 40))
+    assert a.shape == (30, 40) and a.dtype == np.float32 and a.flags.c_contiguous
+    assert np.shares_memory(a, scratch("test", (10, 7)))  # smaller: the same buffer
+    big = scratch("test", (100, 100))  # larger: a new buffer
+    assert big.shape == (100, 100) and np.shares_memory(big, scratch("test", (40, 40)))
+    assert not np.shares_memory(big, scratch("other", (10, 10)))
+    assert scratch("test", (5,), np.int64).dtype == np.int64
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(scratch("test", (100, 100))))
+    t.start()
+    t.join()
+    assert not np.shares_memory(seen[0], scratch("test", (100, 100)))

@@ -8,8 +8,8 @@ Workers only ever run tiles whose heaps are disjoint, so no heap is shared.
 
 For a self-graph only tiles on and above the block diagonal are multiplied: each off-diagonal
 tile is merged once by rows and once by columns, halving the matrix-product work.
-Peak extra memory: one tile per worker (``memory_budget`` bytes in all) plus the normalised
-float32 copy of the data. The tiling does not depend on the number of threads, so results are
+Peak extra memory: one tile per worker (``memory_budget`` bytes in all; each worker reuses
+its tile's buffer) plus the normalised float32 copy of the data. The tiling does not depend on the number of threads, so results are
 identical for any thread count.
 """
 from __future__ import annotations
@@ -22,7 +22,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from .. import _arrays, _backend
-from .._host import (DEFAULT_BUDGET, normalize, num_workers, run_all, single_threaded_blas)
+from .._host import (DEFAULT_BUDGET, normalize, num_workers, run_all, scratch,
+                     single_threaded_blas)
 
 _MAX_WORKERS_BUDGETED = 64  # tiles are sized as if this many workers could be live
 _INDEX_SENTINEL = np.iinfo(np.int64).max
@@ -168,12 +169,13 @@ def _two_rows(x: np.ndarray) -> np.ndarray:
 
 
 def tile_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The similarity tile a @ b.T (C-contiguous). A one-row operand would make BLAS take its
-    matrix-vector path, which rounds a dot product differently depending on the row's
-    position: identical rows would no longer tie. Padding to two rows keeps every tile on
-    the matrix-matrix path."""
+    """The similarity tile a @ b.T (C-contiguous), in this thread's scratch buffer (see
+    :func:`hdlfast._host.scratch`: merge it before the thread's next tile). A one-row
+    operand would make BLAS take its matrix-vector path, which rounds a dot product
+    differently depending on the row's position: identical rows would no longer tie. Padding
+    to two rows keeps every tile on the matrix-matrix path."""
     if a.shape[0] > 1 and b.shape[0] > 1:
-        return np.matmul(a, b.T)
+        return np.matmul(a, b.T, out=scratch("tile", (a.shape[0], b.shape[0])))
     tile = np.matmul(_two_rows(a), _two_rows(b).T)
     return np.ascontiguousarray(tile[:a.shape[0], :b.shape[0]])
 

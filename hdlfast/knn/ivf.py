@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._host import num_workers, run_all, single_threaded_blas
+from .._host import num_workers, run_all, scratch, single_threaded_blas
 from .host import (_INDEX_SENTINEL, _MAX_WORKERS_BUDGETED, block_sizes, check_filled,
                    duplicate_reps, tie_duplicates, tile_product, topk)
 
@@ -149,7 +149,9 @@ def search_lists(kernels, lists: InvertedLists, q_rows: np.ndarray, heap_rows: n
             if lo == hi:
                 continue
             sel = c0 + pos[starts[g]:ends[g]]
-            qs, rows, own = q_rows[sel], heap_rows[sel], self_ids[sel]
+            qs = np.take(q_rows, sel, axis=0,
+                         out=scratch("queries", (sel.size, q_rows.shape[1])))
+            rows, own = heap_rows[sel], self_ids[sel]
             width = max(1, tile_elems // qs.shape[0])
             for d0 in range(lo, hi, width):  # a large list in several tiles
                 d1 = min(d0 + width, hi)
