@@ -364,9 +364,11 @@ def knn(X, k, *, database=None, exclude_self=None, method="exact", nprobe=None,
     -------
     KNNGraph(sims, idx) of (N, k) dask arrays (float32, int64) chunked by X's row blocks,
         unpacking as ``sims, idx`` and saying ``.method``, ``.recall`` and ``.nprobe`` as
-        :func:`hdlfast.knn`'s graph does. Equal to ``hdlfast.knn`` on the whole arrays:
-        rows by decreasing similarity, equal similarities by increasing database index
-        (for "ivf", with the same seed, the same lists and probe count). Compute both together
+        :func:`hdlfast.knn`'s graph does. Equal to ``hdlfast.knn`` on the whole arrays up
+        to BLAS rounding (the tasks' tiles have other shapes, so two neighbours whose
+        similarities agree to ~1e-6 can come out swapped): rows by decreasing similarity,
+        equal similarities by increasing database index (for "ivf", with the same seed, the
+        same lists and probe count). Compute both together
         (``dask.compute(sims, idx)`` or :func:`save_graph`) so that the block tasks run
         once. A bad row (NaN/Inf or zero norm) raises ValueError naming the argument and the
         global row at compute time ("ivf": a database row, when this is called).
