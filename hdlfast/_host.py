@@ -93,9 +93,8 @@ def scratch(name: str, shape: tuple, dtype=np.float32) -> np.ndarray:
     n = int(np.prod(shape))
     bufs = _local.__dict__.setdefault("scratch", {})
     buf = bufs.get(name)
-    if buf is None or buf.size < n or buf.dtype != dtype:
-        grown = 0 if buf is None or buf.dtype != dtype else 2 * buf.size
-        buf = bufs[name] = np.empty(max(n, grown), dtype)
+    if buf is None or buf.size < n or buf.dtype != dtype:  # exactly n: the memory budget holds
+        buf = bufs[name] = np.empty(n, dtype)
     return buf[:n].reshape(shape)
 
 
