@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Build the wheel that benchmarks/gpu_check.sh installs on the device machine: CPython 3.12 (the
-# device image's Python), CUDA kernels for sm_90 (H100 / H200) only, written to .whl/ (ignored by
-# git; name it in the device call's carry). Building here saves the device's minutes: an sm_90
-# build there takes most of the check's install box.
+# Build the wheel that benchmarks/gpu_check.sh installs on the GPU machine: CPython 3.12 (that
+# image's Python), CUDA kernels for sm_90 (H100 / H200) only, written to .whl/ (ignored by git;
+# copy it to the GPU machine with the repository). Building on any CPU machine saves the GPU's
+# minutes: an sm_90 build there takes most of the check's install box.
 #   bash benchmarks/build_gpu_wheel.sh          (from the repository root)
 # Needs a Python 3.12 (HDLFAST_WHEEL_PYTHON, else python3.12 on PATH or pyenv's), nvcc and a C++
 # compiler. The build venv lives under build/ (ignored). The wheel is checked before it is kept:
