@@ -367,14 +367,16 @@ def _label_run(args, x, y, out, report_path, bar, stages) -> int:
     candidates = [k for k in candidates if k <= x.shape[0] - 1] or [x.shape[0] - 1]
     t0 = time.perf_counter()
     bar.set_description(stages[0])
-    graph = knn(x, max(candidates), method=args.knn, nprobe=args.nprobe,
-                target_recall=args.target_recall, progress=not args.quiet)
-    sims, idx = (_arrays.to_numpy(a) for a in graph)
+    method = args.method
+    graph = None  # kNN-DV with a given k votes against the labeled points: no graph of all
+    if method != "knn-dv" or args.k == "auto":
+        graph = knn(x, max(candidates), method=args.knn, nprobe=args.nprobe,
+                    target_recall=args.target_recall, progress=not args.quiet)
+        sims, idx = (_arrays.to_numpy(a) for a in graph)
     timings["knn_s"] = time.perf_counter() - t0
     bar.update()
 
     bar.set_description(stages[1])
-    method = args.method
     if args.k == "auto":
         sel = select_k(x, y, candidates, graph=(sims, idx),
                        method="hdl" if method == "knn-dv" else method)
@@ -404,8 +406,10 @@ def _label_run(args, x, y, out, report_path, bar, stages) -> int:
     report = {
         "n_points": int(x.shape[0]), "n_labeled": int((y >= 0).sum()), "method": method,
         "k": int(k), "k_rule": rule, "k_scores": {str(a): b for a, b in scores.items()},
-        "knn": {"method": graph.method, "recall": graph.recall, "k": int(max(candidates)),
-                "nprobe": graph.nprobe, "target_recall": args.target_recall},
+        "knn": {"built": graph is not None, "target_recall": args.target_recall} | (
+            {"method": graph.method, "recall": graph.recall, "k": int(max(candidates)),
+             "nprobe": graph.nprobe} if graph is not None else
+            {"method": None, "recall": None, "k": None, "nprobe": None}),
         "clusterability": curve,
         "provenance_counts": {name: int((prov == i).sum()) for i, name in enumerate(PROVENANCE)}
         | {"unlabeled": int((prov < 0).sum())},
@@ -420,7 +424,7 @@ def _label_run(args, x, y, out, report_path, bar, stages) -> int:
     bar.close()
     if not args.quiet:
         print(f"labeled {x.shape[0]} points (k={k}, {rule}) -> {out}, {report_path}")
-        if graph.method == "ivf":
+        if graph is not None and graph.method == "ivf":
             print(f"kNN graph: inverted-file search ({graph.nprobe} lists probed), "
                   f"recall@{max(candidates)} {graph.recall:.4f} on 1,000 sampled points")
         print("provenance:", report["provenance_counts"])

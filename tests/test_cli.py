@@ -63,13 +63,34 @@ def test_label_writes_outputs_and_report(files, method, k):
     assert report["n_points"] == 600 and report["n_labeled"] == 20
     assert sum(report["provenance_counts"].values()) == 600
     assert report["k_rule"] == ("holdout" if k == "auto" else "given")
+    # kNN-DV with a given k searches only against the labeled points: no graph of all points
+    assert report["knn"]["built"] == (method != "knn-dv" or k == "auto")
     if k != "auto":
         assert report["k"] == 8
+        if method == "knn-dv":
+            assert report["knn"]["method"] is None
+            np.testing.assert_array_equal(res["labels"], hdlfast.knn_vote(x, labels, 8)[0])
         if method == "hdl":
             expected = hdlfast.hdl(x, labels, 8)
             np.testing.assert_array_equal(res["labels"], expected.labels)
             np.testing.assert_array_equal(res["level"], expected.level)
     assert len(report["clusterability"]["mu"]) == len(report["clusterability"]["k"]) >= 1
+
+
+def test_label_knn_dv_with_given_k_builds_no_graph_of_all_points(files, monkeypatch):
+    """kNN-DV votes each unlabeled point against the labeled points only, so with k given
+    (nothing to choose on a graph) no graph of all points is searched."""
+    d, x, y, labels = files
+
+    def no_graph(*args, **kwargs):
+        raise AssertionError("hdlfast label built a kNN graph of all points")
+
+    monkeypatch.setattr(hdlfast, "knn", no_graph)
+    out = d / "out-dv.npz"
+    assert cli.main(["label", str(d / "emb.npy"), str(d / "lab.npy"), "-o", str(out),
+                     "--k", "8", "--method", "knn-dv", "--quiet"]) == 0
+    monkeypatch.undo()
+    np.testing.assert_array_equal(np.load(out)["labels"], hdlfast.knn_vote(x, labels, 8)[0])
 
 
 @pytest.mark.parametrize("choice", ["exact", "ivf", "auto"])
