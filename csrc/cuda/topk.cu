@@ -623,16 +623,39 @@ __device__ void digit_pass(Keys keys, int n, int shift, int bits, uint32_t& pref
   __syncthreads();  // hist / scan / digit are reused by the next pass
 }
 
-// Writes out[base + ...], in index order of the n keys, every key > K (g of them) and the first
-// kk keys == K; index_of(e) is the database index of key e. All threads call.
+// The composite key of a winner: its key, then its inverted index (larger = smaller index).
+__device__ __forceinline__ uint64_t composite(uint32_t key, int index, int idx_bits) {
+  const uint64_t idx_mask = (uint64_t(1) << idx_bits) - 1;
+  return (uint64_t(key) << idx_bits) | (idx_mask - uint64_t(index));
+}
+
+// In-order positions, within one chunk of kThreads entries, of two kinds of flagged entries:
+// how many a-entries and b-entries come before this thread's, counting the earlier chunks
+// (a_before / b_before, which get this chunk's totals added). All threads call; ends with
+// __syncthreads() (the scan storage is reused by the next chunk).
+struct Before {
+  int a, b;
+};
+__device__ __forceinline__ Before scan_two(bool a, bool b, int& a_before, int& b_before,
+                                           SelectShared& sh) {
+  const int flag = (a ? 1 : 0) | (b ? (1 << 16) : 0);  // two counts, each <= kThreads
+  int excl, agg;
+  SelectScan(sh.scan).ExclusiveSum(flag, excl, agg);
+  const Before at{a_before + (excl & 0xffff), b_before + (excl >> 16)};
+  a_before += agg & 0xffff;
+  b_before += agg >> 16;
+  __syncthreads();
+  return at;
+}
+
+// Writes out[0, g + kk), in index order of the n keys, every key > K (g of them) and the
+// first kk keys == K; index_of(e) is the database index of key e. All threads call.
 template <class Keys, class Index>
 __device__ void compact(Keys keys, Index index_of, int n, uint32_t K, int kk, int g, int idx_bits,
                         uint64_t* __restrict__ out, SelectShared& sh) {
-  const int tid = threadIdx.x;
-  const uint64_t idx_mask = (uint64_t(1) << idx_bits) - 1;
   int gt_before = 0, eq_before = 0;  // counts over the chunks already processed
   for (int base = 0; base < n; base += kThreads) {
-    const int e = base + tid;
+    const int e = base + threadIdx.x;
     uint32_t key = 0;
     bool gt = false, eq = false;
     if (e < n) {
@@ -640,18 +663,8 @@ __device__ void compact(Keys keys, Index index_of, int n, uint32_t K, int kk, in
       gt = key > K;
       eq = key == K;
     }
-    // Two counters packed in one int (each <= kThreads per chunk).
-    const int flag = (gt ? 1 : 0) | (eq ? (1 << 16) : 0);
-    int excl, agg;
-    SelectScan(sh.scan).ExclusiveSum(flag, excl, agg);
-    const int my_eq = eq_before + (excl >> 16);  // keys == K before e
-    if (gt || (eq && my_eq < kk)) {
-      const int pos = gt_before + (excl & 0xffff) + min(my_eq, kk);
-      out[pos] = (uint64_t(key) << idx_bits) | (idx_mask - uint64_t(index_of(e)));
-    }
-    gt_before += agg & 0xffff;
-    eq_before += agg >> 16;
-    __syncthreads();                                // scan reuse
+    const Before at = scan_two(gt, eq, gt_before, eq_before, sh);  // at.b: keys == K before e
+    if (gt || (eq && at.b < kk)) out[at.a + min(at.b, kk)] = composite(key, index_of(e), idx_bits);
     if (gt_before == g && eq_before >= kk) break;  // uniform: all entries written
   }
 }
@@ -683,7 +696,6 @@ __global__ void __launch_bounds__(kThreads)
 
   // The bucket (count <= kStash keys) to shared memory in index order; the k - kk keys above it
   // straight to out.
-  const uint64_t idx_mask = (uint64_t(1) << idx_bits) - 1;
   const int above_total = k - kk;
   int above_before = 0, in_before = 0;
   for (int base = 0; base < nd; base += kThreads) {
@@ -695,20 +707,15 @@ __global__ void __launch_bounds__(kThreads)
       above = (key & pmask) > prefix;
       in = (key & pmask) == prefix;
     }
-    const int flag = (above ? 1 : 0) | (in ? (1 << 16) : 0);
-    int excl, agg;
-    SelectScan(sh.scan).ExclusiveSum(flag, excl, agg);
-    if (above) out[above_before + (excl & 0xffff)] = (uint64_t(key) << idx_bits) | (idx_mask - uint64_t(e));
+    const Before at = scan_two(above, in, above_before, in_before, sh);
+    if (above) out[at.a] = composite(key, e, idx_bits);
     if (in) {
-      const int s = in_before + (excl >> 16);
-      sh.stash_key[s] = key;
-      sh.stash_idx[s] = e;
+      sh.stash_key[at.b] = key;
+      sh.stash_idx[at.b] = e;
     }
-    above_before += agg & 0xffff;
-    in_before += agg >> 16;
-    __syncthreads();  // scan reuse
     if (above_before == above_total && in_before == count) break;  // uniform
   }
+  __syncthreads();  // the stash is complete
   const int n_stash = count;
   const StashKeys stash{sh.stash_key};
   for (; pass < 3; ++pass)

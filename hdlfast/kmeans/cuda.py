@@ -1,6 +1,6 @@
 """k-means state on the GPU, driven by ``hdlfast.kmeans`` as the host state is: assignment by
-the fused top-1 search of ``knn.cuda``, update by ``cluster_sums`` of ``hdlfast._cuda`` (members grouped by CUB's stable
-radix sort, summed in row order)."""
+the fused top-1 search of ``knn.cuda``, update by ``cluster_sums`` of ``hdlfast._cuda``
+(members grouped by CUB's stable radix sort, summed in row order)."""
 from __future__ import annotations
 
 import numpy as np
@@ -34,7 +34,7 @@ class KMeansState:
                     inverse_norms(cuda_module, self.q, "X")).astype(np.float64)
         self.labels = None
         self._sims = None
-        self._workspace = None  # (n_clusters, uint8 scratch of cluster_sums)
+        self._workspace = None  # uint8 scratch of cluster_sums, allocated at the first update
 
     def host_rows(self, rows: np.ndarray) -> np.ndarray:
         out = _arrays.to_numpy(_arrays.take_rows(self._x, rows)).astype(np.float64)
@@ -63,11 +63,11 @@ class KMeansState:
         with _arrays.device_ctx(self._x):
             sums = _arrays.empty(self._x, (n_clusters, d), "float64")
             counts = _arrays.empty(self._x, (n_clusters,), "int64")
-            if self._workspace is None or self._workspace[0] != n_clusters:  # once per run
-                bytes_ = self._m.cluster_sums_workspace_bytes(n, n_clusters)
-                self._workspace = n_clusters, _arrays.empty(self._x, (bytes_,), "uint8")
+            if self._workspace is None:  # a run keeps n_clusters
+                self._workspace = _arrays.empty(
+                    self._x, (self._m.cluster_sums_workspace_bytes(n, n_clusters),), "uint8")
             self._m.cluster_sums(_arrays.cuda_view(self._x), self._inv, self.labels, sums,
-                                 counts, self._workspace[1], _arrays.cuda_stream(self._x))
+                                 counts, self._workspace, _arrays.cuda_stream(self._x))
             return _arrays.to_numpy(sums), _arrays.to_numpy(counts)
 
     def labels_out(self):

@@ -9,8 +9,8 @@ Workers only ever run tiles whose heaps are disjoint, so no heap is shared.
 For a self-graph only tiles on and above the block diagonal are multiplied: each off-diagonal
 tile is merged once by rows and once by columns, halving the matrix-product work.
 Peak extra memory: one tile per worker (``memory_budget`` bytes in all; each worker reuses
-its tile's buffer) plus the normalised float32 copy of the data. The tiling does not depend on the number of threads, so results are
-identical for any thread count.
+its tile's buffer) plus the normalised float32 copy of the data. The tiling does not depend
+on the number of threads, so results are identical for any thread count.
 """
 from __future__ import annotations
 
