@@ -4,9 +4,11 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <new>
 #include <stdexcept>
+#include <string>
 
 #include "array_args.h"
 #include "cpu/hdl.h"
@@ -398,24 +400,94 @@ PYBIND11_MODULE(_native, m) {
       a("q"), a("v"), a("r"), a("labels"), a("out"),
       "Rows of q diag(v) normalised to 1, row argmax labels, the plan's column sums.");
   m.def(
-      "cluster_sums",
-      [](Arr x, Arr inv, Arr labels, Arr sums, Arr counts) {
+      "top1_update",
+      [](Arr tile, Arr bias, int64_t col0, Arr best_s, Arr best_i) {
+        const float* t = in<float>(tile, "tile", {kAny, kAny});
+        const int64_t rows = tile.shape(0), cols = tile.shape(1);
+        const bool biased = bias.ndim() == 1 && bias.shape(0) > 0;
+        const float* b = biased ? in<float>(bias, "bias", {cols}) : nullptr;
+        if (!biased) in<float>(bias, "bias", {0});
+        float* bs = out<float>(best_s, "best_s", {rows});
+        int64_t* bi = out<int64_t>(best_i, "best_i", {rows});
+        py::gil_scoped_release nogil;
+        c::top1_update(t, rows, cols, b, col0, bs, bi);
+      },
+      a("tile"), a("bias"), py::arg("col0"), a("best_s"), a("best_i"),
+      "k-means assignment: each tile row's best column (tile + bias; bias empty: none), as "
+      "candidate col0 + column, replaces (best_s, best_i) when strictly larger.");
+  m.def(
+      "chunk_sums",
+      [](Arr x, Arr inv, Arr labels, Arr slot_of, Arr clusters, Arr psums, Arr pcounts) {
         const float* xx = in<float>(x, "x", {kAny, kAny});
-        const int64_t n = x.shape(0), d = x.shape(1);
+        const int64_t rows = x.shape(0), d = x.shape(1);
         const bool weighted = inv.ndim() == 1 && inv.shape(0) > 0;
-        const float* iv = weighted ? in<float>(inv, "inv", {n}) : nullptr;
+        const float* iv = weighted ? in<float>(inv, "inv", {rows}) : nullptr;
         if (!weighted) in<float>(inv, "inv", {0});
-        const int64_t* lab = in<int64_t>(labels, "labels", {n});
-        double* sm = out<double>(sums, "sums", {kAny, d});
-        const int64_t n_clusters = sums.shape(0);
-        in_range(lab, n, n_clusters, "labels");
+        const int64_t* lab = in<int64_t>(labels, "labels", {rows});
+        int32_t* so = out<int32_t>(slot_of, "slot_of", {kAny});
+        in_range(lab, rows, slot_of.shape(0), "labels");
+        int64_t* cl = out<int64_t>(clusters, "clusters", {kAny});
+        const int64_t cap = clusters.shape(0);
+        if (cap < std::min<int64_t>(rows, slot_of.shape(0)))
+          throw py::value_error("clusters has size " + std::to_string(cap) + ", fewer than the "
+                                "chunk's possible distinct labels");
+        double* ps = out<double>(psums, "psums", {cap, d});
+        int64_t* pc = out<int64_t>(pcounts, "pcounts", {cap});
+        py::gil_scoped_release nogil;
+        return c::chunk_sums(xx, rows, d, iv, lab, so, cl, ps, pc);
+      },
+      a("x"), a("inv"), a("labels"), a("slot_of"), a("clusters"), a("psums"), a("pcounts"),
+      "One chunk's rows x * inv (inv empty: weight 1) added in row order to the partial sums of "
+      "their clusters' slots; returns the slots in use.");
+  m.def(
+      "fold_sums",
+      [](Arr clusters, int64_t n_slots, Arr psums, Arr pcounts, Arr sums, Arr counts) {
+        const int64_t* cl = in<int64_t>(clusters, "clusters", {kAny});
+        const int64_t cap = clusters.shape(0);
+        if (n_slots < 0 || n_slots > cap) throw py::value_error("n_slots out of range");
+        double* sm = out<double>(sums, "sums", {kAny, kAny});
+        const int64_t n_clusters = sums.shape(0), d = sums.shape(1);
+        in_range(cl, n_slots, n_clusters, "clusters");
+        const double* ps = in<double>(psums, "psums", {cap, d});
+        const int64_t* pc = in<int64_t>(pcounts, "pcounts", {cap});
         int64_t* ct = out<int64_t>(counts, "counts", {n_clusters});
         py::gil_scoped_release nogil;
-        c::cluster_sums(xx, n, d, iv, lab, n_clusters, sm, ct);
+        c::fold_sums(cl, n_slots, ps, pc, d, sm, ct);
       },
-      a("x"), a("inv"), a("labels"), a("sums"), a("counts"),
-      "k-means update: per-cluster float64 sums of rows x * inv (inv empty: weight 1) and "
-      "counts.");
+      a("clusters"), py::arg("n_slots"), a("psums"), a("pcounts"), a("sums"), a("counts"),
+      "Add one chunk's partial sums and counts (its first n_slots slots) to the totals.");
+  m.def(
+      "row_sq_dists",
+      [](Arr x, Arr centroids, Arr labels, Arr out_d) {
+        const float* xx = in<float>(x, "x", {kAny, kAny});
+        const int64_t n = x.shape(0), d = x.shape(1);
+        const double* cc = in<double>(centroids, "centroids", {kAny, d});
+        const int64_t* lab = in<int64_t>(labels, "labels", {n});
+        in_range(lab, n, centroids.shape(0), "labels");
+        double* o = out<double>(out_d, "out", {n});
+        py::gil_scoped_release nogil;
+        c::row_sq_dists(xx, n, d, cc, lab, o);
+      },
+      a("x"), a("centroids"), a("labels"), a("out"),
+      "Squared distance of every row to its centroid, in float64.");
+  m.def(
+      "pp_trials",
+      [](Arr p, Arr pp, Arr cand, Arr d2, Arr out_d, Arr colsum) {
+        const float* pv = in<float>(p, "p", {kAny, kAny});
+        const int64_t s = p.shape(0), d = p.shape(1);
+        const double* ppv = in<double>(pp, "pp", {s});
+        const int64_t* cv = in<int64_t>(cand, "cand", {kAny});
+        const int64_t n_cand = cand.shape(0);
+        in_range(cv, n_cand, s, "cand");
+        const double* dv = in<double>(d2, "d2", {s});
+        double* o = out<double>(out_d, "out", {s, n_cand});
+        double* cs = out<double>(colsum, "colsum", {n_cand});
+        py::gil_scoped_release nogil;
+        c::pp_trials(pv, s, d, ppv, cv, n_cand, dv, o, cs);
+      },
+      a("p"), a("pp"), a("cand"), a("d2"), a("out"), a("colsum"),
+      "One k-means++ step: the sample's squared distances to each candidate, capped by d2, and "
+      "their column sums.");
   m.def(
       "pair_dots",
       [](Arr a_rows, Arr b_rows, Arr ra, Arr rb, Arr out_dots) {

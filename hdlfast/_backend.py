@@ -133,7 +133,7 @@ def _cpu_backend(name: str) -> Backend:
         sinkhorn_state=functools.partial(SinkhornState, kern["sinkhorn"]),
         sinkhorn_powers=True,
         kmeans_state=lambda x, spherical, memory_budget, allow_tf32: KMeansState(
-            kern["knn"], kern["kmeans"], x, spherical, memory_budget),  # fp32 BLAS: no TF32
+            kern["kmeans"], x, spherical, memory_budget),  # fp32 BLAS: no TF32
         kmeans=kern["kmeans"], pairs=kern["neighbors"])
 
 

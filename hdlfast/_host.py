@@ -166,6 +166,39 @@ def normalize(x, name: str, dtype=np.float32) -> np.ndarray:
     return out
 
 
+class InOrder:
+    """Calls ``fold(item)`` for the items put under keys 0, 1, 2, ... in key order, whichever
+    threads put them: the put that completes the next key folds it and every later key
+    already waiting, one fold at a time. For reductions whose order must not depend on which
+    worker finished first (k-means' per-chunk partial sums); ``done`` counts the folds."""
+
+    def __init__(self, fold):
+        self._fold, self._ready, self._lock = fold, {}, threading.Lock()
+        self._busy = False
+        self.done = 0
+
+    def put(self, key: int, item) -> None:
+        with self._lock:
+            self._ready[key] = item
+            if self._busy:  # the folding thread will find it
+                return
+            self._busy = True
+        try:
+            while True:
+                with self._lock:
+                    if self.done not in self._ready:
+                        self._busy = False
+                        return
+                    item = self._ready.pop(self.done)
+                self._fold(item)
+                with self._lock:
+                    self.done += 1
+        except BaseException:
+            with self._lock:
+                self._busy = False
+            raise
+
+
 def run_all(pool: ThreadPoolExecutor, fn, items, cancel: threading.Event | None = None):
     """fn(item) for every item on the pool, waiting for all; when the wait is interrupted
     (Ctrl-C) or a task fails, the tasks not yet started are cancelled and ``cancel`` is set

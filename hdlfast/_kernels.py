@@ -74,10 +74,24 @@ class SinkhornKernels(Protocol):
 
 @runtime_checkable
 class KMeansKernels(Protocol):
-    """Per-cluster float64 sums of (optionally scaled) rows (csrc/cpu/kmeans.cpp)."""
+    """The fused k-means pass, exact squared distances and the k-means++ step
+    (csrc/cpu/kmeans.cpp)."""
 
-    def cluster_sums(self, x: np.ndarray, inv: np.ndarray, labels: np.ndarray,
-                     sums: np.ndarray, counts: np.ndarray) -> None: ...
+    def top1_update(self, tile: np.ndarray, bias: np.ndarray, col0: int,
+                    best_s: np.ndarray, best_i: np.ndarray) -> None: ...
+
+    def chunk_sums(self, x: np.ndarray, inv: np.ndarray, labels: np.ndarray,
+                   slot_of: np.ndarray, clusters: np.ndarray, psums: np.ndarray,
+                   pcounts: np.ndarray) -> int: ...
+
+    def fold_sums(self, clusters: np.ndarray, n_slots: int, psums: np.ndarray,
+                  pcounts: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> None: ...
+
+    def row_sq_dists(self, x: np.ndarray, centroids: np.ndarray, labels: np.ndarray,
+                     out: np.ndarray) -> None: ...
+
+    def pp_trials(self, p: np.ndarray, pp: np.ndarray, cand: np.ndarray, d2: np.ndarray,
+                  out: np.ndarray, colsum: np.ndarray) -> None: ...
 
 
 @runtime_checkable
@@ -130,9 +144,9 @@ class KMeansState(Protocol):
 
     def host_rows(self, rows: np.ndarray) -> np.ndarray: ...
 
-    def assign(self, db: np.ndarray) -> int: ...
+    def assign(self, centroids: np.ndarray) -> int: ...
 
-    def fit_scores(self) -> np.ndarray: ...
+    def sq_dists(self) -> np.ndarray: ...
 
     def update(self, n_clusters: int) -> tuple[np.ndarray, np.ndarray]: ...
 

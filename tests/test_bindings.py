@@ -84,9 +84,21 @@ def calls():
         "mix_rows": (mod.mix_rows, [np.ones((N, D), f32), np.ones((6, D), f32),
                                     np.arange(P, dtype=i64) % N, np.arange(P, dtype=i64) % 6,
                                     np.full(P, 0.5, f32), np.empty((P, D), f32)], [5]),
-        "cluster_sums": (mod.cluster_sums, [np.ones((N, D), f32), np.empty(0, f32),
-                                            np.arange(N, dtype=i64) % 2, np.empty((2, D), f64),
-                                            np.empty(2, i64)], [3, 4]),
+        "top1_update": (mod.top1_update, [q, np.ones(C, f32), 0, np.full(N, -np.inf, f32),
+                                          np.zeros(N, i64)], [3, 4]),
+        "chunk_sums": (mod.chunk_sums, [np.ones((N, D), f32), np.full(N, 0.5, f32),
+                                        np.arange(N, dtype=i64) % 3, np.full(3, -1, np.int32),
+                                        np.empty(3, i64), np.empty((3, D), f64),
+                                        np.empty(3, i64)], [3, 4, 5, 6]),
+        "fold_sums": (mod.fold_sums, [np.array([2, 0, 1], i64), 3, np.ones((3, D), f64),
+                                      np.ones(3, i64), np.zeros((3, D), f64),
+                                      np.zeros(3, i64)], [4, 5]),
+        "row_sq_dists": (mod.row_sq_dists, [np.ones((N, D), f32), np.ones((3, D), f64),
+                                            np.arange(N, dtype=i64) % 3, np.empty(N, f64)],
+                         [3]),
+        "pp_trials": (mod.pp_trials, [np.ones((N, D), f32), np.ones(N, f64),
+                                      np.array([0, N - 1, 3], i64), np.full(N, np.inf),
+                                      np.empty((N, 3), f64), np.empty(3, f64)], [4, 5]),
     }
 
 
@@ -149,7 +161,8 @@ def test_size_that_disagrees_with_the_first_array(name, i):
 
 @pytest.mark.parametrize("name,i,bad", [
     ("reverse_indptr", 0, N), ("reverse_fill", 0, -1), ("vote_rows", 0, N),
-    ("search", 6, N), ("cluster_sums", 2, 2), ("pair_dots", 2, N), ("pair_dots", 3, -1),
+    ("search", 6, N), ("chunk_sums", 2, 3), ("fold_sums", 0, 3), ("row_sq_dists", 2, -1),
+    ("pp_trials", 2, N), ("pair_dots", 2, N), ("pair_dots", 3, -1),
     ("mix_rows", 2, -1), ("mix_rows", 3, 6),
 ])
 def test_indices_the_kernel_dereferences_are_in_range(name, i, bad):

@@ -6,6 +6,7 @@ import pytest
 from hdlfast import _backend
 from hdlfast.datasets import hypersphere_mixture
 from hdlfast.kmeans import kmeans
+from hdlfast.kmeans.host import SUM_CHUNK, cluster_sums
 from conftest import CPU_BACKENDS, GPU_KINDS, to_kind, to_numpy
 
 CPU = "native" if _backend.usable("native") else "numba"
@@ -148,28 +149,151 @@ def test_float16_and_torch_inputs():
     assert (h.labels == ref.labels).mean() > 0.99
 
 
+def chunked_sums_reference(x, w, labels, n_clusters, chunk=SUM_CHUNK):
+    """The sums' definition in plain float64 NumPy: per chunk of rows, each cluster's members
+    added one by one in row order from 0, the chunks' partials added in chunk order."""
+    d = x.shape[1]
+    sums = np.zeros((n_clusters, d))
+    for r0 in range(0, x.shape[0], chunk):
+        part = {}
+        for i in range(r0, min(r0 + chunk, x.shape[0])):
+            c = int(labels[i])
+            part[c] = part.get(c, np.zeros(d)) + x[i].astype(np.float64) * np.float64(w[i])
+        for c, v in part.items():
+            sums[c] = sums[c] + v
+    return sums
+
+
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_cluster_sums_kernel_against_float64(backend):
+def test_cluster_sums_follow_the_chunked_order(backend):
+    """Sums equal the definition bit for bit (rows of magnitudes 1e-8..1e8, so the order of
+    the additions shows: a plain row-order sum differs), and a float64 reference closely."""
     impl = _backend.select(backend, False)
     rng = np.random.default_rng(11)
-    x = rng.standard_normal((3001, 37)).astype(np.float32)
-    labels = rng.integers(0, 13, 3001).astype(np.int64)
+    n, d, c = 9001, 7, 13
+    x = (rng.standard_normal((n, d)) * 10.0 ** rng.uniform(-8, 8, (n, 1))).astype(np.float32)
+    labels = rng.integers(0, c, n).astype(np.int64)
     labels[labels == 5] = 6  # cluster 5 empty
-    for inv in (np.empty(0, np.float32), rng.random(3001).astype(np.float32) + 0.5):
-        sums = np.empty((13, 37))
-        counts = np.empty(13, np.int64)
-        impl.kmeans.cluster_sums(x, inv, labels, sums, counts)
-        w = inv.astype(np.float64) if inv.size else np.ones(3001)
-        ref = np.zeros((13, 37))
-        np.add.at(ref, labels, x.astype(np.float64) * w[:, None])
-        np.testing.assert_allclose(sums, ref, rtol=1e-12, atol=1e-12)
-        np.testing.assert_array_equal(counts, np.bincount(labels, minlength=13))
+    for inv in (np.empty(0, np.float32), rng.random(n).astype(np.float32) + 0.5):
+        w = inv if inv.size else np.ones(n, np.float32)
+        sums, counts = cluster_sums(impl.kmeans, x, inv, labels, c)
+        np.testing.assert_array_equal(sums, chunked_sums_reference(x, w, labels, c))
+        np.testing.assert_array_equal(counts, np.bincount(labels, minlength=c))
         assert (sums[5] == 0).all()
-        # the members are added in increasing row order: exactly a sequential float64 sum
-        seq = np.zeros(37)
-        for i in np.flatnonzero(labels == 6):
-            seq = seq + x[i].astype(np.float64) * w[i]
-        np.testing.assert_array_equal(sums[6], seq)
+        ref = np.zeros((c, d))
+        np.add.at(ref, labels, x.astype(np.float64) * w[:, None].astype(np.float64))
+        np.testing.assert_allclose(sums, ref, rtol=1e-9, atol=1e-300)
+        plain = chunked_sums_reference(x, w, labels, c, chunk=n)  # one chunk: row order
+        assert not np.array_equal(sums, plain)
+
+
+@pytest.mark.parametrize("spherical", [True, False])
+def test_fused_pass_is_independent_of_threads_and_tiles(spherical, monkeypatch):
+    """The assignment pass gives the same labels, sums and result for any worker count, tile
+    size (memory_budget) and column blocking (more centroids than one tile's columns)."""
+    from hdlfast import _host
+    from hdlfast.kmeans import host
+
+    x, _ = blobs(n=3 * SUM_CHUNK + 123, d=8, n_classes=40, spread=1.0, seed=21)
+    runs = []
+    for threads, budget, cols in ((1, None, None), (3, None, None), (2, 4096, None),
+                                  (2, None, 16)):
+        if cols:
+            monkeypatch.setattr(host, "_MAX_TILE_COLS", cols)
+        with _host.threads(threads):
+            runs.append(kmeans(x, 37, spherical=spherical, seed=2, n_iters=4, tol=None,
+                               memory_budget=budget))
+        monkeypatch.undo()
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r.labels, runs[0].labels)
+        np.testing.assert_array_equal(r.centroids, runs[0].centroids)
+        assert r.inertia == runs[0].inertia
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_top1_update_takes_the_smallest_index_among_ties(backend):
+    """Best column of tile + bias with exact ties (the smallest column wins, also across
+    column blocks and in the tail past the last block of 8), against NumPy's argmax."""
+    km = _backend.select(backend, False).kmeans
+    rng = np.random.default_rng(12)
+    for cols in (1, 5, 8, 13, 64, 100):
+        tile = rng.integers(-3, 4, (200, cols)).astype(np.float32) / 4  # many exact ties
+        bias = rng.integers(-2, 3, cols).astype(np.float32) / 4
+        for b in (np.empty(0, np.float32), bias):
+            best_s = np.full(200, -np.inf, np.float32)
+            best_i = np.full(200, -1, np.int64)
+            km.top1_update(tile, b, 7, best_s, best_i)
+            score = tile + (b if b.size else 0)
+            np.testing.assert_array_equal(best_i, 7 + np.argmax(score, axis=1))
+            np.testing.assert_array_equal(best_s, score.max(axis=1))
+            # a second block with the same scores cannot take a row (ties: the earlier wins)
+            km.top1_update(tile, b, 7 + cols, best_s, best_i)
+            np.testing.assert_array_equal(best_i, 7 + np.argmax(score, axis=1))
+
+
+def test_kmeans_kernels_agree_bit_for_bit():
+    """top1_update, row_sq_dists and pp_trials give the same bits on the native and numba
+    kernels, and pp_trials / row_sq_dists match float64 references."""
+    if len(CPU_BACKENDS) < 2:
+        pytest.skip("needs both CPU backends")
+    kerns = [_backend.select(b, False).kmeans for b in CPU_BACKENDS]
+    rng = np.random.default_rng(13)
+    for d in (1, 7, 8, 61, 128):
+        p = rng.standard_normal((5000, d)).astype(np.float32)
+        pp = np.einsum("ij,ij->i", p.astype(np.float64), p.astype(np.float64))
+        for n_cand in (1, 3, 6, 9):
+            cand = rng.integers(0, 5000, n_cand).astype(np.int64)
+            d2 = rng.random(5000) * 2 * d
+            outs = []
+            for km in kerns:
+                out, colsum = np.empty((5000, n_cand)), np.empty(n_cand)
+                km.pp_trials(p, pp, cand, d2, out, colsum)
+                outs.append((out, colsum))
+            for out, colsum in outs[1:]:
+                np.testing.assert_array_equal(out, outs[0][0])
+                np.testing.assert_array_equal(colsum, outs[0][1])
+            p64 = p.astype(np.float64)
+            ref = ((p64[:, None, :] - p64[cand][None]) ** 2).sum(-1)
+            np.testing.assert_allclose(outs[0][0], np.minimum(ref, d2[:, None]),
+                                       rtol=1e-5, atol=1e-5 * d)
+            np.testing.assert_allclose(outs[0][1], outs[0][0].sum(axis=0), rtol=1e-12)
+        cent = rng.standard_normal((9, d))
+        labels = rng.integers(0, 9, 5000).astype(np.int64)
+        dists = []
+        for km in kerns:
+            out = np.empty(5000)
+            km.row_sq_dists(p, cent, labels, out)
+            dists.append(out)
+        np.testing.assert_array_equal(dists[1], dists[0])
+        np.testing.assert_allclose(dists[0], ((p - cent[labels]) ** 2).sum(axis=1),
+                                   rtol=1e-12)
+        tile = rng.standard_normal((300, d)).astype(np.float32)
+        bias = rng.standard_normal(d).astype(np.float32)
+        res = []
+        for km in kerns:
+            s, i = np.full(300, -np.inf, np.float32), np.zeros(300, np.int64)
+            km.top1_update(tile, bias, 0, s, i)
+            res.append((s, i))
+        np.testing.assert_array_equal(res[1][0], res[0][0])
+        np.testing.assert_array_equal(res[1][1], res[0][1])
+
+
+def test_in_order_folds_by_key_whatever_the_finishing_order():
+    import threading
+
+    from hdlfast._host import InOrder
+
+    seen = []
+    fold = InOrder(seen.append)
+    keys = list(range(200))
+    np.random.default_rng(14).shuffle(keys)
+    threads = [threading.Thread(target=lambda ks: [fold.put(k, k) for k in ks],
+                                args=(keys[t::4],)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == list(range(200)) and fold.done == 200
 
 
 @pytest.mark.parametrize("tol", [0.0, None])
@@ -245,9 +369,10 @@ def test_cuda_matches_cpu(kind, spherical):
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("used,weighted", [(None, False), ((3, 4, 20, 30), True)])
 def test_cuda_cluster_sums_bit_identical(kind, dtype, used, weighted):
-    """The CUDA update adds members in row order without FMA: the same float64 sums as the
-    CPU kernel on the same (rounded) rows, with row weights, and with empty clusters first,
-    between used ones and last (the sort's segment offsets)."""
+    """The CUDA update adds members in the CPU's chunked row order without FMA: the same
+    float64 sums as the CPU kernels on the same (rounded) rows of magnitudes 1e-2..1e2 (so the
+    order shows), with row weights, and with empty clusters first, between used ones and last
+    (the sort's segment offsets)."""
     from hdlfast import _arrays
 
     if kind == "cupy" and dtype == "bfloat16":
@@ -255,7 +380,7 @@ def test_cuda_cluster_sums_bit_identical(kind, dtype, used, weighted):
     cuda = _backend._module("cuda")
     rng = np.random.default_rng(15)
     n, d, c = 70001, 300, 37
-    x = rng.standard_normal((n, d)).astype(np.float32)
+    x = (rng.standard_normal((n, d)) * 10.0 ** rng.uniform(-2, 2, (n, 1))).astype(np.float32)
     labels = (rng.integers(0, c, n) if used is None else rng.choice(used, n)).astype(np.int64)
     inv = rng.uniform(0.5, 2.0, n).astype(np.float32) if weighted else None
     dx = to_kind(x, kind, dtype)
@@ -266,10 +391,8 @@ def test_cuda_cluster_sums_bit_identical(kind, dtype, used, weighted):
     ws = _arrays.empty(dx, (cuda.cluster_sums_workspace_bytes(n, c),), "uint8")
     cuda.cluster_sums(_arrays.cuda_view(dx), None if inv is None else _arrays.to_device(inv, dx),
                       dl, sums, counts, ws, _arrays.cuda_stream(dx))
-    ref_s = np.empty((c, d))
-    ref_c = np.empty(c, np.int64)
-    _backend.select(CPU, False).kmeans.cluster_sums(
-        host_x, np.empty(0, np.float32) if inv is None else inv, labels, ref_s, ref_c)
+    ref_s, ref_c = cluster_sums(_backend.select(CPU, False).kmeans, host_x,
+                                np.empty(0, np.float32) if inv is None else inv, labels, c)
     np.testing.assert_array_equal(to_numpy(sums), ref_s)
     np.testing.assert_array_equal(to_numpy(counts), ref_c)
 
@@ -295,8 +418,12 @@ def test_cuda_cluster_sums_leave_out_labels_out_of_range():
     cuda.cluster_sums(_arrays.cuda_view(dx), None, _arrays.to_device(labels, dx), sums, counts,
                       ws, _arrays.cuda_stream(dx))
     good = (labels >= 0) & (labels < c)
-    ref_s, ref_c = np.empty((c, d)), np.empty(c, np.int64)
-    _backend.select(CPU, False).kmeans.cluster_sums(x[good], np.empty(0, np.float32),
-                                                    labels[good], ref_s, ref_c)
+    ref_s = np.zeros((c, d))  # the chunks are those of the original rows
+    for r0 in range(0, n, SUM_CHUNK):
+        keep = good[r0:r0 + SUM_CHUNK]
+        ref_s = ref_s + chunked_sums_reference(
+            x[r0:r0 + SUM_CHUNK][keep], np.ones(int(keep.sum()), np.float32),
+            labels[r0:r0 + SUM_CHUNK][keep], c, chunk=n)
+    ref_c = np.bincount(labels[good], minlength=c)
     np.testing.assert_array_equal(to_numpy(sums), ref_s)
     np.testing.assert_array_equal(to_numpy(counts), ref_c)

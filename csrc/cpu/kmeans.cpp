@@ -1,59 +1,169 @@
-// k-means centroid update: a counting sort of the rows by label (members of each cluster in
-// increasing row order), then clusters split over worker threads, each summed in double.
-// The products x * w are exact in double (two floats), so only the order of the additions
-// matters, and it is fixed.
+// k-means kernels: the fused assignment pass (best centroid per tile row, then the chunk's
+// rows added to per-cluster partial sums while they are in cache), exact squared distances,
+// and the k-means++ candidate step. Products of two floats are exact in double, so in the sums
+// only the order of the additions matters, and kmeans.h fixes it.
 #include "cpu/kmeans.h"
 
 #include <algorithm>
-#include <cassert>
+#include <cstring>
 #include <vector>
 
 #include "cpu/clones.h"
 #include "cpu/parallel.h"
-#include "cpu/prefetch.h"
+#include "cpu/top1.h"
 
 namespace hdlfast {
 namespace cpu {
 namespace {
 
-// acc[j] += row[j] * w.
+// acc[j] += row[j] * w (w == 1: the conversion alone, exact either way).
 HDLFAST_CLONES
 void add_row(const float* row, double w, double* acc, int64_t d) {
   for (int64_t j = 0; j < d; ++j) acc[j] += static_cast<double>(row[j]) * w;
 }
 
-constexpr int64_t kAhead = 8;  // members whose rows are prefetched ahead of the one added
+HDLFAST_CLONES
+void add_to(const double* part, double* acc, int64_t d) {
+  for (int64_t j = 0; j < d; ++j) acc[j] += part[j];
+}
+
+HDLFAST_CLONES
+double sq_dist(const float* x, const double* c, int64_t d) {
+  double l[4] = {0.0, 0.0, 0.0, 0.0};
+  int64_t j = 0;
+  for (; j + 4 <= d; j += 4) {
+    for (int m = 0; m < 4; ++m) {
+      const double e = static_cast<double>(x[j + m]) - c[j + m];
+      l[m] += e * e;
+    }
+  }
+  for (int m = 0; j < d; ++j, ++m) {
+    const double e = static_cast<double>(x[j]) - c[j];
+    l[m] += e * e;
+  }
+  return (l[0] + l[1]) + (l[2] + l[3]);
+}
+
+// out[u] = p . q_u for G candidate rows q_u at once, each in float32 by the eight-lane order
+// of kmeans.h (G independent accumulators: the loads of p are shared and the additions do not
+// wait on each other).
+template <int G>
+__attribute__((always_inline)) inline void dots8(const float* p, const float* const* q, int64_t d,
+                                                 float* out) {
+  typedef float f8 __attribute__((vector_size(32)));
+  f8 acc[G];
+  for (int u = 0; u < G; ++u) acc[u] = f8{0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  int64_t j = 0;
+  for (; j + 8 <= d; j += 8) {
+    f8 a;
+    std::memcpy(&a, p + j, sizeof a);
+    for (int u = 0; u < G; ++u) {
+      f8 b;
+      std::memcpy(&b, q[u] + j, sizeof b);
+      acc[u] += a * b;
+    }
+  }
+  for (int u = 0; u < G; ++u) {
+    const f8 l = acc[u];
+    float s = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+    for (int64_t t = j; t < d; ++t) s += p[t] * q[u][t];
+    out[u] = s;
+  }
+}
+
+// The dot products of one sample row with every candidate, four candidates at a time.
+HDLFAST_CLONES
+void candidate_dots(const float* p, const float* const* q, int64_t n_cand, int64_t d,
+                    float* out) {
+  int64_t t = 0;
+  for (; t + 4 <= n_cand; t += 4) dots8<4>(p, q + t, d, out + t);
+  switch (n_cand - t) {
+    case 3: dots8<3>(p, q + t, d, out + t); break;
+    case 2: dots8<2>(p, q + t, d, out + t); break;
+    case 1: dots8<1>(p, q + t, d, out + t); break;
+    default: break;
+  }
+}
 
 }  // namespace
 
-void cluster_sums(const float* x, int64_t n, int64_t d, const float* inv, const int64_t* labels,
-                  int64_t n_clusters, double* sums, int64_t* counts) {
-  std::vector<int64_t> start(static_cast<size_t>(n_clusters) + 1, 0);
-  for (int64_t i = 0; i < n; ++i) {
-    assert(labels[i] >= 0 && labels[i] < n_clusters);  // debug builds: a valid assignment
-    ++start[labels[i] + 1];
+HDLFAST_CLONES
+void top1_update(const float* tile, int64_t rows, int64_t cols, const float* bias, int64_t col0,
+                 float* best_s, int64_t* best_i) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* t = tile + r * cols;
+    const Best b = bias ? row_top1<true>(t, bias, cols) : row_top1<false>(t, nullptr, cols);
+    if (b.s > best_s[r]) {
+      best_s[r] = b.s;
+      best_i[r] = col0 + b.j;
+    }
   }
-  for (int64_t c = 0; c < n_clusters; ++c) {
-    counts[c] = start[c + 1];
-    start[c + 1] += start[c];
+}
+
+int64_t chunk_sums(const float* x, int64_t rows, int64_t d, const float* inv,
+                   const int64_t* labels, int32_t* slot_of, int64_t* clusters, double* psums,
+                   int64_t* pcounts) {
+  int64_t used = 0;
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t c = labels[i];
+    int64_t s = slot_of[c];
+    if (s < 0 || s >= used || clusters[s] != c) {  // no slot yet (any stale value is safe)
+      s = used++;
+      slot_of[c] = static_cast<int32_t>(s);
+      clusters[s] = c;
+      pcounts[s] = 0;
+      std::fill(psums + s * d, psums + (s + 1) * d, 0.0);
+    }
+    ++pcounts[s];
+    add_row(x + i * d, inv ? static_cast<double>(inv[i]) : 1.0, psums + s * d, d);
   }
-  std::vector<int64_t> members(static_cast<size_t>(n));
-  std::vector<int64_t> fill(start.begin(), start.end() - 1);
-  for (int64_t i = 0; i < n; ++i) members[fill[labels[i]]++] = i;
-  // a cluster costs its members' rows: about n d / n_clusters steps
-  parallel_for(n_clusters, grain_for(n / std::max<int64_t>(n_clusters, 1) * d),
-               [&](int64_t cb, int64_t ce, int) {
-    for (int64_t c = cb; c < ce; ++c) {
-      double* acc = sums + c * d;
-      std::fill(acc, acc + d, 0.0);
-      for (int64_t m = start[c]; m < start[c + 1]; ++m) {
-        if (m + kAhead < start[c + 1])  // scattered rows: the hardware cannot foresee them
-          prefetch_bytes(x + members[m + kAhead] * d, d * static_cast<int64_t>(sizeof(float)));
-        const int64_t i = members[m];
-        add_row(x + i * d, inv ? static_cast<double>(inv[i]) : 1.0, acc, d);
+  return used;
+}
+
+void fold_sums(const int64_t* clusters, int64_t n_slots, const double* psums,
+               const int64_t* pcounts, int64_t d, double* sums, int64_t* counts) {
+  for (int64_t s = 0; s < n_slots; ++s) {
+    const int64_t c = clusters[s];
+    add_to(psums + s * d, sums + c * d, d);
+    counts[c] += pcounts[s];
+  }
+}
+
+void row_sq_dists(const float* x, int64_t n, int64_t d, const double* centroids,
+                  const int64_t* labels, double* out) {
+  parallel_for(n, grain_for(d), [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i) out[i] = sq_dist(x + i * d, centroids + labels[i] * d, d);
+  });
+}
+
+void pp_trials(const float* p, int64_t s, int64_t d, const double* pp, const int64_t* cand,
+               int64_t n_cand, const double* d2, double* out, double* colsum) {
+  const int64_t blocks = (s + kSumChunk - 1) / kSumChunk;
+  std::vector<double> part(static_cast<size_t>(blocks * n_cand), 0.0);
+  std::vector<const float*> rows(static_cast<size_t>(n_cand));
+  for (int64_t t = 0; t < n_cand; ++t) rows[t] = p + cand[t] * d;
+  parallel_for(blocks, grain_for(kSumChunk * n_cand * d), [&](int64_t bb, int64_t be, int) {
+    std::vector<float> dots(static_cast<size_t>(n_cand));
+    for (int64_t blk = bb; blk < be; ++blk) {
+      double* acc = part.data() + blk * n_cand;
+      for (int64_t i = blk * kSumChunk; i < std::min(s, (blk + 1) * kSumChunk); ++i) {
+        candidate_dots(p + i * d, rows.data(), n_cand, d, dots.data());
+        for (int64_t t = 0; t < n_cand; ++t) {
+          const int64_t c = cand[t];
+          double v = -2.0 * static_cast<double>(dots[t]);
+          v = (v + pp[i]) + pp[c];
+          v = v > 0.0 ? v : 0.0;  // -0 and rounding below 0 are 0
+          v = v < d2[i] ? v : d2[i];
+          out[i * n_cand + t] = v;
+          acc[t] += v;
+        }
       }
     }
   });
+  for (int64_t t = 0; t < n_cand; ++t) colsum[t] = 0.0;
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    for (int64_t t = 0; t < n_cand; ++t) colsum[t] += part[blk * n_cand + t];
+  }
 }
 
 }  // namespace cpu

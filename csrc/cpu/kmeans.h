@@ -1,16 +1,52 @@
-// k-means centroid update (docs §6): per-cluster sums of the member rows, in double, each
-// cluster summing its members in increasing row order, so the result is bit-identical for any
-// thread count and equal to the numba twin (hdlfast/kmeans/numba_kernels.py) and the CUDA kernel.
+// k-means kernels (docs §6). The assignment pass runs per worker on row chunks: top1_update on
+// each similarity tile, then chunk_sums adds the chunk's rows to its clusters' partial sums,
+// and fold_sums adds a chunk's partials to the totals, chunk after chunk in row order. So a
+// cluster's sum is, in float64, the sum over chunks of kSumChunk rows in increasing order of
+// the chunk's partial sum of its members in increasing row order: bit-identical for any
+// thread count, on the numba twins (hdlfast/kmeans/numba_kernels.py) and on the CUDA kernel.
+// top1_update, chunk_sums and fold_sums are serial (one per worker); the others parallel.
 #pragma once
 #include <cstdint>
 
 namespace hdlfast {
 namespace cpu {
 
-// sums[c, :] = sum over rows i with labels[i] == c of x[i, :] * w_i (w_i = inv[i], or 1 when
-// inv is null), counts[c] = number of such rows. labels in [0, n_clusters); x row-major (n, d).
-void cluster_sums(const float* x, int64_t n, int64_t d, const float* inv, const int64_t* labels,
-                  int64_t n_clusters, double* sums, int64_t* counts);
+constexpr int64_t kSumChunk = 4096;  // rows per partial sum (part of the sums' definition)
+
+// For each of the rows x cols tile rows r, offer the tile row's best column (largest
+// tile[r, c] + bias[c], bias null: + 0; the smaller column on ties) as candidate col0 + c to
+// (best_s[r], best_i[r]); it replaces them only when strictly larger, so over column blocks
+// visited in increasing col0 the smallest index among equal scores wins.
+void top1_update(const float* tile, int64_t rows, int64_t cols, const float* bias, int64_t col0,
+                 float* best_s, int64_t* best_i);
+
+// Add rows x[i, :] * w_i (w_i = inv[i], or 1 when inv is null) of one chunk, in row order, to
+// the partial sums of their clusters labels[i] in [0, n_clusters). Slots are taken in order of
+// first appearance: clusters[s] is the cluster of slot s, psums (cap, d) and pcounts (cap) its
+// sum and count, cap >= the chunk's distinct labels. slot_of (n_clusters) is scratch of any
+// contents: slot_of[c] names c's slot only if it is below the slots in use and clusters[] says
+// c there (a sparse set), so nothing needs clearing between chunks. Returns the slots in use.
+int64_t chunk_sums(const float* x, int64_t rows, int64_t d, const float* inv,
+                   const int64_t* labels, int32_t* slot_of, int64_t* clusters, double* psums,
+                   int64_t* pcounts);
+
+// sums[c] += psums[s], counts[c] += pcounts[s] for the n_slots slots of one chunk.
+void fold_sums(const int64_t* clusters, int64_t n_slots, const double* psums,
+               const int64_t* pcounts, int64_t d, double* sums, int64_t* counts);
+
+// out[i] = |x[i] - centroids[labels[i]]|^2 in float64: four lanes (lane l sums the columns
+// j = l mod 4 in order), added as (l0 + l1) + (l2 + l3).
+void row_sq_dists(const float* x, int64_t n, int64_t d, const double* centroids,
+                  const int64_t* labels, double* out);
+
+// One k-means++ step over the sample rows p (s, d) with squared norms pp and current squared
+// distances d2 to the chosen centres: out[i, t] = min(d2[i], max(0, -2 p_i . p_{cand[t]} +
+// pp[i] + pp[cand[t]])) for the n_cand candidates, the dot products in float32 over eight lanes
+// (lane l sums the columns j = l mod 8 of the full blocks of 8 in order, then the tail), the
+// rest in float64; colsum[t] = the sum over i of out[i, t], in blocks of kSumChunk rows summed
+// in block order.
+void pp_trials(const float* p, int64_t s, int64_t d, const double* pp, const int64_t* cand,
+               int64_t n_cand, const double* d2, double* out, double* colsum);
 
 }  // namespace cpu
 }  // namespace hdlfast

@@ -13,7 +13,7 @@
 
 #include "cpu/clones.h"
 #include "cpu/parallel.h"
-
+#include "cpu/top1.h"
 
 namespace hdlfast {
 namespace cpu {
@@ -73,24 +73,12 @@ void merge_row(const float* t, int64_t cols, int64_t col0, const int64_t* ids, i
   }
 }
 
-// k = 1 (the k-means assignment): the row maximum by a lane-wise max (maxps), then the first
-// column holding it (the smaller index on ties), offered once; 2-3x less work than the
-// threshold scan, which for k = 1 keeps finding new maxima early in each row.
+// k = 1: the row's best column (cpu/top1.h), offered once; 2-3x less work than the threshold
+// scan, which for k = 1 keeps finding new maxima early in each row.
 HDLFAST_CLONES
 void merge_row_top1(const float* t, int64_t cols, int64_t col0, float* hs, int64_t* hi) {
-  float lane[kChunk];
-  for (int64_t j = 0; j < kChunk; ++j) lane[j] = -std::numeric_limits<float>::infinity();
-  int64_t c = 0;
-  for (; c + kChunk <= cols; c += kChunk) {
-    for (int64_t j = 0; j < kChunk; ++j) lane[j] = t[c + j] > lane[j] ? t[c + j] : lane[j];
-  }
-  float m = -std::numeric_limits<float>::infinity();
-  for (int64_t j = 0; j < kChunk; ++j) m = lane[j] > m ? lane[j] : m;
-  for (; c < cols; ++c) m = t[c] > m ? t[c] : m;
-  if (m < hs[0]) return;
-  int64_t j = 0;
-  while (t[j] != m) ++j;
-  offer(hs, hi, 1, m, col0 + j);
+  const Best b = row_top1<false>(t, nullptr, cols);
+  offer(hs, hi, 1, b.s, col0 + b.j);
 }
 
 HDLFAST_CLONES

@@ -4,8 +4,9 @@
 // so each cluster's members come out in increasing row order; a segment-start kernel turns the
 // sorted labels into per-cluster offsets. Then one CTA per (cluster, tile of kThreads columns)
 // walks its own members only, each thread adding its column to a double accumulator. The
-// additions are rounded one by one in row order (__dadd_rn, __dmul_rn: no FMA contraction), so
-// the sums equal the CPU kernels'. The rows of x are read once in all.
+// additions are rounded one by one in the CPU's order (csrc/cpu/kmeans.h: a partial sum per
+// chunk of kSumChunk rows in row order, partials added in chunk order; __dadd_rn, __dmul_rn: no
+// FMA contraction), so the sums equal the CPU kernels'. The rows of x are read once in all.
 #include "cuda/kmeans.cuh"
 #include "cuda/common.cuh"
 
@@ -25,6 +26,7 @@ using detail::require;
 
 constexpr int kThreads = 256;
 constexpr size_t kAlign = 256;
+constexpr int kSumChunk = 4096;  // kSumChunk of csrc/cpu/kmeans.h: part of the sums' definition
 
 size_t round_up(size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
 
@@ -93,14 +95,20 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t j = int64_t(blockIdx.y) * kThreads + threadIdx.x;
   const int begin = offs[c], end = offs[c + 1];
   if (j < d) {
-    double acc = 0.0;
+    double acc = 0.0, part = 0.0;
+    int chunk = begin < end ? rows[begin] / kSumChunk : 0;
 #pragma unroll 4
     for (int m = begin; m < end; ++m) {  // members in increasing row order
       const int64_t r = rows[m];
+      if (r / kSumChunk != chunk) {  // the next chunk's first member: fold the partial
+        acc = __dadd_rn(acc, part);
+        part = 0.0;
+        chunk = int(r / kSumChunk);
+      }
       const double w = inv != nullptr ? static_cast<double>(inv[r]) : 1.0;
-      acc = __dadd_rn(acc, __dmul_rn(static_cast<double>(to_float(x[r * d + j])), w));
+      part = __dadd_rn(part, __dmul_rn(static_cast<double>(to_float(x[r * d + j])), w));
     }
-    sums[c * d + j] = acc;
+    sums[c * d + j] = begin < end ? __dadd_rn(acc, part) : 0.0;
   }
   if (blockIdx.y == 0 && threadIdx.x == 0) counts[c] = end - begin;
 }

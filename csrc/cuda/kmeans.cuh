@@ -2,7 +2,8 @@
 //
 // Device pointers, row-major contiguous arrays, asynchronous on `stream`; errors are thrown as
 // std::runtime_error. Same result as csrc/cpu/kmeans.cpp, bit for bit: each cluster sums its
-// members in increasing row order in double, without FMA contraction and without atomics.
+// members in double in the CPU's order (per chunk of 4,096 rows in increasing row order, the
+// chunks' partials in chunk order), without FMA contraction and without atomics.
 //
 // dtype codes: 0 = float32, 1 = float16, 2 = bfloat16. Requires n <= INT32_MAX.
 #pragma once

@@ -1,13 +1,13 @@
 """k-means (docs §6): spherical or Euclidean Lloyd iterations on every backend.
 
-The assignment step is the exact top-1 search of ``knn`` (section 1) against the centroids.
-Spherical k-means searches the unit rows against the unit centroids. Euclidean k-means uses
-the same cosine search on augmented rows: x' = [x, 1, 0] and c'_j = [c_j, -|c_j|^2 / 2, s_j]
-with s_j chosen so that every c'_j has the same norm; then x' . c'_j = x . c_j - |c_j|^2 / 2
-and the most similar c'_j is the nearest centroid. The update sums the members of each cluster
-in float64 in increasing row order (bit-identical on the native, numba and CUDA kernels).
-k-means++ runs on the host on a seeded sample of rows, so the initial centroids are the same
-on every backend. Empty clusters are re-seeded from the worst-fitted points.
+Each iteration assigns every row to its best centroid by tile products with the centroids:
+spherical k-means the largest cosine of the unit rows with the unit centroids, Euclidean
+k-means the largest x . c - |c|^2 / 2 (the nearest centroid; the GPU runs the same search as
+a cosine search of augmented rows, see ``kmeans.cuda``). The update sums the members of each
+cluster in float64: within chunks of 4,096 rows in row order, chunks added in order
+(bit-identical on the native, numba and CUDA kernels; the CPU sums during the assignment
+pass). k-means++ runs on the host on a seeded sample of rows, so the initial centroids are
+the same on every backend. Empty clusters are re-seeded from the worst-fitted points.
 """
 from __future__ import annotations
 
@@ -86,22 +86,21 @@ def kmeans(X: ArrayLike, n_clusters: int, *, spherical: bool = True, n_iters: in
     else:
         sample = n_clusters * _SAMPLE_PER_CLUSTER
         rows = np.arange(n) if n <= sample else np.sort(rng.choice(n, sample, replace=False))
-        centroids = _kmeans_pp(state.host_rows(rows), n_clusters, rng, spherical)
+        centroids = _kmeans_pp(impl.kmeans, state.host_rows(rows), n_clusters, rng, spherical)
 
     updates = 0
     with _progress_bar(progress, n_iters) as bar:
         while True:
-            db, scale = _search_rows(centroids, spherical)
-            changed = state.assign(db)
+            changed = state.assign(centroids)
             bar.set_postfix(changed=changed)
             converged = tol is not None and updates > 0 and changed <= tol * n
             if converged or updates == n_iters:
                 break
             sums, counts = state.update(n_clusters)
-            centroids = _update(sums, counts, spherical, state, scale)
+            centroids = _update(sums, counts, spherical, state)
             updates += 1
             bar.update()
-    inertia = float(np.ldexp(_sq_dist(state, spherical, scale).sum(), 2 * exponent))
+    inertia = float(np.ldexp(state.sq_dists().sum(), 2 * exponent))
     centroids = np.ldexp(centroids, exponent)  # float32 below: values under its range are 0
     out = _arrays.from_host(centroids.astype(np.float32), X)
     return KMeansResult(out, state.labels_out(), inertia, updates)
@@ -156,26 +155,23 @@ def _initial_centroids(init, n_clusters: int, d: int, spherical: bool) -> np.nda
     return c
 
 
-def _kmeans_pp(p: np.ndarray, n_clusters: int, rng, spherical: bool) -> np.ndarray:
-    """Greedy k-means++ (Arthur and Vassilvitskii; local trials as in scikit-learn). The
-    candidates' products are float32 (the search's precision; half the memory traffic of
-    float64), the distances and their sums float64; a chosen row's own distance is set to 0,
+def _kmeans_pp(km, p: np.ndarray, n_clusters: int, rng, spherical: bool) -> np.ndarray:
+    """Greedy k-means++ (Arthur and Vassilvitskii; local trials as in scikit-learn) on the
+    sample rows ``p``. Each step is one pass of the host kernel ``pp_trials`` over the sample
+    (float32 dot products, float64 distances; the same bits from the native and numba
+    kernels, so the same centres on every backend); a chosen row's own distance is set to 0,
     as exact arithmetic gives, so it is never drawn again."""
     s = p.shape[0]
     trials = 2 + int(math.log(n_clusters))
     pp = np.full(s, 1.0) if spherical else np.einsum("ij,ij->i", p, p)
-    p32 = p.astype(np.float32)
-
-    def sq_dists(cand):
-        """(s, len(cand)) squared distances of the sample rows to the rows ``cand``."""
-        dist = (p32 @ p32[cand].T).astype(np.float64)
-        dist *= -2.0
-        dist += pp[:, None]
-        dist += pp[cand]
-        return np.maximum(dist, 0.0, out=dist)
+    p32 = np.ascontiguousarray(p, np.float32)
+    out = np.empty((s, trials), np.float64)
+    colsum = np.empty(trials, np.float64)
 
     chosen = [int(rng.integers(s))]
-    d2 = sq_dists(chosen)[:, 0]
+    first = np.empty((s, 1), np.float64)
+    km.pp_trials(p32, pp, np.array(chosen, np.int64), np.full(s, np.inf), first, colsum[:1])
+    d2 = first[:, 0].copy()
     d2[chosen[0]] = 0.0
     for _ in range(1, n_clusters):
         pot = d2.sum()
@@ -184,40 +180,15 @@ def _kmeans_pp(p: np.ndarray, n_clusters: int, rng, spherical: bool) -> np.ndarr
             cand = np.minimum(cand, s - 1)
         else:  # every row coincides with a centre already chosen
             cand = rng.integers(s, size=trials)
-        new = np.minimum(sq_dists(cand), d2[:, None])
-        best = int(np.argmin(new.sum(axis=0)))
+        km.pp_trials(p32, pp, cand.astype(np.int64), d2, out, colsum)
+        best = int(np.argmin(colsum))
         chosen.append(int(cand[best]))
-        d2 = new[:, best]
+        d2 = out[:, best].copy()
         d2[chosen[-1]] = 0.0
     return p[chosen].copy()
 
 
-def _search_rows(c: np.ndarray, spherical: bool):
-    """Unit float32 rows whose cosine argmax is the assignment, and the scale R such that
-    x' . c'_j (before normalising x') = R * cosine (Euclidean; 1 for spherical)."""
-    if spherical:
-        return (c / np.linalg.norm(c, axis=1, keepdims=True)).astype(np.float32), 1.0
-    sq = np.einsum("ij,ij->i", c, c)
-    a = -0.5 * sq
-    norm2 = sq + a * a
-    big = float(norm2.max())
-    if big == 0.0:  # a single centroid at the origin
-        big = 1.0
-    s = np.sqrt(np.maximum(big - norm2, 0.0))
-    scale = math.sqrt(big)
-    return (np.column_stack([c, a, s]) / scale).astype(np.float32), scale
-
-
-def _sq_dist(state, spherical: bool, scale: float) -> np.ndarray:
-    """Squared distance of every row to its assigned centroid, from the top-1 similarity."""
-    sims = state.fit_scores()
-    if spherical:
-        return np.maximum(2.0 - 2.0 * sims, 0.0)
-    xn = state.aug_norms  # |x'| = sqrt(|x|^2 + 1)
-    return np.maximum(xn * xn - 1.0 - 2.0 * sims * xn * scale, 0.0)
-
-
-def _update(sums: np.ndarray, counts: np.ndarray, spherical: bool, state, scale: float):
+def _update(sums: np.ndarray, counts: np.ndarray, spherical: bool, state):
     """Cluster means (unit means when spherical); empty clusters re-seeded with the worst-fitted
     rows (largest distance to their centroid, the smaller index first on ties)."""
     if spherical:
@@ -228,6 +199,6 @@ def _update(sums: np.ndarray, counts: np.ndarray, spherical: bool, state, scale:
         empty = counts == 0
         c = sums / np.maximum(counts, 1)[:, None]
     if empty.any():
-        worst = np.argsort(-_sq_dist(state, spherical, scale), kind="stable")
+        worst = np.argsort(-state.sq_dists(), kind="stable")
         c[empty] = state.host_rows(np.sort(worst[:int(empty.sum())]))
     return c

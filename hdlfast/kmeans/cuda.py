@@ -1,7 +1,14 @@
 """k-means state on the GPU, driven by ``hdlfast.kmeans`` as the host state is: assignment by
 the fused top-1 search of ``knn.cuda``, update by ``cluster_sums`` of ``hdlfast._cuda``
-(members grouped by CUB's stable radix sort, summed in row order)."""
+(members grouped by CUB's stable radix sort, summed in the CPU's chunked row order).
+
+Euclidean k-means runs the cosine search on augmented rows: x' = [x, 1, 0] and c'_j = [c_j,
+-|c_j|^2 / 2, s_j] with s_j chosen so that every c'_j has the same norm R; then x' . c'_j =
+x . c_j - |c_j|^2 / 2, the score the CPU maximises, and the most similar c'_j is the nearest
+centroid."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -42,8 +49,8 @@ class KMeansState:
             out /= np.linalg.norm(out, axis=1, keepdims=True)
         return out
 
-    def assign(self, db: np.ndarray) -> int:
-        db = np.asarray(db, np.float32)
+    def assign(self, centroids: np.ndarray) -> int:
+        db, self._scale = _search_rows(centroids, self._spherical)
         if not self._spherical and self._pad:
             db = np.pad(db, ((0, 0), (0, self._pad)))
         with _arrays.device_ctx(self._x):
@@ -55,8 +62,14 @@ class KMeansState:
             self.labels, self._sims = new, sims[:, 0]
             return changed
 
-    def fit_scores(self) -> np.ndarray:
-        return _arrays.to_numpy(self._sims).astype(np.float64)
+    def sq_dists(self) -> np.ndarray:
+        """Squared distance of every row to its assigned centroid, from the top-1 similarity
+        of the last assignment (float64 on the host)."""
+        sims = _arrays.to_numpy(self._sims).astype(np.float64)
+        if self._spherical:
+            return np.maximum(2.0 - 2.0 * sims, 0.0)
+        xn = self.aug_norms  # |x'| = sqrt(|x|^2 + 1)
+        return np.maximum(xn * xn - 1.0 - 2.0 * sims * xn * self._scale, 0.0)
 
     def update(self, n_clusters: int):
         n, d = self._x.shape
@@ -72,3 +85,19 @@ class KMeansState:
 
     def labels_out(self):
         return self.labels
+
+
+def _search_rows(c: np.ndarray, spherical: bool):
+    """Unit float32 rows whose cosine argmax is the assignment, and the scale R such that
+    x' . c'_j (before normalising x') = R * cosine (Euclidean; 1 for spherical)."""
+    if spherical:
+        return (c / np.linalg.norm(c, axis=1, keepdims=True)).astype(np.float32), 1.0
+    sq = np.einsum("ij,ij->i", c, c)
+    a = -0.5 * sq
+    norm2 = sq + a * a
+    big = float(norm2.max())
+    if big == 0.0:  # a single centroid at the origin
+        big = 1.0
+    s = np.sqrt(np.maximum(big - norm2, 0.0))
+    scale = math.sqrt(big)
+    return (np.column_stack([c, a, s]) / scale).astype(np.float32), scale

@@ -1,35 +1,139 @@
-"""k-means centroid update (docs §6), numba version of ``csrc/cpu/kmeans.cpp``.
+"""k-means kernels (docs §6), numba versions of ``csrc/cpu/kmeans.cpp``, bit for bit.
 
-Members of each cluster are summed in increasing row order in float64 (the products of two
-float32 values are exact), so the sums are bit-identical to the native and CUDA kernels.
+The sums follow the native kernels' order: per chunk of rows, each cluster's members in
+increasing row order in float64 (the products of two float32 values are exact), chunk partials
+added in chunk order by ``fold_sums``. Dot products and squared distances use the native
+kernels' lane orders (csrc/cpu/kmeans.h), so the results do not depend on the backend.
 """
 import numba as nb
 import numpy as np
 
+SUM_CHUNK = 4096  # kSumChunk of csrc/cpu/kmeans.h
+
+
+@nb.njit(cache=True)
+def top1_update(tile, bias, col0, best_s, best_i):
+    """Each tile row's best column (tile + bias, bias empty: none; the smaller column on
+    ties) replaces (best_s, best_i) when strictly larger."""
+    rows, cols = tile.shape
+    biased = bias.shape[0] > 0
+    for r in range(rows):
+        m = tile[r, 0] + bias[0] if biased else tile[r, 0]
+        at = 0
+        for c in range(1, cols):
+            s = tile[r, c] + bias[c] if biased else tile[r, c]
+            if s > m:
+                m, at = s, c
+        if m > best_s[r]:
+            best_s[r] = m
+            best_i[r] = col0 + at
+
+
+@nb.njit(cache=True)
+def chunk_sums(x, inv, labels, slot_of, clusters, psums, pcounts):
+    """One chunk's rows x * inv (inv empty: weight 1) added in row order to the partial sums
+    of their clusters' slots (slot_of: scratch of any contents, a sparse set); returns the
+    slots in use."""
+    rows, d = x.shape
+    weighted = inv.shape[0] > 0
+    used = 0
+    for i in range(rows):
+        c = labels[i]
+        s = slot_of[c]
+        if s < 0 or s >= used or clusters[s] != c:
+            s = used
+            used += 1
+            slot_of[c] = s
+            clusters[s] = c
+            pcounts[s] = 0
+            for j in range(d):
+                psums[s, j] = 0.0
+        pcounts[s] += 1
+        w = np.float64(inv[i]) if weighted else 1.0
+        for j in range(d):
+            psums[s, j] += np.float64(x[i, j]) * w
+    return used
+
+
+@nb.njit(cache=True)
+def fold_sums(clusters, n_slots, psums, pcounts, sums, counts):
+    """Add one chunk's partial sums and counts (its first n_slots slots) to the totals."""
+    d = sums.shape[1]
+    for s in range(n_slots):
+        c = clusters[s]
+        for j in range(d):
+            sums[c, j] += psums[s, j]
+        counts[c] += pcounts[s]
+
 
 @nb.njit(parallel=True, cache=True)
-def cluster_sums(x, inv, labels, sums, counts):
-    """sums[c] = sum of x[i] * inv[i] over rows with labels[i] == c (inv empty: weight 1);
-    counts[c] = their number."""
+def row_sq_dists(x, centroids, labels, out):
+    """Squared distance of every row to its centroid in float64, by four lanes."""
     n, d = x.shape
-    n_clusters = sums.shape[0]
-    start = np.zeros(n_clusters + 1, np.int64)
-    for i in range(n):
-        start[labels[i] + 1] += 1
-    for c in range(n_clusters):
-        counts[c] = start[c + 1]
-        start[c + 1] += start[c]
-    members = np.empty(n, np.int64)
-    fill = start[:-1].copy()
-    for i in range(n):
-        members[fill[labels[i]]] = i
-        fill[labels[i]] += 1
-    weighted = inv.shape[0] > 0
-    for c in nb.prange(n_clusters):
-        for j in range(d):
-            sums[c, j] = 0.0
-        for m in range(start[c], start[c + 1]):
-            i = members[m]
-            w = np.float64(inv[i]) if weighted else 1.0
-            for j in range(d):
-                sums[c, j] += np.float64(x[i, j]) * w
+    for i in nb.prange(n):
+        c = labels[i]
+        l0 = l1 = l2 = l3 = 0.0
+        j = 0
+        while j + 4 <= d:
+            e0 = np.float64(x[i, j]) - centroids[c, j]
+            e1 = np.float64(x[i, j + 1]) - centroids[c, j + 1]
+            e2 = np.float64(x[i, j + 2]) - centroids[c, j + 2]
+            e3 = np.float64(x[i, j + 3]) - centroids[c, j + 3]
+            l0 += e0 * e0
+            l1 += e1 * e1
+            l2 += e2 * e2
+            l3 += e3 * e3
+            j += 4
+        if j < d:
+            e = np.float64(x[i, j]) - centroids[c, j]
+            l0 += e * e
+        if j + 1 < d:
+            e = np.float64(x[i, j + 1]) - centroids[c, j + 1]
+            l1 += e * e
+        if j + 2 < d:
+            e = np.float64(x[i, j + 2]) - centroids[c, j + 2]
+            l2 += e * e
+        out[i] = (l0 + l1) + (l2 + l3)
+
+
+@nb.njit(cache=True)
+def _dot8(p, i, q):
+    """p[i] . p[q] in float32 by the eight-lane order of csrc/cpu/kmeans.h."""
+    d = p.shape[1]
+    lanes = np.zeros(8, np.float32)
+    j = 0
+    while j + 8 <= d:
+        for m in range(8):
+            lanes[m] += p[i, j + m] * p[q, j + m]
+        j += 8
+    s = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + \
+        ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+    while j < d:
+        s += p[i, j] * p[q, j]
+        j += 1
+    return s
+
+
+@nb.njit(parallel=True, cache=True)
+def pp_trials(p, pp, cand, d2, out, colsum):
+    """One k-means++ step: out[i, t] = min(d2[i], max(0, -2 p_i . p_cand[t] + pp_i +
+    pp_cand[t])); colsum[t] its sum over i, in blocks of SUM_CHUNK rows added in order."""
+    s = p.shape[0]
+    n_cand = cand.shape[0]
+    blocks = (s + SUM_CHUNK - 1) // SUM_CHUNK
+    part = np.zeros((blocks, n_cand))
+    for blk in nb.prange(blocks):
+        for i in range(blk * SUM_CHUNK, min(s, (blk + 1) * SUM_CHUNK)):
+            for t in range(n_cand):
+                c = cand[t]
+                v = -2.0 * np.float64(_dot8(p, i, c))
+                v = (v + pp[i]) + pp[c]
+                v = v if v > 0.0 else 0.0
+                v = v if v < d2[i] else d2[i]
+                out[i, t] = v
+                part[blk, t] += v
+    for t in range(n_cand):
+        colsum[t] = 0.0
+    for blk in range(blocks):
+        for t in range(n_cand):
+            colsum[t] += part[blk, t]
