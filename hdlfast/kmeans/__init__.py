@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._typing import ArrayLike, BackendName
-from .. import _arrays, _backend, _checks
+from .. import _arrays, _backend, _checks, _host
 
 _INITS = ("k-means++", "random")
 _SAMPLE_PER_CLUSTER = 256  # k-means++ sees at most this many rows per cluster (as faiss)
@@ -89,7 +89,10 @@ def kmeans(X: ArrayLike, n_clusters: int, *, spherical: bool = True, n_iters: in
         centroids = _kmeans_pp(impl.kmeans, state.host_rows(rows), n_clusters, rng, spherical)
 
     updates = 0
-    with _progress_bar(progress, n_iters) as bar:
+    # BLAS stays on one thread for the whole run: each CPU assignment pass needs it so (see
+    # kmeans.host), and setting it once instead of per pass saves ~0.1 ms a pass, most of a
+    # small run's time. Harmless on the GPU, where the host does no BLAS work.
+    with _progress_bar(progress, n_iters) as bar, _host.single_threaded_blas():
         while True:
             changed = state.assign(centroids)
             bar.set_postfix(changed=changed)

@@ -100,14 +100,20 @@ def row_sq_dists(x, centroids, labels, out):
 def _dot8(p, i, q):
     """p[i] . p[q] in float32 by the eight-lane order of csrc/cpu/kmeans.h."""
     d = p.shape[1]
-    lanes = np.zeros(8, np.float32)
+    z = np.float32(0.0)
+    l0 = l1 = l2 = l3 = l4 = l5 = l6 = l7 = z
     j = 0
     while j + 8 <= d:
-        for m in range(8):
-            lanes[m] += p[i, j + m] * p[q, j + m]
+        l0 += p[i, j] * p[q, j]
+        l1 += p[i, j + 1] * p[q, j + 1]
+        l2 += p[i, j + 2] * p[q, j + 2]
+        l3 += p[i, j + 3] * p[q, j + 3]
+        l4 += p[i, j + 4] * p[q, j + 4]
+        l5 += p[i, j + 5] * p[q, j + 5]
+        l6 += p[i, j + 6] * p[q, j + 6]
+        l7 += p[i, j + 7] * p[q, j + 7]
         j += 8
-    s = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + \
-        ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+    s = ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
     while j < d:
         s += p[i, j] * p[q, j]
         j += 1
