@@ -72,9 +72,8 @@ __attribute__((always_inline)) inline void dots8(const float* p, const float* co
 }
 
 // The dot products of one sample row with every candidate, four candidates at a time.
-HDLFAST_CLONES
-void candidate_dots(const float* p, const float* const* q, int64_t n_cand, int64_t d,
-                    float* out) {
+__attribute__((always_inline)) inline void candidate_dots(const float* p, const float* const* q,
+                                                          int64_t n_cand, int64_t d, float* out) {
   int64_t t = 0;
   for (; t + 4 <= n_cand; t += 4) dots8<4>(p, q + t, d, out + t);
   switch (n_cand - t) {
@@ -82,6 +81,25 @@ void candidate_dots(const float* p, const float* const* q, int64_t n_cand, int64
     case 2: dots8<2>(p, q + t, d, out + t); break;
     case 1: dots8<1>(p, q + t, d, out + t); break;
     default: break;
+  }
+}
+
+// pp_trials on the sample rows [i0, i1) (one block of kPPBlock rows): out, and the block's
+// column sums in acc (n_cand), added in row order. dots: scratch of n_cand floats.
+HDLFAST_CLONES
+void pp_block(const float* p, int64_t d, const double* pp, const int64_t* cand,
+              const float* const* rows, int64_t n_cand, const double* d2, int64_t i0,
+              int64_t i1, double* out, double* acc, float* dots) {
+  for (int64_t i = i0; i < i1; ++i) {
+    candidate_dots(p + i * d, rows, n_cand, d, dots);
+    for (int64_t t = 0; t < n_cand; ++t) {
+      double v = -2.0 * static_cast<double>(dots[t]);
+      v = (v + pp[i]) + pp[cand[t]];
+      v = v > 0.0 ? v : 0.0;  // -0 and rounding below 0 are 0
+      v = v < d2[i] ? v : d2[i];
+      out[i * n_cand + t] = v;
+      acc[t] += v;
+    }
   }
 }
 
@@ -138,26 +156,18 @@ void row_sq_dists(const float* x, int64_t n, int64_t d, const double* centroids,
 
 void pp_trials(const float* p, int64_t s, int64_t d, const double* pp, const int64_t* cand,
                int64_t n_cand, const double* d2, double* out, double* colsum) {
-  const int64_t blocks = (s + kSumChunk - 1) / kSumChunk;
+  const int64_t blocks = (s + kPPBlock - 1) / kPPBlock;
   std::vector<double> part(static_cast<size_t>(blocks * n_cand), 0.0);
   std::vector<const float*> rows(static_cast<size_t>(n_cand));
   for (int64_t t = 0; t < n_cand; ++t) rows[t] = p + cand[t] * d;
-  parallel_for(blocks, grain_for(kSumChunk * n_cand * d), [&](int64_t bb, int64_t be, int) {
+  parallel_for(blocks, grain_for(kPPBlock * n_cand * d), [&](int64_t bb, int64_t be, int) {
     std::vector<float> dots(static_cast<size_t>(n_cand));
+    std::vector<double> acc(static_cast<size_t>(n_cand));
     for (int64_t blk = bb; blk < be; ++blk) {
-      double* acc = part.data() + blk * n_cand;
-      for (int64_t i = blk * kSumChunk; i < std::min(s, (blk + 1) * kSumChunk); ++i) {
-        candidate_dots(p + i * d, rows.data(), n_cand, d, dots.data());
-        for (int64_t t = 0; t < n_cand; ++t) {
-          const int64_t c = cand[t];
-          double v = -2.0 * static_cast<double>(dots[t]);
-          v = (v + pp[i]) + pp[c];
-          v = v > 0.0 ? v : 0.0;  // -0 and rounding below 0 are 0
-          v = v < d2[i] ? v : d2[i];
-          out[i * n_cand + t] = v;
-          acc[t] += v;
-        }
-      }
+      std::fill(acc.begin(), acc.end(), 0.0);
+      pp_block(p, d, pp, cand, rows.data(), n_cand, d2, blk * kPPBlock,
+               std::min(s, (blk + 1) * kPPBlock), out, acc.data(), dots.data());
+      std::copy(acc.begin(), acc.end(), part.begin() + blk * n_cand);
     }
   });
   for (int64_t t = 0; t < n_cand; ++t) colsum[t] = 0.0;

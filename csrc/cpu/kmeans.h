@@ -12,6 +12,7 @@ namespace hdlfast {
 namespace cpu {
 
 constexpr int64_t kSumChunk = 4096;  // rows per partial sum (part of the sums' definition)
+constexpr int64_t kPPBlock = 1024;   // rows per partial column sum of pp_trials (likewise)
 
 // For each of the rows x cols tile rows r, offer the tile row's best column (largest
 // tile[r, c] + bias[c], bias null: + 0; the smaller column on ties) as candidate col0 + c to
@@ -43,7 +44,7 @@ void row_sq_dists(const float* x, int64_t n, int64_t d, const double* centroids,
 // distances d2 to the chosen centres: out[i, t] = min(d2[i], max(0, -2 p_i . p_{cand[t]} +
 // pp[i] + pp[cand[t]])) for the n_cand candidates, the dot products in float32 over eight lanes
 // (lane l sums the columns j = l mod 8 of the full blocks of 8 in order, then the tail), the
-// rest in float64; colsum[t] = the sum over i of out[i, t], in blocks of kSumChunk rows summed
+// rest in float64; colsum[t] = the sum over i of out[i, t], in blocks of kPPBlock rows summed
 // in block order.
 void pp_trials(const float* p, int64_t s, int64_t d, const double* pp, const int64_t* cand,
                int64_t n_cand, const double* d2, double* out, double* colsum);

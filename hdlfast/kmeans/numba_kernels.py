@@ -8,7 +8,7 @@ kernels' lane orders (csrc/cpu/kmeans.h), so the results do not depend on the ba
 import numba as nb
 import numpy as np
 
-SUM_CHUNK = 4096  # kSumChunk of csrc/cpu/kmeans.h
+PP_BLOCK = 1024  # kPPBlock of csrc/cpu/kmeans.h
 
 
 @nb.njit(cache=True)
@@ -123,13 +123,13 @@ def _dot8(p, i, q):
 @nb.njit(parallel=True, cache=True)
 def pp_trials(p, pp, cand, d2, out, colsum):
     """One k-means++ step: out[i, t] = min(d2[i], max(0, -2 p_i . p_cand[t] + pp_i +
-    pp_cand[t])); colsum[t] its sum over i, in blocks of SUM_CHUNK rows added in order."""
+    pp_cand[t])); colsum[t] its sum over i, in blocks of PP_BLOCK rows added in order."""
     s = p.shape[0]
     n_cand = cand.shape[0]
-    blocks = (s + SUM_CHUNK - 1) // SUM_CHUNK
+    blocks = (s + PP_BLOCK - 1) // PP_BLOCK
     part = np.zeros((blocks, n_cand))
     for blk in nb.prange(blocks):
-        for i in range(blk * SUM_CHUNK, min(s, (blk + 1) * SUM_CHUNK)):
+        for i in range(blk * PP_BLOCK, min(s, (blk + 1) * PP_BLOCK)):
             for t in range(n_cand):
                 c = cand[t]
                 v = -2.0 * np.float64(_dot8(p, i, c))
