@@ -400,8 +400,8 @@ PYBIND11_MODULE(_native, m) {
       a("q"), a("v"), a("r"), a("labels"), a("out"),
       "Rows of q diag(v) normalised to 1, row argmax labels, the plan's column sums.");
   m.def(
-      "top1_update",
-      [](Arr tile, Arr bias, int64_t col0, Arr best_s, Arr best_i) {
+      "top2_update",
+      [](Arr tile, Arr bias, int64_t col0, Arr best_s, Arr best_i, Arr second_s) {
         const float* t = in<float>(tile, "tile", {kAny, kAny});
         const int64_t rows = tile.shape(0), cols = tile.shape(1);
         const bool biased = bias.ndim() == 1 && bias.shape(0) > 0;
@@ -409,12 +409,14 @@ PYBIND11_MODULE(_native, m) {
         if (!biased) in<float>(bias, "bias", {0});
         float* bs = out<float>(best_s, "best_s", {rows});
         int64_t* bi = out<int64_t>(best_i, "best_i", {rows});
+        float* ss = out<float>(second_s, "second_s", {rows});
         py::gil_scoped_release nogil;
-        c::top1_update(t, rows, cols, b, col0, bs, bi);
+        c::top2_update(t, rows, cols, b, col0, bs, bi, ss);
       },
-      a("tile"), a("bias"), py::arg("col0"), a("best_s"), a("best_i"),
+      a("tile"), a("bias"), py::arg("col0"), a("best_s"), a("best_i"), a("second_s"),
       "k-means assignment: each tile row's best column (tile + bias; bias empty: none), as "
-      "candidate col0 + column, replaces (best_s, best_i) when strictly larger.");
+      "candidate col0 + column, replaces (best_s, best_i) when strictly larger; second_s "
+      "keeps the best score of the other candidates.");
   m.def(
       "chunk_sums",
       [](Arr x, Arr inv, Arr labels, Arr slot_of, Arr clusters, Arr psums, Arr pcounts) {

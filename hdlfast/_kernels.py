@@ -77,8 +77,8 @@ class KMeansKernels(Protocol):
     """The fused k-means pass, exact squared distances and the k-means++ step
     (csrc/cpu/kmeans.cpp)."""
 
-    def top1_update(self, tile: np.ndarray, bias: np.ndarray, col0: int,
-                    best_s: np.ndarray, best_i: np.ndarray) -> None: ...
+    def top2_update(self, tile: np.ndarray, bias: np.ndarray, col0: int,
+                    best_s: np.ndarray, best_i: np.ndarray, second_s: np.ndarray) -> None: ...
 
     def chunk_sums(self, x: np.ndarray, inv: np.ndarray, labels: np.ndarray,
                    slot_of: np.ndarray, clusters: np.ndarray, psums: np.ndarray,

@@ -211,28 +211,82 @@ def test_fused_pass_is_independent_of_threads_and_tiles(spherical, monkeypatch):
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_top1_update_takes_the_smallest_index_among_ties(backend):
+def test_top2_update_takes_the_smallest_index_among_ties(backend):
     """Best column of tile + bias with exact ties (the smallest column wins, also across
-    column blocks and in the tail past the last block of 8), against NumPy's argmax."""
+    column blocks and in the tail past the last block of 8) and the second-best score (equal
+    to the best when it is tied), against NumPy."""
     km = _backend.select(backend, False).kmeans
     rng = np.random.default_rng(12)
     for cols in (1, 5, 8, 13, 64, 100):
         tile = rng.integers(-3, 4, (200, cols)).astype(np.float32) / 4  # many exact ties
         bias = rng.integers(-2, 3, cols).astype(np.float32) / 4
         for b in (np.empty(0, np.float32), bias):
-            best_s = np.full(200, -np.inf, np.float32)
-            best_i = np.full(200, -1, np.int64)
-            km.top1_update(tile, b, 7, best_s, best_i)
             score = tile + (b if b.size else 0)
+            top = np.sort(score, axis=1)
+            second_ref = top[:, -2] if cols > 1 else np.full(200, -np.inf, np.float32)
+            best_s = np.full(200, -np.inf, np.float32)
+            second = np.full(200, -np.inf, np.float32)
+            best_i = np.full(200, -1, np.int64)
+            km.top2_update(tile, b, 7, best_s, best_i, second)
             np.testing.assert_array_equal(best_i, 7 + np.argmax(score, axis=1))
-            np.testing.assert_array_equal(best_s, score.max(axis=1))
-            # a second block with the same scores cannot take a row (ties: the earlier wins)
-            km.top1_update(tile, b, 7 + cols, best_s, best_i)
+            np.testing.assert_array_equal(best_s, top[:, -1])
+            np.testing.assert_array_equal(second, second_ref)
+            # a second block with the same scores takes no row (ties: the earlier wins) and
+            # makes every second best the best
+            km.top2_update(tile, b, 7 + cols, best_s, best_i, second)
             np.testing.assert_array_equal(best_i, 7 + np.argmax(score, axis=1))
+            np.testing.assert_array_equal(second, top[:, -1])
+            # in blocks: column blocks of 3 give the whole row's answer
+            bs, bi, sc = (np.full(200, -np.inf, np.float32), np.zeros(200, np.int64),
+                          np.full(200, -np.inf, np.float32))
+            for c0 in range(0, cols, 3):
+                km.top2_update(np.ascontiguousarray(tile[:, c0:c0 + 3]),
+                               b[c0:c0 + 3] if b.size else b, c0, bs, bi, sc)
+            np.testing.assert_array_equal(bi, np.argmax(score, axis=1))
+            np.testing.assert_array_equal(sc, second_ref)
+
+
+@pytest.mark.parametrize("spherical", [True, False])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_bounds_skip_only_rows_whose_label_stays(spherical, backend, monkeypatch):
+    """Rows whose Hamerly bounds prove their label stays are not scored again: the same
+    labels, centroids and inertia as scoring every row in every pass, on data where most rows
+    are skipped late in the run (and with exact copies of rows, an empty cluster re-seeded and
+    column blocks)."""
+    from hdlfast.kmeans import host
+
+    x, _ = blobs(n=2 * SUM_CHUNK + 500, d=12, n_classes=25, spread=0.8, seed=22)
+    x[100:140] = x[7]  # exact copies: tied scores
+    c0 = np.concatenate([x[:24].astype(np.float64), np.full((1, 12), 40.0)])  # one far off
+    scored = []
+    real_pass = host.KMeansState._pass
+
+    def counting_pass(self, c32, bias, labels, need, eps):
+        scored.append(len(labels) if need is None else int(need.sum()))
+        return real_pass(self, c32, bias, labels, need, eps)
+
+    monkeypatch.setattr(host.KMeansState, "_pass", counting_pass)
+    runs = {}
+    for prune in (False, True):
+        monkeypatch.setattr(host, "PRUNE", prune)
+        for cols in (None, 7):
+            if cols:
+                monkeypatch.setattr(host, "_MAX_TILE_COLS", cols)
+            scored.clear()
+            runs[prune, cols] = kmeans(x, 25, spherical=spherical, init=c0, n_iters=15,
+                                       tol=None, backend=backend), list(scored)
+            monkeypatch.setattr(host, "_MAX_TILE_COLS", 4096)
+    ref = runs[False, None][0]
+    for (prune, cols), (res, counts) in runs.items():
+        np.testing.assert_array_equal(res.labels, ref.labels)
+        np.testing.assert_array_equal(res.centroids, ref.centroids)
+        assert res.inertia == ref.inertia
+    counts = runs[True, None][1]
+    assert counts[0] == len(x) and min(counts) < len(x) // 4  # the bounds did skip rows
 
 
 def test_kmeans_kernels_agree_bit_for_bit():
-    """top1_update, row_sq_dists and pp_trials give the same bits on the native and numba
+    """top2_update, row_sq_dists and pp_trials give the same bits on the native and numba
     kernels, and pp_trials / row_sq_dists match float64 references."""
     if len(CPU_BACKENDS) < 2:
         pytest.skip("needs both CPU backends")
@@ -272,10 +326,11 @@ def test_kmeans_kernels_agree_bit_for_bit():
         res = []
         for km in kerns:
             s, i = np.full(300, -np.inf, np.float32), np.zeros(300, np.int64)
-            km.top1_update(tile, bias, 0, s, i)
-            res.append((s, i))
-        np.testing.assert_array_equal(res[1][0], res[0][0])
-        np.testing.assert_array_equal(res[1][1], res[0][1])
+            s2 = np.full(300, -np.inf, np.float32)
+            km.top2_update(tile, bias, 0, s, i, s2)
+            res.append((s, i, s2))
+        for a, b in zip(res[1], res[0]):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_in_order_folds_by_key_whatever_the_finishing_order():

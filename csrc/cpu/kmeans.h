@@ -1,10 +1,10 @@
-// k-means kernels (docs §6). The assignment pass runs per worker on row chunks: top1_update on
+// k-means kernels (docs §6). The assignment pass runs per worker on row chunks: top2_update on
 // each similarity tile, then chunk_sums adds the chunk's rows to its clusters' partial sums,
 // and fold_sums adds a chunk's partials to the totals, chunk after chunk in row order. So a
 // cluster's sum is, in float64, the sum over chunks of kSumChunk rows in increasing order of
 // the chunk's partial sum of its members in increasing row order: bit-identical for any
 // thread count, on the numba twins (hdlfast/kmeans/numba_kernels.py) and on the CUDA kernel.
-// top1_update, chunk_sums and fold_sums are serial (one per worker); the others parallel.
+// top2_update, chunk_sums and fold_sums are serial (one per worker); the others parallel.
 #pragma once
 #include <cstdint>
 
@@ -14,12 +14,14 @@ namespace cpu {
 constexpr int64_t kSumChunk = 4096;  // rows per partial sum (part of the sums' definition)
 constexpr int64_t kPPBlock = 1024;   // rows per partial column sum of pp_trials (likewise)
 
-// For each of the rows x cols tile rows r, offer the tile row's best column (largest
-// tile[r, c] + bias[c], bias null: + 0; the smaller column on ties) as candidate col0 + c to
-// (best_s[r], best_i[r]); it replaces them only when strictly larger, so over column blocks
-// visited in increasing col0 the smallest index among equal scores wins.
-void top1_update(const float* tile, int64_t rows, int64_t cols, const float* bias, int64_t col0,
-                 float* best_s, int64_t* best_i);
+// For each of the rows x cols tile rows r: the best column (largest tile[r, c] + bias[c],
+// bias null: + 0; the smaller column on ties), offered as candidate col0 + c to (best_s[r],
+// best_i[r]), which it replaces only when strictly larger (over column blocks visited in
+// increasing col0 the smallest index among equal scores wins); second_s[r] becomes the largest
+// score of every other candidate seen (equal to best_s[r] when the best is tied). Start from
+// best_s = second_s = -inf.
+void top2_update(const float* tile, int64_t rows, int64_t cols, const float* bias, int64_t col0,
+                 float* best_s, int64_t* best_i, float* second_s);
 
 // Add rows x[i, :] * w_i (w_i = inv[i], or 1 when inv is null) of one chunk, in row order, to
 // the partial sums of their clusters labels[i] in [0, n_clusters). Slots are taken in order of

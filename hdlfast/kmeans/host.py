@@ -2,9 +2,17 @@
 every row to its best centroid and sums the rows per cluster for the update.
 
 The rows are cut into chunks of ``SUM_CHUNK`` rows; one worker thread per core takes a chunk:
-tile products of its rows with the centroids (numpy matmul, single-threaded BLAS), the best
-centroid of each row (``top1_update``), then the chunk's rows, still in cache, added to
-per-cluster partial sums (``chunk_sums``). Partials are added
+tile products of its rows with the centroids (numpy matmul, single-threaded BLAS), the best and
+second-best centroid of each row (``top2_update``), then the chunk's rows, still in cache,
+added to per-cluster partial sums (``chunk_sums``).
+
+Hamerly's bounds skip the scoring of rows whose label provably stays: each row keeps an upper
+bound on its distance to its own centroid and a lower bound on the distance to every other,
+moved by how far the centroids moved; a row is scored again only when the bounds leave less
+than twice the float32 scoring error between its own centroid and the others, so a skipped
+row keeps the label a full pass would give it (later passes score 10-50% of the rows). The
+rows scored are multiplied in other tiles than in a full pass, where BLAS may round a score
+by one unit differently: only a near-tie within float32 rounding can come out otherwise. Partials are added
 to the totals chunk after chunk in row order (``fold_sums`` through :class:`InOrder`), so
 the sums are the same for any thread count and on the native and numba kernels, whose
 results agree bit for bit (csrc/cpu/kmeans.h defines the order).
@@ -30,11 +38,13 @@ SUM_CHUNK = 4096  # rows per partial sum: kSumChunk of csrc/cpu/kmeans.h (part o
 _TILE_ELEMENTS = 1 << 19
 _MAX_TILE_COLS = 4096  # more centroids than this: column blocks, rows keep a running best
 _NO_WEIGHTS = np.empty(0, np.float32)
+_U32 = 2.0 ** -24  # float32's unit roundoff
+PRUNE = True  # skip rows whose label provably stays (tests compare with False)
 
 
 def native_kernels(mod):
     """The k-means kernels of the compiled module ``mod`` (names of ``numba_kernels``)."""
-    return SimpleNamespace(top1_update=mod.top1_update, chunk_sums=mod.chunk_sums,
+    return SimpleNamespace(top2_update=mod.top2_update, chunk_sums=mod.chunk_sums,
                            fold_sums=mod.fold_sums, row_sq_dists=mod.row_sq_dists,
                            pp_trials=mod.pp_trials)
 
@@ -75,20 +85,25 @@ def cluster_sums(km, x: np.ndarray, inv: np.ndarray, labels: np.ndarray, n_clust
 
 class KMeansState:
     """One k-means run on the host: the rows it clusters (unit float32 rows for spherical
-    k-means, the float32 rows for Euclidean), the labels of the last assignment and the sums
-    that assignment gathered for the update."""
+    k-means, the float32 rows for Euclidean), the labels of the last assignment, the sums that
+    assignment gathered for the update, and Hamerly's bounds on every row's distances."""
 
     def __init__(self, kmeans_kernels, x, spherical: bool, memory_budget):
         self._km, self._spherical = kmeans_kernels, spherical
         self._like = x
         self.rows = normalize(x, "X") if spherical else _arrays.host_float32(x)
-        n = self.rows.shape[0]
+        n, d = self.rows.shape
         self.labels = np.full(n, -1, np.int64)
         self._spare = np.empty(n, np.int64)  # the next assignment's labels
         tile = _TILE_ELEMENTS if memory_budget is None else \
             max(1, min(_TILE_ELEMENTS, int(memory_budget) // (4 * num_workers())))
         self._tile_elements = tile
         self._centroids = self._sums = self._counts = None
+        self._upper = np.empty(n, np.float64)  # >= the distance to the own centroid
+        self._lower = np.empty(n, np.float64)  # <= the distance to every other centroid
+        self._sq_norms = np.empty(n, np.float64)  # |x|^2: the distance of x to the origin
+        self._km.row_sq_dists(self.rows, np.zeros((1, d)), np.zeros(n, np.int64),
+                              self._sq_norms)
 
     def host_rows(self, rows: np.ndarray) -> np.ndarray:
         return self.rows[rows].astype(np.float64)
@@ -96,18 +111,60 @@ class KMeansState:
     def assign(self, centroids: np.ndarray) -> int:
         """Every row's best centroid of ``centroids`` (C, d) float64 (unit rows when
         spherical) and the per-cluster sums of the rows, in one pass; returns how many labels
-        changed."""
-        c32 = np.ascontiguousarray(centroids, np.float32)
+        changed. Rows whose bounds prove their label cannot change keep it unscored (see
+        :func:`_keeps_label`)."""
+        centroids = np.ascontiguousarray(centroids, np.float64)
+        c32 = centroids.astype(np.float32)
         bias = _NO_WEIGHTS if self._spherical else \
             (-0.5 * np.einsum("ij,ij->i", centroids, centroids)).astype(np.float32)
+        eps = self._score_error(centroids, bias)
+        need = None
+        if self._centroids is not None and PRUNE:
+            need = ~self._keeps_label(centroids, eps)
         new = self._spare
-        self._sums, self._counts = self._pass(c32, bias, new)
+        new[:] = self.labels
+        self._sums, self._counts = self._pass(c32, bias, new, need, eps)
         changed = int(np.count_nonzero(new != self.labels))
         self._spare, self.labels = self.labels, new
-        self._centroids = np.ascontiguousarray(centroids, np.float64)
+        self._centroids = centroids
         return changed
 
-    def _pass(self, c32: np.ndarray, bias: np.ndarray, labels: np.ndarray):
+    def _score_error(self, centroids: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        """Per row, a bound on |float32 score - exact score| for every centroid: the product's
+        rounding (at most d + 2 roundings of |x| |c| in any summation order, the float32
+        centroid's own rounding included), the bias's and the sum's, doubled for safety."""
+        d = self.rows.shape[1]
+        c_max = float(np.sqrt(np.einsum("ij,ij->i", centroids, centroids).max()))
+        b_max = float(np.abs(bias).max()) if bias.size else 0.0
+        return 2.0 * _U32 * ((d + 4) * np.sqrt(self._sq_norms) * c_max + 3.0 * b_max) + 1e-300
+
+    def _keeps_label(self, centroids: np.ndarray, eps: np.ndarray) -> np.ndarray:
+        """Rows whose label provably stays (Hamerly's test): after the centroids moved by
+        delta, the own centroid is at most upper + delta(own) away and every other at least
+        lower - max delta(other); when the resulting gap between the scores exceeds the float32
+        scoring error twice over, the float32 argmax would pick the own centroid again."""
+        delta = np.sqrt(((centroids - self._centroids) ** 2).sum(axis=1)) * (1 + 1e-9)
+        self._upper += delta[self.labels]
+        if delta.size > 1:
+            first = int(np.argmax(delta))
+            rest = np.delete(delta, first).max()
+            self._lower -= np.where(self.labels == first, rest, delta[first])
+        gap = (self._lower - self._upper) * (self._lower + self._upper)  # lower^2 - upper^2
+        return (self._lower > self._upper) & (gap > 4.0 * eps * (1 + 1e-9))
+
+    def _set_bounds(self, rows, best, second, eps):
+        """Bounds from the float32 best and second-best scores of ``rows``: exact distances
+        d^2 = |x|^2 + kappa - 2 score (kappa = |c|^2 = 1 for spherical, 0 for Euclidean, whose
+        score holds -|c|^2 / 2), each score off by at most eps."""
+        kappa = 1.0 if self._spherical else 0.0
+        base = self._sq_norms[rows] + kappa
+        e = 2.0 * eps[rows] + 1e-15 * (base + 2.0 * np.abs(best))  # and float64's rounding
+        self._upper[rows] = np.sqrt(np.maximum(base - 2.0 * best + e, 0.0)) * (1 + 1e-9)
+        with np.errstate(over="ignore", invalid="ignore"):  # no second centroid: +inf
+            low = np.sqrt(np.maximum(base - 2.0 * second.astype(np.float64) - e, 0.0))
+        self._lower[rows] = low * (1 - 1e-9)
+
+    def _pass(self, c32, bias, labels, need, eps):
         km, x = self._km, self.rows
         (n, d), n_clusters = x.shape, c32.shape[0]
         sums = np.zeros((n_clusters, d), np.float64)
@@ -122,16 +179,33 @@ class KMeansState:
 
         in_order = InOrder(fold)
 
+        def score(r0, r1):
+            """Best centroids and bounds of the rows of [r0, r1) that ``need`` it."""
+            if need is None:
+                rows, q = np.arange(r0, r1), x[r0:r1]
+            else:
+                rows = r0 + np.flatnonzero(need[r0:r1])
+                if rows.size == 0:
+                    return
+                q = np.take(x, rows, axis=0, out=scratch("kmeans_rows", (rows.size, d)))
+            m = rows.size
+            best = scratch("kmeans_best", (m,))
+            second = scratch("kmeans_second", (m,))
+            idx = scratch("kmeans_idx", (m,), np.int64)
+            best.fill(-np.inf)
+            second.fill(-np.inf)
+            for a in range(0, m, br):
+                b = min(m, a + br)
+                for c0 in range(0, n_clusters, bc):
+                    tile = tile_product(q[a:b], c32[c0:c0 + bc])
+                    km.top2_update(tile, bias[c0:c0 + bc] if bias.size else bias, c0,
+                                   best[a:b], idx[a:b], second[a:b])
+            labels[rows] = idx
+            self._set_bounds(rows, best, second, eps)
+
         def chunk(i):
             r0, r1 = i * SUM_CHUNK, min(n, (i + 1) * SUM_CHUNK)
-            best = scratch("kmeans_best", (r1 - r0,))
-            best.fill(-np.inf)
-            for a in range(r0, r1, br):
-                b = min(r1, a + br)
-                for c0 in range(0, n_clusters, bc):
-                    tile = tile_product(x[a:b], c32[c0:c0 + bc])
-                    km.top1_update(tile, bias[c0:c0 + bc] if bias.size else bias, c0,
-                                   best[a - r0:b - r0], labels[a:b])
+            score(r0, r1)
             try:
                 part = spare.get_nowait()
             except queue.Empty:  # every partial waits for an earlier chunk: one more

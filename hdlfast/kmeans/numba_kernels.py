@@ -12,21 +12,30 @@ PP_BLOCK = 1024  # kPPBlock of csrc/cpu/kmeans.h
 
 
 @nb.njit(cache=True)
-def top1_update(tile, bias, col0, best_s, best_i):
+def top2_update(tile, bias, col0, best_s, best_i, second_s):
     """Each tile row's best column (tile + bias, bias empty: none; the smaller column on
-    ties) replaces (best_s, best_i) when strictly larger."""
+    ties) replaces (best_s, best_i) when strictly larger; second_s keeps the largest score of
+    every other candidate seen."""
     rows, cols = tile.shape
     biased = bias.shape[0] > 0
     for r in range(rows):
         m = tile[r, 0] + bias[0] if biased else tile[r, 0]
+        m2 = np.float32(-np.inf)
         at = 0
         for c in range(1, cols):
             s = tile[r, c] + bias[c] if biased else tile[r, c]
             if s > m:
+                m2 = max(m2, m)
                 m, at = s, c
+            else:
+                m2 = max(m2, s)
         if m > best_s[r]:
+            second_s[r] = max(second_s[r], best_s[r])
+            second_s[r] = max(second_s[r], m2)
             best_s[r] = m
             best_i[r] = col0 + at
+        else:
+            second_s[r] = max(second_s[r], m)
 
 
 @nb.njit(cache=True)
