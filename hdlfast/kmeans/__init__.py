@@ -6,8 +6,9 @@ k-means the largest x . c - |c|^2 / 2 (the nearest centroid; the GPU runs the sa
 a cosine search of augmented rows, see ``kmeans.cuda``). The update sums the members of each
 cluster in float64: within chunks of 4,096 rows in row order, chunks added in order
 (bit-identical on the native, numba and CUDA kernels; the CPU sums during the assignment
-pass). k-means++ runs on the host on a seeded sample of rows, so the initial centroids are
-the same on every backend. Empty clusters are re-seeded from the worst-fitted points.
+pass, and skips the scoring of rows whose label provably stays, see ``kmeans.host``).
+k-means++ runs on the host on a seeded sample of rows, so the initial centroids are the same
+on every backend. Empty clusters are re-seeded from the worst-fitted points.
 """
 from __future__ import annotations
 
