@@ -11,7 +11,6 @@
 
 #include "cpu/clones.h"
 #include "cpu/parallel.h"
-#include "cpu/top1.h"
 
 namespace hdlfast {
 namespace cpu {
@@ -114,7 +113,8 @@ void top2_update(const float* tile, int64_t rows, int64_t cols, const float* bia
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   for (int64_t r = 0; r < rows; ++r) {
     const float* t = tile + r * cols;
-    // per lane: the best value (its first column) and the second best, as in row_top1
+    // per lane: the best value (its first column) and the second best, as in row_top1 of
+    // cpu/topk.cpp (the k = 1 kNN merge)
     f8 m1 = {kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf};
     f8 m2 = m1;
     i8 at = {0, 0, 0, 0, 0, 0, 0, 0};

@@ -4,7 +4,10 @@ every row to its best centroid and sums the rows per cluster for the update.
 The rows are cut into chunks of ``SUM_CHUNK`` rows; one worker thread per core takes a chunk:
 tile products of its rows with the centroids (numpy matmul, single-threaded BLAS), the best and
 second-best centroid of each row (``top2_update``), then the chunk's rows, still in cache,
-added to per-cluster partial sums (``chunk_sums``).
+added to per-cluster partial sums (``chunk_sums``). Partials are added to the totals chunk
+after chunk in row order (``fold_sums`` through :class:`InOrder`), so the sums are the same
+for any thread count and on the native and numba kernels, whose results agree bit for bit
+(csrc/cpu/kmeans.h defines the order).
 
 Hamerly's bounds skip the scoring of rows whose label provably stays: each row keeps an upper
 bound on its distance to its own centroid and a lower bound on the distance to every other,
@@ -12,10 +15,7 @@ moved by how far the centroids moved; a row is scored again only when the bounds
 than twice the float32 scoring error between its own centroid and the others, so a skipped
 row keeps the label a full pass would give it (later passes score 10-50% of the rows). The
 rows scored are multiplied in other tiles than in a full pass, where BLAS may round a score
-by one unit differently: only a near-tie within float32 rounding can come out otherwise. Partials are added
-to the totals chunk after chunk in row order (``fold_sums`` through :class:`InOrder`), so
-the sums are the same for any thread count and on the native and numba kernels, whose
-results agree bit for bit (csrc/cpu/kmeans.h defines the order).
+by one unit differently: only a near-tie within float32 rounding can come out otherwise.
 
 Spherical k-means scores unit rows against unit centroids (cosine). Euclidean k-means scores
 x . c - |c|^2 / 2, the nearest centroid's being the largest, as scikit-learn's Lloyd does.
@@ -104,6 +104,7 @@ class KMeansState:
         self._sq_norms = np.empty(n, np.float64)  # |x|^2: the distance of x to the origin
         self._km.row_sq_dists(self.rows, np.zeros((1, d)), np.zeros(n, np.int64),
                               self._sq_norms)
+        self._norms = np.sqrt(self._sq_norms)
 
     def host_rows(self, rows: np.ndarray) -> np.ndarray:
         return self.rows[rows].astype(np.float64)
@@ -136,7 +137,7 @@ class KMeansState:
         d = self.rows.shape[1]
         c_max = float(np.sqrt(np.einsum("ij,ij->i", centroids, centroids).max()))
         b_max = float(np.abs(bias).max()) if bias.size else 0.0
-        return 2.0 * _U32 * ((d + 4) * np.sqrt(self._sq_norms) * c_max + 3.0 * b_max) + 1e-300
+        return 2.0 * _U32 * ((d + 4) * c_max * self._norms + 3.0 * b_max) + 1e-300
 
     def _keeps_label(self, centroids: np.ndarray, eps: np.ndarray) -> np.ndarray:
         """Rows whose label provably stays (Hamerly's test): after the centroids moved by
