@@ -418,6 +418,29 @@ PYBIND11_MODULE(_native, m) {
       "candidate col0 + column, replaces (best_s, best_i) when strictly larger; second_s "
       "keeps the best score of the other candidates.");
   m.def(
+      "set_bounds",
+      [](Arr rows, Arr best_s, Arr best_i, Arr second_s, Arr sq_norms, Arr eps, double kappa,
+         Arr labels, Arr upper, Arr lower) {
+        const int64_t* rr = in<int64_t>(rows, "rows", {kAny});
+        const int64_t m = rows.shape(0);
+        const float* bs = in<float>(best_s, "best_s", {m});
+        const int64_t* bi = in<int64_t>(best_i, "best_i", {m});
+        const float* ss = in<float>(second_s, "second_s", {m});
+        const double* sq = in<double>(sq_norms, "sq_norms", {kAny});
+        const int64_t n = sq_norms.shape(0);
+        in_range(rr, m, n, "rows");
+        const double* ep = in<double>(eps, "eps", {n});
+        int64_t* lab = out<int64_t>(labels, "labels", {n});
+        double* up = out<double>(upper, "upper", {n});
+        double* lo = out<double>(lower, "lower", {n});
+        py::gil_scoped_release nogil;
+        c::set_bounds(rr, m, bs, bi, ss, sq, ep, kappa, lab, up, lo);
+      },
+      a("rows"), a("best_s"), a("best_i"), a("second_s"), a("sq_norms"), a("eps"),
+      py::arg("kappa"), a("labels"), a("upper"), a("lower"),
+      "k-means: the scored rows' labels and Hamerly bounds from their best and second-best "
+      "scores.");
+  m.def(
       "chunk_sums",
       [](Arr x, Arr inv, Arr labels, Arr slot_of, Arr clusters, Arr psums, Arr pcounts) {
         const float* xx = in<float>(x, "x", {kAny, kAny});

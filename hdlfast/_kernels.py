@@ -80,6 +80,10 @@ class KMeansKernels(Protocol):
     def top2_update(self, tile: np.ndarray, bias: np.ndarray, col0: int,
                     best_s: np.ndarray, best_i: np.ndarray, second_s: np.ndarray) -> None: ...
 
+    def set_bounds(self, rows: np.ndarray, best_s: np.ndarray, best_i: np.ndarray,
+                   second_s: np.ndarray, sq_norms: np.ndarray, eps: np.ndarray, kappa: float,
+                   labels: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> None: ...
+
     def chunk_sums(self, x: np.ndarray, inv: np.ndarray, labels: np.ndarray,
                    slot_of: np.ndarray, clusters: np.ndarray, psums: np.ndarray,
                    pcounts: np.ndarray) -> int: ...

@@ -87,6 +87,10 @@ def calls():
         "top2_update": (mod.top2_update, [q, np.ones(C, f32), 0, np.full(N, -np.inf, f32),
                                           np.zeros(N, i64), np.full(N, -np.inf, f32)],
                         [3, 4, 5]),
+        "set_bounds": (mod.set_bounds, [np.array([0, 3, N - 1], i64), np.ones(3, f32),
+                                        np.zeros(3, i64), np.zeros(3, f32), np.ones(N, f64),
+                                        np.full(N, 1e-6), 0.0, np.zeros(N, i64),
+                                        np.empty(N, f64), np.empty(N, f64)], [7, 8, 9]),
         "chunk_sums": (mod.chunk_sums, [np.ones((N, D), f32), np.full(N, 0.5, f32),
                                         np.arange(N, dtype=i64) % 3, np.full(3, -1, np.int32),
                                         np.empty(3, i64), np.empty((3, D), f64),
@@ -162,7 +166,7 @@ def test_size_that_disagrees_with_the_first_array(name, i):
 
 @pytest.mark.parametrize("name,i,bad", [
     ("reverse_indptr", 0, N), ("reverse_fill", 0, -1), ("vote_rows", 0, N),
-    ("search", 6, N), ("chunk_sums", 2, 3), ("fold_sums", 0, 3), ("row_sq_dists", 2, -1),
+    ("search", 6, N), ("set_bounds", 0, N), ("chunk_sums", 2, 3), ("fold_sums", 0, 3), ("row_sq_dists", 2, -1),
     ("pp_trials", 2, N), ("pair_dots", 2, N), ("pair_dots", 3, -1),
     ("mix_rows", 2, -1), ("mix_rows", 3, 6),
 ])

@@ -331,6 +331,25 @@ def test_kmeans_kernels_agree_bit_for_bit():
             res.append((s, i, s2))
         for a, b in zip(res[1], res[0]):
             np.testing.assert_array_equal(a, b)
+        rows = np.sort(rng.choice(5000, 300, replace=False)).astype(np.int64)
+        sq = pp.copy()
+        eps = rng.random(5000) * 1e-5
+        second = res[0][2].copy()
+        second[:3] = -np.inf  # no second centroid: an infinite lower bound
+        bounds = []
+        for km in kerns:
+            lab, up, lo = np.zeros(5000, np.int64), np.zeros(5000), np.zeros(5000)
+            km.set_bounds(rows, res[0][0], res[0][1], second, sq, eps, 0.0, lab, up, lo)
+            bounds.append((lab, up, lo))
+        for a, b in zip(bounds[1], bounds[0]):
+            np.testing.assert_array_equal(a, b)
+        lab, up, lo = bounds[0]
+        np.testing.assert_array_equal(lab[rows], res[0][1])
+        assert np.isinf(lo[rows[:3]]).all()
+        base, b64, s64 = sq[rows], res[0][0].astype(np.float64), second.astype(np.float64)
+        assert (up[rows] ** 2 >= base - 2.0 * b64 + 2 * eps[rows]).all()
+        assert (lo[rows[3:]] ** 2 <= np.maximum(base[3:] - 2.0 * s64[3:] - 2 * eps[rows[3:]],
+                                                0.0)).all()
 
 
 def test_in_order_folds_by_key_whatever_the_finishing_order():

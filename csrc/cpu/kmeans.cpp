@@ -5,6 +5,7 @@
 #include "cpu/kmeans.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -168,6 +169,22 @@ void top2_update(const float* tile, int64_t rows, int64_t cols, const float* bia
     } else {
       second_s[r] = std::max(second_s[r], b1);
     }
+  }
+}
+
+void set_bounds(const int64_t* rows, int64_t m, const float* best_s, const int64_t* best_i,
+                const float* second_s, const double* sq_norms, const double* eps, double kappa,
+                int64_t* labels, double* upper, double* lower) {
+  for (int64_t r = 0; r < m; ++r) {
+    const int64_t i = rows[r];
+    const double best = best_s[r], second = second_s[r];
+    const double base = sq_norms[i] + kappa;
+    const double e = 2.0 * eps[i] + 1e-15 * (base + 2.0 * std::fabs(best));
+    const double hi = base - 2.0 * best + e;
+    const double lo = base - 2.0 * second - e;
+    labels[i] = best_i[r];
+    upper[i] = std::sqrt(hi > 0.0 ? hi : 0.0) * (1.0 + 1e-9);
+    lower[i] = std::sqrt(lo > 0.0 ? lo : 0.0) * (1.0 - 1e-9);
   }
 }
 

@@ -23,6 +23,15 @@ constexpr int64_t kPPBlock = 1024;   // rows per partial column sum of pp_trials
 void top2_update(const float* tile, int64_t rows, int64_t cols, const float* bias, int64_t col0,
                  float* best_s, int64_t* best_i, float* second_s);
 
+// For the m scored rows rows[r]: labels[rows[r]] = best_i[r] and Hamerly's bounds from the
+// float32 best and second-best scores, each off by at most eps[i] from the exact score:
+// with base = sq_norms[i] + kappa and e = 2 eps[i] + 1e-15 (base + 2 |best|) (float64's own
+// rounding), upper[i] = sqrt(max(base - 2 best + e, 0)) (1 + 1e-9) and lower[i] =
+// sqrt(max(base - 2 second - e, 0)) (1 - 1e-9) (+inf when there is no second centroid).
+void set_bounds(const int64_t* rows, int64_t m, const float* best_s, const int64_t* best_i,
+                const float* second_s, const double* sq_norms, const double* eps, double kappa,
+                int64_t* labels, double* upper, double* lower);
+
 // Add rows x[i, :] * w_i (w_i = inv[i], or 1 when inv is null) of one chunk, in row order, to
 // the partial sums of their clusters labels[i] in [0, n_clusters). Slots are taken in order of
 // first appearance: clusters[s] is the cluster of slot s, psums (cap, d) and pcounts (cap) its

@@ -44,9 +44,9 @@ PRUNE = True  # skip rows whose label provably stays (tests compare with False)
 
 def native_kernels(mod):
     """The k-means kernels of the compiled module ``mod`` (names of ``numba_kernels``)."""
-    return SimpleNamespace(top2_update=mod.top2_update, chunk_sums=mod.chunk_sums,
-                           fold_sums=mod.fold_sums, row_sq_dists=mod.row_sq_dists,
-                           pp_trials=mod.pp_trials)
+    return SimpleNamespace(top2_update=mod.top2_update, set_bounds=mod.set_bounds,
+                           chunk_sums=mod.chunk_sums, fold_sums=mod.fold_sums,
+                           row_sq_dists=mod.row_sq_dists, pp_trials=mod.pp_trials)
 
 
 class _Partials:
@@ -153,18 +153,6 @@ class KMeansState:
         gap = (self._lower - self._upper) * (self._lower + self._upper)  # lower^2 - upper^2
         return (self._lower > self._upper) & (gap > 4.0 * eps * (1 + 1e-9))
 
-    def _set_bounds(self, rows, best, second, eps):
-        """Bounds from the float32 best and second-best scores of ``rows``: exact distances
-        d^2 = |x|^2 + kappa - 2 score (kappa = |c|^2 = 1 for spherical, 0 for Euclidean, whose
-        score holds -|c|^2 / 2), each score off by at most eps."""
-        kappa = 1.0 if self._spherical else 0.0
-        base = self._sq_norms[rows] + kappa
-        e = 2.0 * eps[rows] + 1e-15 * (base + 2.0 * np.abs(best))  # and float64's rounding
-        self._upper[rows] = np.sqrt(np.maximum(base - 2.0 * best + e, 0.0)) * (1 + 1e-9)
-        with np.errstate(over="ignore", invalid="ignore"):  # no second centroid: +inf
-            low = np.sqrt(np.maximum(base - 2.0 * second.astype(np.float64) - e, 0.0))
-        self._lower[rows] = low * (1 - 1e-9)
-
     def _pass(self, c32, bias, labels, need, eps):
         km, x = self._km, self.rows
         (n, d), n_clusters = x.shape, c32.shape[0]
@@ -183,7 +171,7 @@ class KMeansState:
         def score(r0, r1):
             """Best centroids and bounds of the rows of [r0, r1) that ``need`` it."""
             if need is None:
-                rows, q = np.arange(r0, r1), x[r0:r1]
+                rows, q = np.arange(r0, r1, dtype=np.int64), x[r0:r1]
             else:
                 rows = r0 + np.flatnonzero(need[r0:r1])
                 if rows.size == 0:
@@ -201,8 +189,10 @@ class KMeansState:
                     tile = tile_product(q[a:b], c32[c0:c0 + bc])
                     km.top2_update(tile, bias[c0:c0 + bc] if bias.size else bias, c0,
                                    best[a:b], idx[a:b], second[a:b])
-            labels[rows] = idx
-            self._set_bounds(rows, best, second, eps)
+            # exact distances are d^2 = |x|^2 + kappa - 2 score (kappa = |c|^2 = 1 for
+            # spherical k-means, 0 for Euclidean, whose score holds -|c|^2 / 2)
+            km.set_bounds(rows, best, idx, second, self._sq_norms, eps,
+                          1.0 if self._spherical else 0.0, labels, self._upper, self._lower)
 
         def chunk(i):
             r0, r1 = i * SUM_CHUNK, min(n, (i + 1) * SUM_CHUNK)

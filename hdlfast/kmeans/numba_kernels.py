@@ -5,6 +5,8 @@ increasing row order in float64 (the products of two float32 values are exact), 
 added in chunk order by ``fold_sums``. Dot products and squared distances use the native
 kernels' lane orders (csrc/cpu/kmeans.h), so the results do not depend on the backend.
 """
+import math
+
 import numba as nb
 import numpy as np
 
@@ -36,6 +38,23 @@ def top2_update(tile, bias, col0, best_s, best_i, second_s):
             best_i[r] = col0 + at
         else:
             second_s[r] = max(second_s[r], m)
+
+
+@nb.njit(cache=True)
+def set_bounds(rows, best_s, best_i, second_s, sq_norms, eps, kappa, labels, upper, lower):
+    """The scored rows' labels and Hamerly bounds from their float32 best and second-best
+    scores (formulas of csrc/cpu/kmeans.h)."""
+    for r in range(rows.shape[0]):
+        i = rows[r]
+        best = np.float64(best_s[r])
+        second = np.float64(second_s[r])
+        base = sq_norms[i] + kappa
+        e = 2.0 * eps[i] + 1e-15 * (base + 2.0 * abs(best))
+        hi = base - 2.0 * best + e
+        lo = base - 2.0 * second - e
+        labels[i] = best_i[r]
+        upper[i] = math.sqrt(hi if hi > 0.0 else 0.0) * (1.0 + 1e-9)
+        lower[i] = math.sqrt(lo if lo > 0.0 else 0.0) * (1.0 - 1e-9)
 
 
 @nb.njit(cache=True)
