@@ -7,11 +7,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <limits>
 #include <vector>
 
 #include "cpu/clones.h"
 #include "cpu/parallel.h"
+#include "cpu/row_best.h"
 
 namespace hdlfast {
 namespace cpu {
@@ -109,65 +109,15 @@ void pp_block(const float* p, int64_t d, const double* pp, const int64_t* cand,
 HDLFAST_CLONES
 void top2_update(const float* tile, int64_t rows, int64_t cols, const float* bias, int64_t col0,
                  float* best_s, int64_t* best_i, float* second_s) {
-  typedef float f8 __attribute__((vector_size(32)));
-  typedef int32_t i8 __attribute__((vector_size(32)));
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   for (int64_t r = 0; r < rows; ++r) {
-    const float* t = tile + r * cols;
-    // per lane: the best value (its first column) and the second best, as in row_top1 of
-    // cpu/topk.cpp (the k = 1 kNN merge)
-    f8 m1 = {kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf};
-    f8 m2 = m1;
-    i8 at = {0, 0, 0, 0, 0, 0, 0, 0};
-    i8 idx = {0, 1, 2, 3, 4, 5, 6, 7};
-    int64_t c = 0;
-    for (; c + 8 <= cols; c += 8) {
-      f8 v;
-      std::memcpy(&v, t + c, sizeof v);
-      if (bias) {
-        f8 b;
-        std::memcpy(&b, bias + c, sizeof b);
-        v += b;
-      }
-      const i8 gt = v > m1;
-      const i8 gt2 = v > m2;
-      m2 = gt ? m1 : (gt2 ? v : m2);
-      m1 = gt ? v : m1;
-      at = gt ? idx : at;
-      idx += 8;
-    }
-    float b1 = kNegInf, b2 = kNegInf;
-    int64_t bj = 0;
-    bool any = false;
-    for (int l = 0; l < 8 && c > 0; ++l) {  // merge the lanes: (value, smaller column) order
-      if (!any || m1[l] > b1 || (m1[l] == b1 && at[l] < bj)) {
-        b2 = any ? std::max(b2, b1) : b2;
-        b1 = m1[l];
-        bj = at[l];
-        any = true;
-      } else {
-        b2 = std::max(b2, m1[l]);
-      }
-      b2 = std::max(b2, m2[l]);
-    }
-    for (; c < cols; ++c) {  // the tail: later columns win only by a larger value
-      const float v = bias ? t[c] + bias[c] : t[c];
-      if (!any || v > b1) {
-        b2 = any ? std::max(b2, b1) : b2;
-        b1 = v;
-        bj = c;
-        any = true;
-      } else {
-        b2 = std::max(b2, v);
-      }
-    }
-    if (b1 > best_s[r]) {  // a later column block: only a strictly larger score takes the row
+    const RowBest b = row_best(tile + r * cols, bias, cols);
+    if (b.s > best_s[r]) {  // a later column block: only a strictly larger score takes the row
       second_s[r] = std::max(second_s[r], best_s[r]);
-      second_s[r] = std::max(second_s[r], b2);
-      best_s[r] = b1;
-      best_i[r] = col0 + bj;
+      second_s[r] = std::max(second_s[r], b.second);
+      best_s[r] = b.s;
+      best_i[r] = col0 + b.j;
     } else {
-      second_s[r] = std::max(second_s[r], b1);
+      second_s[r] = std::max(second_s[r], b.s);
     }
   }
 }

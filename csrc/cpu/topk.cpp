@@ -13,6 +13,7 @@
 
 #include "cpu/clones.h"
 #include "cpu/parallel.h"
+#include "cpu/row_best.h"
 
 namespace hdlfast {
 namespace cpu {
@@ -72,58 +73,11 @@ void merge_row(const float* t, int64_t cols, int64_t col0, const int64_t* ids, i
   }
 }
 
-// The best column of one similarity row (k = 1): the largest value and, among equal values,
-// the smallest column (the tie rule). GCC vector extensions, not intrinsics: inlined into a
-// HDLFAST_CLONES function they compile for that clone's instruction set (8 float lanes on
-// AVX2). GCC does not vectorise a plain float max loop without -ffinite-math-only; this
-// lane-wise form keeps each lane's first maximum and merges the lanes by (value, index), 6x
-// faster on 100 columns (21 vs 120 ns). The k-means pass's top-2 scan (cpu/kmeans.cpp) is
-// the same loop with a second value per lane.
-struct Best {
-  float s;
-  int64_t j;
-};
-
-__attribute__((always_inline)) inline Best row_top1(const float* t, int64_t cols) {
-  typedef float f8 __attribute__((vector_size(32)));
-  typedef int32_t i8 __attribute__((vector_size(32)));
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  f8 lane = {kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf};
-  i8 at = {0, 0, 0, 0, 0, 0, 0, 0};
-  i8 idx = {0, 1, 2, 3, 4, 5, 6, 7};
-  int64_t c = 0;
-  for (; c + 8 <= cols; c += 8) {  // cols < 2^31: one similarity row
-    f8 s;
-    std::memcpy(&s, t + c, sizeof s);
-    const i8 gt = s > lane;  // strict: a lane keeps its first maximum
-    lane = gt ? s : lane;
-    at = gt ? idx : at;
-    idx += 8;
-  }
-  Best best{kNegInf, 0};
-  bool any = false;
-  for (int l = 0; l < 8; ++l) {
-    if (c == 0) break;  // fewer than 8 columns: no lane holds a value
-    if (!any || lane[l] > best.s || (lane[l] == best.s && at[l] < best.j)) {
-      best = {lane[l], at[l]};
-      any = true;
-    }
-  }
-  for (; c < cols; ++c) {  // the tail: later columns win only by a larger value
-    const float s = t[c];
-    if (!any || s > best.s) {
-      best = {s, c};
-      any = true;
-    }
-  }
-  return best;
-}
-
-// k = 1: the row's best column (row_top1), offered once; 2-3x less work than the threshold
+// k = 1: the row's best column (cpu/row_best.h), offered once; 2-3x less work than the threshold
 // scan, which for k = 1 keeps finding new maxima early in each row.
 HDLFAST_CLONES
 void merge_row_top1(const float* t, int64_t cols, int64_t col0, float* hs, int64_t* hi) {
-  const Best b = row_top1(t, cols);
+  const RowBest b = row_best(t, nullptr, cols);
   offer(hs, hi, 1, b.s, col0 + b.j);
 }
 

@@ -116,9 +116,9 @@ class KMeansState:
         :func:`_keeps_label`)."""
         centroids = np.ascontiguousarray(centroids, np.float64)
         c32 = centroids.astype(np.float32)
-        bias = _NO_WEIGHTS if self._spherical else \
-            (-0.5 * np.einsum("ij,ij->i", centroids, centroids)).astype(np.float32)
-        eps = self._score_error(centroids, bias)
+        c_sq = np.einsum("ij,ij->i", centroids, centroids)
+        bias = _NO_WEIGHTS if self._spherical else (-0.5 * c_sq).astype(np.float32)
+        eps = self._score_error(float(np.sqrt(c_sq.max())), bias)
         need = None
         if self._centroids is not None and PRUNE:
             need = ~self._keeps_label(centroids, eps)
@@ -130,12 +130,12 @@ class KMeansState:
         self._centroids = centroids
         return changed
 
-    def _score_error(self, centroids: np.ndarray, bias: np.ndarray) -> np.ndarray:
-        """Per row, a bound on |float32 score - exact score| for every centroid: the product's
-        rounding (at most d + 2 roundings of |x| |c| in any summation order, the float32
-        centroid's own rounding included), the bias's and the sum's, doubled for safety."""
+    def _score_error(self, c_max: float, bias: np.ndarray) -> np.ndarray:
+        """Per row, a bound on |float32 score - exact score| for every centroid (c_max: the
+        largest centroid norm): the product's rounding (at most d + 2 roundings of |x| |c| in
+        any summation order, the float32 centroid's own rounding included), the bias's and the
+        sum's, doubled for safety."""
         d = self.rows.shape[1]
-        c_max = float(np.sqrt(np.einsum("ij,ij->i", centroids, centroids).max()))
         b_max = float(np.abs(bias).max()) if bias.size else 0.0
         return 2.0 * _U32 * ((d + 4) * c_max * self._norms + 3.0 * b_max) + 1e-300
 
