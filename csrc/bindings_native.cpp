@@ -465,6 +465,38 @@ PYBIND11_MODULE(_native, m) {
       "One chunk's rows x * inv (inv empty: weight 1) added in row order to the partial sums of "
       "their clusters' slots; returns the slots in use.");
   m.def(
+      "chunk_sums_update",
+      [](Arr x, Arr inv, Arr old_labels, Arr labels, Arr mark, Arr slot_of, Arr clusters,
+         Arr psums, Arr pcounts, int64_t used) {
+        const float* xx = in<float>(x, "x", {kAny, kAny});
+        const int64_t rows = x.shape(0), d = x.shape(1);
+        const bool weighted = inv.ndim() == 1 && inv.shape(0) > 0;
+        const float* iv = weighted ? in<float>(inv, "inv", {rows}) : nullptr;
+        if (!weighted) in<float>(inv, "inv", {0});
+        const int64_t* old = in<int64_t>(old_labels, "old_labels", {rows});
+        const int64_t* lab = in<int64_t>(labels, "labels", {rows});
+        int32_t* so = out<int32_t>(slot_of, "slot_of", {kAny});
+        const int64_t n_clusters = slot_of.shape(0);
+        in_range(old, rows, n_clusters, "old_labels");
+        in_range(lab, rows, n_clusters, "labels");
+        int8_t* mk = out<int8_t>(mark, "mark", {n_clusters});
+        int64_t* cl = out<int64_t>(clusters, "clusters", {kAny});
+        const int64_t cap = clusters.shape(0);
+        if (cap < std::min<int64_t>(rows, n_clusters))
+          throw py::value_error("clusters has size " + std::to_string(cap) + ", fewer than the "
+                                "chunk's possible distinct labels");
+        if (used < 0 || used > cap) throw py::value_error("used out of range");
+        in_range(cl, used, n_clusters, "clusters");
+        double* ps = out<double>(psums, "psums", {cap, d});
+        int64_t* pc = out<int64_t>(pcounts, "pcounts", {cap});
+        py::gil_scoped_release nogil;
+        return c::chunk_sums_update(xx, rows, d, iv, old, lab, mk, so, cl, ps, pc, used, cap);
+      },
+      a("x"), a("inv"), a("old_labels"), a("labels"), a("mark"), a("slot_of"), a("clusters"),
+      a("psums"), a("pcounts"), py::arg("used"),
+      "One chunk's partial sums, filled for old_labels, brought up to date for labels: only "
+      "the clusters that lost or gained a row are summed again; returns the slots in use.");
+  m.def(
       "fold_sums",
       [](Arr clusters, int64_t n_slots, Arr psums, Arr pcounts, Arr sums, Arr counts) {
         const int64_t* cl = in<int64_t>(clusters, "clusters", {kAny});

@@ -95,6 +95,12 @@ def calls():
                                         np.arange(N, dtype=i64) % 3, np.full(3, -1, np.int32),
                                         np.empty(3, i64), np.empty((3, D), f64),
                                         np.empty(3, i64)], [3, 4, 5, 6]),
+        "chunk_sums_update": (mod.chunk_sums_update,
+                              [np.ones((N, D), f32), np.full(N, 0.5, f32),
+                               np.arange(N, dtype=i64) % 3, np.arange(N, dtype=i64) % 2,
+                               np.zeros(3, np.int8), np.full(3, -1, np.int32),
+                               np.empty(3, i64), np.empty((3, D), f64), np.empty(3, i64), 0],
+                              [4, 5, 6, 7, 8]),
         "fold_sums": (mod.fold_sums, [np.array([2, 0, 1], i64), 3, np.ones((3, D), f64),
                                       np.ones(3, i64), np.zeros((3, D), f64),
                                       np.zeros(3, i64)], [4, 5]),
@@ -166,7 +172,8 @@ def test_size_that_disagrees_with_the_first_array(name, i):
 
 @pytest.mark.parametrize("name,i,bad", [
     ("reverse_indptr", 0, N), ("reverse_fill", 0, -1), ("vote_rows", 0, N),
-    ("search", 6, N), ("set_bounds", 0, N), ("chunk_sums", 2, 3), ("fold_sums", 0, 3), ("row_sq_dists", 2, -1),
+    ("search", 6, N), ("set_bounds", 0, N), ("chunk_sums", 2, 3), ("chunk_sums_update", 2, 3),
+    ("chunk_sums_update", 3, -1), ("fold_sums", 0, 3), ("row_sq_dists", 2, -1),
     ("pp_trials", 2, N), ("pair_dots", 2, N), ("pair_dots", 3, -1),
     ("mix_rows", 2, -1), ("mix_rows", 3, 6),
 ])

@@ -187,6 +187,85 @@ def test_cluster_sums_follow_the_chunked_order(backend):
         assert not np.array_equal(sums, plain)
 
 
+def _partials(km, x, inv, labels, n_clusters):
+    """(slot_of, clusters, psums, pcounts, used) of chunk_sums on one chunk."""
+    cap = min(n_clusters, len(x))
+    slot_of = np.full(n_clusters, -1, np.int32)
+    clusters, pcounts = np.empty(cap, np.int64), np.empty(cap, np.int64)
+    psums = np.empty((cap, x.shape[1]))
+    used = km.chunk_sums(x, inv, labels, slot_of, clusters, psums, pcounts)
+    return slot_of, clusters, psums, pcounts, used
+
+
+def _as_dict(clusters, psums, pcounts, used):
+    """cluster -> (count, sum) of the slots with members (a slot of count 0 adds nothing)."""
+    return {int(clusters[s]): (int(pcounts[s]), psums[s].tobytes())
+            for s in range(used) if pcounts[s]}
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_chunk_sums_update_equals_summing_afresh(backend):
+    """Partials brought up to date for new labels (a few rows moved, clusters emptied and
+    new to the chunk, nothing moved, every label moved, all slots taken: summed afresh)
+    equal chunk_sums of the new labels bit for bit (rows of magnitudes 1e-8..1e8: the order
+    shows), and mark is left zero."""
+    km = _backend.select(backend, False).kmeans
+    rng = np.random.default_rng(14)
+    rows, d, c = 700, 5, 30
+    x = (rng.standard_normal((rows, d)) * 10.0 ** rng.uniform(-8, 8, (rows, 1))).astype(
+        np.float32)
+    old = rng.integers(0, 20, rows).astype(np.int64)  # clusters 20..29 not in the chunk
+    moves = [np.zeros(rows, bool), rng.random(rows) < 0.02, rng.random(rows) < 0.5,
+             np.ones(rows, bool), old == 3]
+    # more clusters than rows: 700 slots, taken by 700 distinct labels, then new ones needed
+    many = 2 * rows + 1
+    spread = rng.permutation(rows).astype(np.int64)
+    cases = [(old, m, c, c) for m in moves] + [(spread, moves[2], many, 2 * rows)]
+    for inv in (np.empty(0, np.float32), rng.random(rows).astype(np.float32) + 0.5):
+        for old, move, c, high in cases:
+            new = old.copy()
+            new[move] = rng.integers(0, high, int(move.sum()))
+            new[old == 7] = 8  # cluster 7 emptied
+            slot_of, clusters, psums, pcounts, used = _partials(km, x, inv, old, c)
+            mark = np.zeros(c, np.int8)
+            used = km.chunk_sums_update(x, inv, old, new, mark, slot_of, clusters, psums,
+                                        pcounts, used)
+            assert not mark.any()
+            fresh = _partials(km, x, inv, new, c)
+            assert _as_dict(clusters, psums, pcounts, used) == _as_dict(*fresh[1:])
+            sums, counts = np.zeros((c, d)), np.zeros(c, np.int64)
+            km.fold_sums(clusters, used, psums, pcounts, sums, counts)
+            ref_sums, ref_counts = np.zeros((c, d)), np.zeros(c, np.int64)
+            km.fold_sums(fresh[1], fresh[4], fresh[2], fresh[3], ref_sums, ref_counts)
+            np.testing.assert_array_equal(sums, ref_sums)
+            np.testing.assert_array_equal(counts, ref_counts)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("spherical", [True, False])
+def test_kept_partials_give_the_same_run(spherical, backend, monkeypatch):
+    """Re-adding only the clusters that changed (the chunks' partials kept between passes)
+    gives the labels, centroids and inertia of summing every chunk afresh in every pass."""
+    from hdlfast.kmeans import host
+
+    x, _ = blobs(n=3 * SUM_CHUNK + 77, d=9, n_classes=30, spread=0.9, seed=23)
+    kept = []
+    real = host.KMeansState._keeps_partials
+
+    def spy(self, n_clusters):
+        kept.append(real(self, n_clusters))
+        return kept[-1]
+
+    monkeypatch.setattr(host.KMeansState, "_keeps_partials", spy)
+    a = kmeans(x, 30, spherical=spherical, seed=4, n_iters=12, tol=None, backend=backend)
+    assert kept and all(kept)
+    monkeypatch.setattr(host.KMeansState, "_keeps_partials", lambda self, n_clusters: False)
+    b = kmeans(x, 30, spherical=spherical, seed=4, n_iters=12, tol=None, backend=backend)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.centroids, b.centroids)
+    assert a.inertia == b.inertia
+
+
 @pytest.mark.parametrize("spherical", [True, False])
 def test_fused_pass_is_independent_of_threads_and_tiles(spherical, monkeypatch):
     """The assignment pass gives the same labels, sums and result for any worker count, tile

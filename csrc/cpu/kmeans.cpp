@@ -158,6 +158,50 @@ int64_t chunk_sums(const float* x, int64_t rows, int64_t d, const float* inv,
   return used;
 }
 
+int64_t chunk_sums_update(const float* x, int64_t rows, int64_t d, const float* inv,
+                          const int64_t* old_labels, const int64_t* labels, int8_t* mark,
+                          int32_t* slot_of, int64_t* clusters, double* psums, int64_t* pcounts,
+                          int64_t used, int64_t cap) {
+  std::vector<int64_t> touched;  // the clusters that lost or gained a row, marked in mark
+  for (int64_t i = 0; i < rows; ++i) {
+    if (old_labels[i] == labels[i]) continue;
+    for (const int64_t c : {old_labels[i], labels[i]}) {
+      if (!mark[c]) {
+        mark[c] = 1;
+        touched.push_back(c);
+      }
+    }
+  }
+  bool fits = true;
+  for (const int64_t c : touched) {
+    int64_t s = slot_of[c];
+    if (s < 0 || s >= used || clusters[s] != c) {  // a cluster new to the chunk
+      if (used == cap) {
+        fits = false;
+        break;
+      }
+      s = used++;
+      slot_of[c] = static_cast<int32_t>(s);
+      clusters[s] = c;
+    }
+    pcounts[s] = 0;
+    std::fill(psums + s * d, psums + (s + 1) * d, 0.0);
+  }
+  if (fits) {
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t c = labels[i];
+      if (!mark[c]) continue;
+      const int64_t s = slot_of[c];
+      if (s < 0 || s >= used || clusters[s] != c) continue;  // marked before entry: no slot
+      ++pcounts[s];
+      add_row(x + i * d, inv ? static_cast<double>(inv[i]) : 1.0, psums + s * d, d);
+    }
+  }
+  for (const int64_t c : touched) mark[c] = 0;
+  // every slot in use once: start the chunk afresh (then at most cap distinct labels)
+  return fits ? used : chunk_sums(x, rows, d, inv, labels, slot_of, clusters, psums, pcounts);
+}
+
 void fold_sums(const int64_t* clusters, int64_t n_slots, const double* psums,
                const int64_t* pcounts, int64_t d, double* sums, int64_t* counts) {
   for (int64_t s = 0; s < n_slots; ++s) {

@@ -4,7 +4,10 @@
 // cluster's sum is, in float64, the sum over chunks of kSumChunk rows in increasing order of
 // the chunk's partial sum of its members in increasing row order: bit-identical for any
 // thread count, on the numba twins (hdlfast/kmeans/numba_kernels.py) and on the CUDA kernel.
-// top2_update, chunk_sums and fold_sums are serial (one per worker); the others parallel.
+// A later pass may keep a chunk's partials and bring them up to date (chunk_sums_update),
+// which re-adds only the clusters whose members changed, in the same order: the same bits.
+// top2_update, chunk_sums(_update) and fold_sums are serial (one per worker); the others
+// parallel.
 #pragma once
 #include <cstdint>
 
@@ -41,6 +44,18 @@ void set_bounds(const int64_t* rows, int64_t m, const float* best_s, const int64
 int64_t chunk_sums(const float* x, int64_t rows, int64_t d, const float* inv,
                    const int64_t* labels, int32_t* slot_of, int64_t* clusters, double* psums,
                    int64_t* pcounts);
+
+// The partials of one chunk (the `used` slots filled by chunk_sums or by this function for
+// old_labels) brought up to date for its new labels: the slots of every cluster that lost or
+// gained a row are reset and refilled from the chunk's rows in row order, the others kept, so
+// each cluster's partial is bit for bit what chunk_sums gives for labels (a cluster left with
+// no row keeps a slot of count 0 and sum 0, which adds nothing). A cluster new to the chunk
+// takes the next slot; when all cap are taken the chunk is summed afresh by chunk_sums. mark
+// (n_clusters) is zero on entry and on exit. Returns the slots in use.
+int64_t chunk_sums_update(const float* x, int64_t rows, int64_t d, const float* inv,
+                          const int64_t* old_labels, const int64_t* labels, int8_t* mark,
+                          int32_t* slot_of, int64_t* clusters, double* psums, int64_t* pcounts,
+                          int64_t used, int64_t cap);
 
 // sums[c] += psums[s], counts[c] += pcounts[s] for the n_slots slots of one chunk.
 void fold_sums(const int64_t* clusters, int64_t n_slots, const double* psums,

@@ -7,7 +7,10 @@ second-best centroid of each row (``top2_update``), then the chunk's rows, still
 added to per-cluster partial sums (``chunk_sums``). Partials are added to the totals chunk
 after chunk in row order (``fold_sums`` through :class:`InOrder`), so the sums are the same
 for any thread count and on the native and numba kernels, whose results agree bit for bit
-(csrc/cpu/kmeans.h defines the order).
+(csrc/cpu/kmeans.h defines the order). Each chunk's partials are kept for the next pass (when
+they take at most half the rows' memory), which re-adds only the clusters that lost or gained
+a row in that chunk: late passes move a few hundred labels, and summing afresh would read
+every row from memory again.
 
 Hamerly's bounds skip the scoring of rows whose label provably stays: each row keeps an upper
 bound on its distance to its own centroid and a lower bound on the distance to every other,
@@ -45,7 +48,8 @@ PRUNE = True  # skip rows whose label provably stays (tests compare with False)
 def native_kernels(mod):
     """The k-means kernels of the compiled module ``mod`` (names of ``numba_kernels``)."""
     return SimpleNamespace(top2_update=mod.top2_update, set_bounds=mod.set_bounds,
-                           chunk_sums=mod.chunk_sums, fold_sums=mod.fold_sums,
+                           chunk_sums=mod.chunk_sums, chunk_sums_update=mod.chunk_sums_update,
+                           fold_sums=mod.fold_sums,
                            row_sq_dists=mod.row_sq_dists, pp_trials=mod.pp_trials)
 
 
@@ -64,6 +68,16 @@ class _Partials:
     def add(self, km, x, inv, labels):
         self.used = km.chunk_sums(x, inv, labels, self.slot_of, self.clusters, self.psums,
                                   self.pcounts)
+
+    def update(self, km, x, inv, old_labels, labels, mark):
+        """Bring partials added for ``old_labels`` up to date for ``labels`` (``mark``: int8
+        zeros of n_clusters, left zero), re-adding only the clusters that changed."""
+        self.used = km.chunk_sums_update(x, inv, old_labels, labels, mark, self.slot_of,
+                                         self.clusters, self.psums, self.pcounts, self.used)
+
+    @staticmethod
+    def nbytes(n_clusters: int, d: int) -> int:
+        return 4 * n_clusters + min(n_clusters, SUM_CHUNK) * (8 * d + 16)
 
     def fold_into(self, km, sums, counts):
         km.fold_sums(self.clusters, self.used, self.psums, self.pcounts, sums, counts)
@@ -98,7 +112,9 @@ class KMeansState:
         tile = _TILE_ELEMENTS if memory_budget is None else \
             max(1, min(_TILE_ELEMENTS, int(memory_budget) // (4 * num_workers())))
         self._tile_elements = tile
+        self._memory_budget = memory_budget
         self._centroids = self._sums = self._counts = None
+        self._parts = None  # every chunk's partials, kept between passes (see _pass)
         self._upper = np.empty(n, np.float64)  # >= the distance to the own centroid
         self._lower = np.empty(n, np.float64)  # <= the distance to every other centroid
         self._sq_norms = np.empty(n, np.float64)  # |x|^2: the distance of x to the origin
@@ -153,18 +169,41 @@ class KMeansState:
         gap = (self._lower - self._upper) * (self._lower + self._upper)  # lower^2 - upper^2
         return (self._lower > self._upper) & (gap > 4.0 * eps * (1 + 1e-9))
 
+    def _keeps_partials(self, n_clusters: int) -> bool:
+        """Whether every chunk's partials stay between passes: when they take at most half
+        the rows' memory (and fit memory_budget when given), which holds up to about 1,000
+        clusters for any width."""
+        n, d = self.rows.shape
+        total = -(-n // SUM_CHUNK) * _Partials.nbytes(n_clusters, d)
+        budget = self.rows.nbytes // 2
+        if self._memory_budget is not None:
+            budget = min(budget, self._memory_budget)
+        return total <= budget
+
     def _pass(self, c32, bias, labels, need, eps):
+        """One assignment pass; returns the sums and counts of the new ``labels``. When the
+        chunks' partials are kept (:meth:`_keeps_partials`), a later pass re-adds in each
+        chunk only the clusters that lost or gained a row (``chunk_sums_update``: the same
+        partials, bit for bit): late passes change a few hundred labels, and re-adding every
+        row read them all again from memory."""
         km, x = self._km, self.rows
         (n, d), n_clusters = x.shape, c32.shape[0]
+        n_chunks = -(-n // SUM_CHUNK)
         sums = np.zeros((n_clusters, d), np.float64)
         counts = np.zeros(n_clusters, np.int64)
         bc = min(n_clusters, _MAX_TILE_COLS)
         br = max(1, min(SUM_CHUNK, self._tile_elements // bc))
-        spare = queue.SimpleQueue()  # partials folded and free again
+        spare = queue.SimpleQueue()  # partials folded and free again (when not kept)
+        marks = queue.SimpleQueue()  # int8 zeros of n_clusters for chunk_sums_update
+        parts = self._parts
+        if parts is None and self._keeps_partials(n_clusters):
+            parts = [None] * n_chunks
+        old = self.labels
 
         def fold(part):
             part.fold_into(km, sums, counts)
-            spare.put(part)
+            if parts is None:
+                spare.put(part)
 
         in_order = InOrder(fold)
 
@@ -197,14 +236,24 @@ class KMeansState:
         def chunk(i):
             r0, r1 = i * SUM_CHUNK, min(n, (i + 1) * SUM_CHUNK)
             score(r0, r1)
-            try:
-                part = spare.get_nowait()
-            except queue.Empty:  # every partial waits for an earlier chunk: one more
-                part = _Partials(n_clusters, d)
-            part.add(km, x[r0:r1], _NO_WEIGHTS, labels[r0:r1])
+            part = None if parts is None else parts[i]
+            if part is not None:
+                try:
+                    mark = marks.get_nowait()
+                except queue.Empty:
+                    mark = np.zeros(n_clusters, np.int8)
+                part.update(km, x[r0:r1], _NO_WEIGHTS, old[r0:r1], labels[r0:r1], mark)
+                marks.put(mark)
+            else:
+                try:
+                    part = spare.get_nowait()
+                except queue.Empty:  # every partial waits for an earlier chunk: one more
+                    part = _Partials(n_clusters, d)
+                part.add(km, x[r0:r1], _NO_WEIGHTS, labels[r0:r1])
+                if parts is not None:
+                    parts[i] = part
             in_order.put(i, part)
 
-        n_chunks = -(-n // SUM_CHUNK)
         with single_threaded_blas():  # as knn.host: results independent of the thread count
             if n_chunks == 1:
                 chunk(0)
@@ -214,6 +263,7 @@ class KMeansState:
         if in_order.done != n_chunks:
             raise RuntimeError("hdlfast internal error: k-means folded the sums of "
                                f"{in_order.done} of {n_chunks} chunks; please report this")
+        self._parts = parts
         return sums, counts
 
     def update(self, n_clusters: int):

@@ -84,6 +84,58 @@ def chunk_sums(x, inv, labels, slot_of, clusters, psums, pcounts):
 
 
 @nb.njit(cache=True)
+def chunk_sums_update(x, inv, old_labels, labels, mark, slot_of, clusters, psums, pcounts,
+                      used):
+    """One chunk's partial sums, filled for old_labels, brought up to date for labels: the
+    slots of the clusters that lost or gained a row refilled in row order (the rule of
+    csrc/cpu/kmeans.h; mark: zeros, left zero); returns the slots in use."""
+    rows, d = x.shape
+    cap = clusters.shape[0]
+    weighted = inv.shape[0] > 0
+    touched = np.empty(2 * rows, np.int64)
+    n_touched = 0
+    for i in range(rows):
+        if old_labels[i] != labels[i]:
+            for c in (old_labels[i], labels[i]):
+                if mark[c] == 0:
+                    mark[c] = 1
+                    touched[n_touched] = c
+                    n_touched += 1
+    fits = True
+    for t in range(n_touched):
+        c = touched[t]
+        s = slot_of[c]
+        if s < 0 or s >= used or clusters[s] != c:
+            if used == cap:
+                fits = False
+                break
+            s = used
+            used += 1
+            slot_of[c] = s
+            clusters[s] = c
+        pcounts[s] = 0
+        for j in range(d):
+            psums[s, j] = 0.0
+    if fits:
+        for i in range(rows):
+            c = labels[i]
+            if mark[c] == 0:
+                continue
+            s = slot_of[c]
+            if s < 0 or s >= used or clusters[s] != c:
+                continue
+            pcounts[s] += 1
+            w = np.float64(inv[i]) if weighted else 1.0
+            for j in range(d):
+                psums[s, j] += np.float64(x[i, j]) * w
+    for t in range(n_touched):
+        mark[touched[t]] = 0
+    if fits:
+        return used
+    return chunk_sums(x, inv, labels, slot_of, clusters, psums, pcounts)
+
+
+@nb.njit(cache=True)
 def fold_sums(clusters, n_slots, psums, pcounts, sums, counts):
     """Add one chunk's partial sums and counts (its first n_slots slots) to the totals."""
     d = sums.shape[1]
