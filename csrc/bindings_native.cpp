@@ -137,6 +137,17 @@ PYBIND11_MODULE(_native, m) {
       },
       a("heap_s"), a("heap_i"), "Sort every heap: similarity descending, index ascending.");
   m.def(
+      "rows_are_unit",
+      [](Arr x) {
+        const float* xp = in<float>(x, "x", {kAny, kAny});
+        const int64_t n = x.shape(0), d = x.shape(1);
+        py::gil_scoped_release nogil;
+        return c::rows_are_unit(xp, n, d);
+      },
+      a("x"),
+      "Whether every float32 row of x has unit norm to float32 precision (|sum x^2 - 1| <= "
+      "2 (d + 8) 2^-24) and holds no NaN, Inf or -0.");
+  m.def(
       "unit_rows",
       [](Arr x, Arr out_rows, Arr bad) {
         const bool in64 = py::isinstance<py::array_t<double>>(x);
@@ -440,6 +451,25 @@ PYBIND11_MODULE(_native, m) {
       py::arg("kappa"), a("labels"), a("upper"), a("lower"),
       "k-means: the scored rows' labels and Hamerly bounds from their best and second-best "
       "scores.");
+  m.def(
+      "bound_test",
+      [](Arr labels, Arr delta, int64_t first, double first_max, double rest_max, Arr eps,
+         Arr upper, Arr lower, Arr need) {
+        const int64_t* lab = in<int64_t>(labels, "labels", {kAny});
+        const int64_t rows = labels.shape(0);
+        const double* dl = in<double>(delta, "delta", {kAny});
+        in_range(lab, rows, delta.shape(0), "labels");
+        const double* ep = in<double>(eps, "eps", {rows});
+        double* up = out<double>(upper, "upper", {rows});
+        double* lo = out<double>(lower, "lower", {rows});
+        int64_t* nd = out<int64_t>(need, "need", {rows});
+        py::gil_scoped_release nogil;
+        return c::bound_test(rows, lab, dl, first, first_max, rest_max, ep, up, lo, nd);
+      },
+      a("labels"), a("delta"), py::arg("first"), py::arg("first_max"), py::arg("rest_max"),
+      a("eps"), a("upper"), a("lower"), a("need"),
+      "k-means: Hamerly's test on one chunk's rows after the centroids moved; writes the rows "
+      "that need scoring to need, returns their count.");
   m.def(
       "chunk_sums",
       [](Arr x, Arr inv, Arr labels, Arr slot_of, Arr clusters, Arr psums, Arr pcounts) {

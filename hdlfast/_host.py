@@ -138,7 +138,8 @@ _COPY_BLOCK_ELEMENTS = 1 << 20  # float32 host copies of GPU / half-precision ro
 
 def normalize(x, name: str, dtype=np.float32) -> np.ndarray:
     """Rows of the 2-D array ``x`` (any kind; GPU, float16 and bfloat16 arrays are copied to
-    the host as float32 first) scaled to unit L2 norm, as a C-contiguous copy of ``dtype``.
+    the host as float32 first) scaled to unit L2 norm, as a C-contiguous copy of ``dtype``
+    (or ``x`` itself, read-only, see below).
     NaN/Inf and zero rows are bad input, named after ``name``.
 
     Scale-safe: in float64, each row is first multiplied by the power of two that brings its
@@ -146,14 +147,25 @@ def normalize(x, name: str, dtype=np.float32) -> np.ndarray:
     non-zero row works however tiny (1e-40, 1e-300) or large (1e300) its entries are: the
     norm can neither underflow to 0 nor overflow to Inf. One pass over
     the rows on all cores (csrc/cpu/rows.cpp, numba twin ``_numba.unit_rows``); -0 is
-    written as +0, so rows of equal values are equal bytes (``duplicate_reps``)."""
+    written as +0, so rows of equal values are equal bytes (``duplicate_reps``).
+
+    Float32 rows that already have unit norm to float32 precision (``|x|^2`` within
+    2 (d + 8) 2^-24 of 1, as ``F.normalize`` or ``x / norm`` in float32 leave them; no NaN,
+    Inf or -0) are returned as they are, a read-only view: embeddings normalised once are
+    searched as given, as faiss and torch would, with no copy (on a large database the copy's
+    page faults alone cost more than the check's one read)."""
     n, d = x.shape
-    out = np.empty((n, d), dtype)
-    bad = np.empty(2, np.int64)
     from . import _backend  # imported here: _backend imports this module
 
-    kernel = _backend.host_kernel("unit_rows")
     host = _arrays.host_view(x, (np.float32, np.float64))
+    if (host is not None and host.dtype == dtype == np.float32
+            and _backend.host_kernel("rows_are_unit")(host)):
+        view = host.view()  # unit rows already: read in place
+        view.flags.writeable = False
+        return view
+    out = np.empty((n, d), dtype)
+    bad = np.empty(2, np.int64)
+    kernel = _backend.host_kernel("unit_rows")
     if host is not None:  # numpy or torch CPU float32/float64: read in place
         kernel(host, out, bad)
         _checks.bad_rows(name, *(int(v) if v >= 0 else None for v in bad))

@@ -88,6 +88,24 @@ def unit_rows(x, out, bad):
 
 
 @nb.njit(parallel=True, cache=True)
+def rows_are_unit(x):
+    """Twin of the native rows_are_unit (csrc/cpu/rows.h): every float32 row of unit norm to
+    float32 precision (the squares summed as dot8), none holding NaN, Inf or -0."""
+    n, d = x.shape
+    tol = 2.0 * (d + 8) * 2.0 ** -24
+    ok = np.ones(n, np.bool_)
+    for i in nb.prange(n):
+        row = x[i]
+        for j in range(d):
+            v = row[j]
+            if not np.isfinite(v) or (v == 0.0 and math.copysign(1.0, v) < 0.0):
+                ok[i] = False
+        if ok[i]:
+            ok[i] = abs(dot8(row, row) - 1.0) <= tol
+    return ok.all()
+
+
+@nb.njit(parallel=True, cache=True)
 def row_hashes(words, mult, hashes):
     """Twin of the native row_hashes: sum_j words[i, j] * mult[j] modulo 2**64."""
     n, d = words.shape

@@ -42,6 +42,7 @@ def calls():
         "merge_rows": (mod.merge_rows, [np.ones((4, 6), f32), 0, 0, hs, hi, False], [3, 4]),
         "merge_cols": (mod.merge_cols, [np.ones((4, 6), f32), 0, 0, *heaps()], [3, 4]),
         "finalize": (mod.finalize, [*heaps()], [0, 1]),
+        "rows_are_unit": (mod.rows_are_unit, [np.ones((N, D), f32)], []),
         "unit_rows": (mod.unit_rows, [np.ones((N, D), f32), np.empty((N, D), f32),
                                       np.empty(2, i64)], [1, 2]),
         "row_hashes": (mod.row_hashes, [np.ones((N, D), np.uint32), np.ones(D, np.uint64),

@@ -338,13 +338,14 @@ def test_bounds_skip_only_rows_whose_label_stays(spherical, backend, monkeypatch
     x[100:140] = x[7]  # exact copies: tied scores
     c0 = np.concatenate([x[:24].astype(np.float64), np.full((1, 12), 40.0)])  # one far off
     scored = []
-    real_pass = host.KMeansState._pass
+    real_assign = host.KMeansState.assign
 
-    def counting_pass(self, c32, bias, labels, need, eps):
-        scored.append(len(labels) if need is None else int(need.sum()))
-        return real_pass(self, c32, bias, labels, need, eps)
+    def counting_assign(self, centroids):
+        changed = real_assign(self, centroids)
+        scored.append(self.scored)
+        return changed
 
-    monkeypatch.setattr(host.KMeansState, "_pass", counting_pass)
+    monkeypatch.setattr(host.KMeansState, "assign", counting_assign)
     runs = {}
     for prune in (False, True):
         monkeypatch.setattr(host, "PRUNE", prune)

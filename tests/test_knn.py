@@ -508,6 +508,79 @@ def test_unit_rows_and_row_hashes_native_equal_numba(dtype, out):
         assert list(bad) == [7, 5]
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_rows_are_unit_to_float32_precision(backend):
+    """rows_are_unit accepts rows normalised in float32 (numpy, torch) or by unit_rows, any
+    shape, and refuses a row whose squared norm is off by more than 2 (d + 8) 2^-24, a -0, a
+    zero, an Inf or a NaN row (first, last, middle row), against a float64 reference."""
+    from hdlfast import _backend, _numba
+
+    kernels = {"native": _backend._module("native"), "numba": _numba}
+    are_unit = kernels[backend].rows_are_unit
+    unit_rows = kernels[backend].unit_rows
+    rng = np.random.default_rng(43)
+    for n, d in [(1, 1), (300, 1), (257, 13), (64, 1000), (5000, 64)]:
+        x = (rng.standard_normal((n, d)) * 10.0 ** rng.integers(-30, 30, (n, 1))).astype(
+            np.float32)
+        x[x == 0] = 1.0
+        assert are_unit(x) == (n == 1 and abs(float(x[0] @ x[0]) - 1) < 1e-5)
+        u = np.empty((n, d), np.float32)
+        unit_rows(x, u, np.empty(2, np.int64))
+        g = rng.standard_normal((n, d)).astype(np.float32) + np.float32(1e-3)
+        f32 = g / np.linalg.norm(g, axis=1, keepdims=True)  # float32 arithmetic
+        assert are_unit(u) and are_unit(np.ascontiguousarray(f32))
+        tol = 2 * (d + 8) * 2.0 ** -24
+        for row in sorted({0, n // 2, n - 1}):
+            for change in ("over", "under", "inside", "-0", "zero", "inf", "nan"):
+                v = u.copy()
+                if change in ("over", "under", "inside"):
+                    f = {"over": 1 + 1.5 * tol, "under": 1 - 1.5 * tol, "inside": 1 + tol / 4}
+                    v[row] = (v[row].astype(np.float64) * np.sqrt(f[change])).astype(np.float32)
+                    sq = float((v[row].astype(np.float64) ** 2).sum())
+                    want = abs(sq - 1) <= tol
+                    assert want == (change == "inside") or d == 1
+                elif change == "-0":
+                    v[row, 0] = -0.0
+                    want = False
+                else:
+                    v[row] = {"zero": 0.0, "inf": np.inf, "nan": np.nan}[change]
+                    want = False
+                assert are_unit(v) == want, (n, d, row, change)
+
+
+def test_normalize_reads_unit_rows_in_place_and_copies_the_rest():
+    """Float32 rows of unit norm come back as a read-only view of the caller's array (no
+    copy; a search gives the result of the normalised copy to float32 rounding); others are
+    copied, the caller's array untouched; float64 output and float64 input always copy."""
+    from hdlfast._host import normalize
+
+    rng = np.random.default_rng(44)
+    x = rng.standard_normal((500, 24)).astype(np.float32)
+    u = normalize(x, "X")
+    assert u.base is None and u.flags.writeable  # a copy
+    same = normalize(u, "X")
+    assert np.shares_memory(same, u) and not same.flags.writeable
+    with pytest.raises(ValueError):
+        same[0, 0] = 1.0
+    assert u.flags.writeable  # the caller's array keeps its flags
+    assert not np.shares_memory(normalize(u.astype(np.float64), "X"), u)
+    assert not np.shares_memory(normalize(u, "X", np.float64), u)
+    v = u.copy()
+    v[3, 0] *= 1.5
+    w = normalize(v, "X")
+    assert not np.shares_memory(w, v) and np.array_equal(v[:3], u[:3])
+    t = x / np.linalg.norm(x, axis=1, keepdims=True)  # float32 normalisation: in place
+    assert np.shares_memory(normalize(t, "X"), t)
+    sims, idx = hdlfast.knn(t, 5)
+    assert_knn(sims, idx, x, x, 5, exclude_self=True)
+    try:
+        import torch
+    except ImportError:
+        return
+    tt = torch.nn.functional.normalize(torch.from_numpy(x), dim=1)
+    assert np.shares_memory(normalize(tt, "X"), tt.numpy())
+
+
 def test_reservoir_rule():
     from hdlfast.knn import host
 

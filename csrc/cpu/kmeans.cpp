@@ -138,6 +138,21 @@ void set_bounds(const int64_t* rows, int64_t m, const float* best_s, const int64
   }
 }
 
+int64_t bound_test(int64_t rows, const int64_t* labels, const double* delta, int64_t first,
+                   double first_max, double rest_max, const double* eps, double* upper,
+                   double* lower, int64_t* need) {
+  int64_t count = 0;
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t c = labels[i];
+    const double u = upper[i] + delta[c];
+    const double l = lower[i] - (c == first ? rest_max : first_max);
+    upper[i] = u;
+    lower[i] = l;
+    if (!(l > u && (l - u) * (l + u) > 4.0 * eps[i] * (1.0 + 1e-9))) need[count++] = i;
+  }
+  return count;
+}
+
 int64_t chunk_sums(const float* x, int64_t rows, int64_t d, const float* inv,
                    const int64_t* labels, int32_t* slot_of, int64_t* clusters, double* psums,
                    int64_t* pcounts) {

@@ -35,6 +35,16 @@ void set_bounds(const int64_t* rows, int64_t m, const float* best_s, const int64
                 const float* second_s, const double* sq_norms, const double* eps, double kappa,
                 int64_t* labels, double* upper, double* lower);
 
+// Hamerly's test on the rows of one chunk after the centroids moved by delta[c] (already
+// rounded up; first: the centroid that moved most, first_max its move, rest_max the largest
+// move of the others): upper[i] += delta[labels[i]], lower[i] -= rest_max when labels[i] ==
+// first, else first_max. A row keeps its label when lower > upper and lower^2 - upper^2 >
+// 4 eps[i] (1 + 1e-9) (the float32 argmax picks its centroid again); the others are written
+// to need (local row numbers, in order). Returns how many need scoring.
+int64_t bound_test(int64_t rows, const int64_t* labels, const double* delta, int64_t first,
+                   double first_max, double rest_max, const double* eps, double* upper,
+                   double* lower, int64_t* need);
+
 // Add rows x[i, :] * w_i (w_i = inv[i], or 1 when inv is null) of one chunk, in row order, to
 // the partial sums of their clusters labels[i] in [0, n_clusters). Slots are taken in order of
 // first appearance: clusters[s] is the cluster of slot s, psums (cap, d) and pcounts (cap) its

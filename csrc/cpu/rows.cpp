@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "cpu/clones.h"
@@ -80,7 +81,48 @@ HDLFAST_UNIT_BLOCK(float, double)
 HDLFAST_UNIT_BLOCK(double, double)
 #undef HDLFAST_UNIT_BLOCK
 
+// Whether the float32 row is unit to float32 precision (see rows.h).
+HDLFAST_CLONES bool unit_row_as_given(const float* x, int64_t d) {
+  double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  uint32_t neg_zero = 0, exp_max = 0;
+  int64_t j = 0;
+  for (; j + 8 <= d; j += 8) {
+    for (int l = 0; l < 8; ++l) {
+      uint32_t b;
+      std::memcpy(&b, x + j + l, sizeof b);
+      neg_zero |= b == 0x80000000u;
+      exp_max |= (b & 0x7f800000u) == 0x7f800000u;  // NaN or Inf
+      const double v = static_cast<double>(x[j + l]);
+      s[l] += v * v;
+    }
+  }
+  for (; j < d; ++j) {
+    uint32_t b;
+    std::memcpy(&b, x + j, sizeof b);
+    neg_zero |= b == 0x80000000u;
+    exp_max |= (b & 0x7f800000u) == 0x7f800000u;
+    const double v = static_cast<double>(x[j]);
+    s[0] += v * v;
+  }
+  const double sq = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  return !neg_zero && !exp_max && std::fabs(sq - 1.0) <= unit_tolerance(d);
+}
+
 }  // namespace
+
+bool rows_are_unit(const float* x, int64_t n, int64_t d) {
+  std::atomic<bool> off{false};
+  parallel_for(n, grain_for(d), [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i) {
+      if (off.load(std::memory_order_relaxed)) return;
+      if (!unit_row_as_given(x + i * d, d)) {
+        off = true;
+        return;
+      }
+    }
+  });
+  return !off.load();
+}
 
 template <typename In, typename Out>
 void unit_rows(const In* x, int64_t n, int64_t d, Out* out, int64_t* bad) {

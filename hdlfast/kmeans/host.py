@@ -48,6 +48,7 @@ PRUNE = True  # skip rows whose label provably stays (tests compare with False)
 def native_kernels(mod):
     """The k-means kernels of the compiled module ``mod`` (names of ``numba_kernels``)."""
     return SimpleNamespace(top2_update=mod.top2_update, set_bounds=mod.set_bounds,
+                           bound_test=mod.bound_test,
                            chunk_sums=mod.chunk_sums, chunk_sums_update=mod.chunk_sums_update,
                            fold_sums=mod.fold_sums,
                            row_sq_dists=mod.row_sq_dists, pp_trials=mod.pp_trials)
@@ -115,6 +116,7 @@ class KMeansState:
         self._memory_budget = memory_budget
         self._centroids = self._sums = self._counts = None
         self._parts = None  # every chunk's partials, kept between passes (see _pass)
+        self.scored = 0  # rows the last pass scored
         self._upper = np.empty(n, np.float64)  # >= the distance to the own centroid
         self._lower = np.empty(n, np.float64)  # <= the distance to every other centroid
         self._sq_norms = np.empty(n, np.float64)  # |x|^2: the distance of x to the origin
@@ -129,18 +131,18 @@ class KMeansState:
         """Every row's best centroid of ``centroids`` (C, d) float64 (unit rows when
         spherical) and the per-cluster sums of the rows, in one pass; returns how many labels
         changed. Rows whose bounds prove their label cannot change keep it unscored (see
-        :func:`_keeps_label`)."""
+        :meth:`_bounds`)."""
         centroids = np.ascontiguousarray(centroids, np.float64)
         c32 = centroids.astype(np.float32)
         c_sq = np.einsum("ij,ij->i", centroids, centroids)
         bias = _NO_WEIGHTS if self._spherical else (-0.5 * c_sq).astype(np.float32)
         eps = self._score_error(float(np.sqrt(c_sq.max())), bias)
-        need = None
+        bounds = None
         if self._centroids is not None and PRUNE:
-            need = ~self._keeps_label(centroids, eps)
+            bounds = self._bounds(centroids)
         new = self._spare
         new[:] = self.labels
-        self._sums, self._counts = self._pass(c32, bias, new, need, eps)
+        self._sums, self._counts = self._pass(c32, bias, new, bounds, eps)
         changed = int(np.count_nonzero(new != self.labels))
         self._spare, self.labels = self.labels, new
         self._centroids = centroids
@@ -155,19 +157,19 @@ class KMeansState:
         b_max = float(np.abs(bias).max()) if bias.size else 0.0
         return 2.0 * _U32 * ((d + 4) * c_max * self._norms + 3.0 * b_max) + 1e-300
 
-    def _keeps_label(self, centroids: np.ndarray, eps: np.ndarray) -> np.ndarray:
-        """Rows whose label provably stays (Hamerly's test): after the centroids moved by
-        delta, the own centroid is at most upper + delta(own) away and every other at least
-        lower - max delta(other); when the resulting gap between the scores exceeds the float32
-        scoring error twice over, the float32 argmax would pick the own centroid again."""
+    def _bounds(self, centroids) -> SimpleNamespace:
+        """What Hamerly's test (``bound_test``, run per chunk) needs after the centroids moved
+        by delta: the own centroid is at most upper + delta(own) away, every other at least
+        lower - the largest other move; when the resulting gap between the scores exceeds the
+        float32 scoring error twice over, the float32 argmax picks the own centroid again.
+        (Measured and dropped: scoring the few farthest-moved centroids exactly against every
+        row, so that one far move does not lower every bound, skipped more rows in that pass
+        but left looser bounds for the next ones, and the runs were 5-15% slower.)"""
         delta = np.sqrt(((centroids - self._centroids) ** 2).sum(axis=1)) * (1 + 1e-9)
-        self._upper += delta[self.labels]
-        if delta.size > 1:
-            first = int(np.argmax(delta))
-            rest = np.delete(delta, first).max()
-            self._lower -= np.where(self.labels == first, rest, delta[first])
-        gap = (self._lower - self._upper) * (self._lower + self._upper)  # lower^2 - upper^2
-        return (self._lower > self._upper) & (gap > 4.0 * eps * (1 + 1e-9))
+        first = int(np.argmax(delta))
+        rest = float(np.delete(delta, first).max()) if delta.size > 1 else 0.0
+        return SimpleNamespace(delta=delta, first=first, first_max=float(delta[first]),
+                               rest_max=rest)
 
     def _keeps_partials(self, n_clusters: int) -> bool:
         """Whether every chunk's partials stay between passes: when they take at most half
@@ -180,8 +182,9 @@ class KMeansState:
             budget = min(budget, self._memory_budget)
         return total <= budget
 
-    def _pass(self, c32, bias, labels, need, eps):
-        """One assignment pass; returns the sums and counts of the new ``labels``. When the
+    def _pass(self, c32, bias, labels, bounds, eps):
+        """One assignment pass; returns the sums and counts of the new ``labels``, and counts
+        the rows scored in ``self.scored`` (all of them when ``bounds`` is None). When the
         chunks' partials are kept (:meth:`_keeps_partials`), a later pass re-adds in each
         chunk only the clusters that lost or gained a row (``chunk_sums_update``: the same
         partials, bit for bit): late passes change a few hundred labels, and re-adding every
@@ -199,6 +202,8 @@ class KMeansState:
         if parts is None and self._keeps_partials(n_clusters):
             parts = [None] * n_chunks
         old = self.labels
+        kappa = 1.0 if self._spherical else 0.0
+        scored = np.zeros(n_chunks, np.int64)
 
         def fold(part):
             part.fold_into(km, sums, counts)
@@ -208,14 +213,21 @@ class KMeansState:
         in_order = InOrder(fold)
 
         def score(r0, r1):
-            """Best centroids and bounds of the rows of [r0, r1) that ``need`` it."""
-            if need is None:
+            """Best centroids and bounds of the rows of [r0, r1) that Hamerly's test leaves
+            to score (all of them without bounds); returns how many."""
+            if bounds is None:
                 rows, q = np.arange(r0, r1, dtype=np.int64), x[r0:r1]
             else:
-                rows = r0 + np.flatnonzero(need[r0:r1])
-                if rows.size == 0:
-                    return
-                q = np.take(x, rows, axis=0, out=scratch("kmeans_rows", (rows.size, d)))
+                b = bounds
+                need = scratch("kmeans_need", (r1 - r0,), np.int64)
+                count = km.bound_test(old[r0:r1], b.delta, b.first, b.first_max, b.rest_max,
+                                      eps[r0:r1], self._upper[r0:r1], self._lower[r0:r1],
+                                      need)
+                if count == 0:
+                    return 0
+                rows = need[:count]
+                rows += r0
+                q = np.take(x, rows, axis=0, out=scratch("kmeans_rows", (count, d)))
             m = rows.size
             best = scratch("kmeans_best", (m,))
             second = scratch("kmeans_second", (m,))
@@ -223,19 +235,20 @@ class KMeansState:
             best.fill(-np.inf)
             second.fill(-np.inf)
             for a in range(0, m, br):
-                b = min(m, a + br)
+                e = min(m, a + br)
                 for c0 in range(0, n_clusters, bc):
-                    tile = tile_product(q[a:b], c32[c0:c0 + bc])
+                    tile = tile_product(q[a:e], c32[c0:c0 + bc])
                     km.top2_update(tile, bias[c0:c0 + bc] if bias.size else bias, c0,
-                                   best[a:b], idx[a:b], second[a:b])
+                                   best[a:e], idx[a:e], second[a:e])
             # exact distances are d^2 = |x|^2 + kappa - 2 score (kappa = |c|^2 = 1 for
             # spherical k-means, 0 for Euclidean, whose score holds -|c|^2 / 2)
-            km.set_bounds(rows, best, idx, second, self._sq_norms, eps,
-                          1.0 if self._spherical else 0.0, labels, self._upper, self._lower)
+            km.set_bounds(rows, best, idx, second, self._sq_norms, eps, kappa, labels,
+                          self._upper, self._lower)
+            return m
 
         def chunk(i):
             r0, r1 = i * SUM_CHUNK, min(n, (i + 1) * SUM_CHUNK)
-            score(r0, r1)
+            scored[i] = score(r0, r1)
             part = None if parts is None else parts[i]
             if part is not None:
                 try:
@@ -264,6 +277,7 @@ class KMeansState:
             raise RuntimeError("hdlfast internal error: k-means folded the sums of "
                                f"{in_order.done} of {n_chunks} chunks; please report this")
         self._parts = parts
+        self.scored = int(scored.sum())
         return sums, counts
 
     def update(self, n_clusters: int):

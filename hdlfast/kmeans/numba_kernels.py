@@ -58,6 +58,23 @@ def set_bounds(rows, best_s, best_i, second_s, sq_norms, eps, kappa, labels, upp
 
 
 @nb.njit(cache=True)
+def bound_test(labels, delta, first, first_max, rest_max, eps, upper, lower, need):
+    """Hamerly's test on one chunk's rows after the centroids moved (formulas of
+    csrc/cpu/kmeans.h); the rows that need scoring go to need, their count is returned."""
+    count = 0
+    for i in range(labels.shape[0]):
+        c = labels[i]
+        u = upper[i] + delta[c]
+        l = lower[i] - (rest_max if c == first else first_max)
+        upper[i] = u
+        lower[i] = l
+        if not (l > u and (l - u) * (l + u) > 4.0 * eps[i] * (1.0 + 1e-9)):
+            need[count] = i
+            count += 1
+    return count
+
+
+@nb.njit(cache=True)
 def chunk_sums(x, inv, labels, slot_of, clusters, psums, pcounts):
     """One chunk's rows x * inv (inv empty: weight 1) added in row order to the partial sums
     of their clusters' slots (slot_of: scratch of any contents, a sparse set); returns the
