@@ -118,7 +118,8 @@ def test_run_records_follow_the_schema(tiny_result):
     assert {"platform", "python", "cpu", "logical_cores", "usable_cores", "ram_gb", "gpus",
             "versions", "hdlfast_info"} <= set(m)
     assert {"hdlfast", "numpy"} <= set(m["versions"])
-    assert res["settings"] == {"preset": "full", "repeats": 2, "warmup": True}
+    assert res["settings"] == {"preset": "full", "repeats": 2, "warmup": True,
+                               "cpu_in_turns": True}
     assert {r["capability"] for r in res["records"]} == set(bench.CAPABILITIES)
     for r in res["records"]:
         _check_record(r)
@@ -191,6 +192,32 @@ def test_failing_contender_is_recorded(monkeypatch):
     assert by["hdlfast-native"]["seconds"] > 0 and "error" not in by["hdlfast-native"]
     _check_record(by["hdlfast-numba"])
     assert "pretend out of memory" in bench.format_table(res)
+
+
+def test_cpu_contenders_are_timed_in_turns(monkeypatch):
+    """Each contender is set up and warmed up, then the rounds run every contender once in
+    turn; one failing in round two keeps its error and no times, the others all rounds."""
+    calls = []
+
+    def setup(capability, contender, params, data):
+        def fn():
+            calls.append(contender)
+            if contender == "sklearn" and calls.count("sklearn") == 3:
+                raise RuntimeError("second round")
+        return fn
+
+    monkeypatch.setattr(harness, "_setup", setup)
+    params = harness._complete("kmeans", TINY["kmeans"], bench.QUICK)
+    names = ["hdlfast-native", "hdlfast-numba", "sklearn"]
+    recs = bench.measure_in_turns("kmeans", params, names, data=None,
+                                  floors={"gemm_gflops": 1.0, "copy_gbs": 1.0}, repeats=3)
+    assert calls == names + names + names[:2] + ["sklearn"] + names[:2]
+    by = {r["contender"]: r for r in recs}
+    assert by["sklearn"]["error"] == "RuntimeError: second round" and by["sklearn"]["times"] == []
+    assert by["sklearn"]["seconds"] is None
+    for name in names[:2]:
+        assert len(by[name]["times"]) == 3 and "error" not in by[name]
+        assert by[name]["seconds"] == pytest.approx(float(np.median(by[name]["times"])))
 
 
 def test_sizes_override_and_several_sizes():

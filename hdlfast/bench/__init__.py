@@ -2,7 +2,10 @@
 
 Used by ``hdlfast bench [--quick]`` and by scripts in ``benchmarks/``. Every measurement is the
 median of ``repeats`` timed runs (``time.perf_counter``; GPU contenders synchronise the device
-before the clock stops) after one untimed warm-up run of the same call. Inputs are made before
+before the clock stops) after one untimed warm-up run of the same call. In ``run``, the CPU
+contenders of one workload are timed in turns (``measure_in_turns``: round after round, each
+runs once), so a slow spell of a shared machine falls on all of them; GPU contenders run one
+after another. Inputs are made before
 the clock starts (GPU contenders get their own device copy first). Data are synthetic and
 deterministic (:func:`hdlfast.datasets.synthetic_embeddings`, :func:`hdlfast.datasets.ring_graph`),
 nothing is downloaded.
@@ -31,7 +34,9 @@ contenders=None, warmup=True) -> dict``
 ``copy_bandwidth(nbytes=256 MiB, repeats=5) -> GB/s``, ``gpu_gemm_rate``, ``gpu_copy_bandwidth``
 (None without a GPU), ``measure_floors(gpu=False) -> dict``,
 ``prepare(capability, params) -> data``, ``measure(capability, params, contender, *, data=None,
-floors=None, repeats=3, warmup=True) -> record``, ``availability(capability, contender, params)
+floors=None, repeats=3, warmup=True) -> record``, ``measure_in_turns(capability, params,
+contenders, *, data, floors, repeats=3, warmup=True) -> [record, ...]`` (CPU contenders
+timed in turns; ``params`` complete, as ``run`` passes them), ``availability(capability, contender, params)
 -> None or the reason it cannot run``.
 
 Capabilities, their params (``PARAMS``), contenders and floors
@@ -76,7 +81,7 @@ Result (JSON-serialisable)
 ``{"schema": 1, "created": ISO-8601 UTC, "machine": machine_info(), "floors": {"gemm_gflops":
 float, "copy_gbs": float, "gpu_gemm_gflops": float, "gpu_copy_gbs": float, "gpu_device": str}
 (gpu keys only when measured; "gpu_error": str when measuring them failed), "settings":
-{"preset": "quick"|"full", "repeats": int, "warmup": bool}, "records": [record, ...],
+{"preset": "quick"|"full", "repeats": int, "warmup": bool, "cpu_in_turns": true}, "records": [record, ...],
 "skipped": [{"capability": str, "contender": str, "reason": str}, ...]}``. A contender that
 cannot run here (peer not installed, no GPU, too big for POT) is listed once per capability in
 "skipped", never an error.
@@ -89,18 +94,19 @@ record: ``{"capability": str, "contender": str, "n": int, "d": int|None, "k": in
 their sizes are in params), plus ``"error": str`` when the contender failed (out of memory,
 ...; then seconds and ratio_to_floor are None and times is empty). ``peak_rss_mb`` is the
 process's peak resident memory from the contender's setup (its own copies of the inputs)
-through its timed runs, the shared inputs included (Linux, after resetting the high-water mark
-through /proc/self/clear_refs; None where that is not possible).
+through its timed runs (timed in turns: through its warm-up run, the earlier contenders' setups
+held too), the shared inputs included (Linux, after resetting the high-water mark through
+/proc/self/clear_refs; None where that is not possible).
 """
 from .machine import (copy_bandwidth, gemm_rate, gpu_copy_bandwidth, gpu_gemm_rate, gpu_names,
                       machine_info, measure_floors)
 from .report import append_line, format_machine, format_table
-from .harness import DEFAULT_REPEATS, SCHEMA, measure, run
+from .harness import DEFAULT_REPEATS, SCHEMA, measure, measure_in_turns, run
 from .timing import paired_times, timed
 from .workloads import (CAPABILITIES, CONTENDERS, FULL, FULL_SIZES, PARAMS, QUICK, availability,
                         prepare)
 
-__all__ = ["run", "measure", "prepare", "availability", "machine_info", "gemm_rate",
+__all__ = ["run", "measure", "measure_in_turns", "prepare", "availability", "machine_info", "gemm_rate",
            "copy_bandwidth", "gpu_gemm_rate", "gpu_copy_bandwidth", "gpu_names",
            "measure_floors", "format_table", "format_machine", "append_line", "timed",
            "paired_times",

@@ -71,6 +71,44 @@ def measure(capability: str, params: dict, contender: str, *, data=None, floors=
     return rec
 
 
+def measure_in_turns(capability: str, params: dict, contenders, *, data, floors,
+                     repeats=DEFAULT_REPEATS, warmup=True) -> list:
+    """Records of the CPU ``contenders`` on one workload, timed in turns: each is set up and
+    warmed up (its peak resident memory read then), then round after round every contender
+    runs once, so a slow spell of a shared machine falls on all of them and their ratios
+    stay steady where sequential medians would not. Failures are recorded, never raised."""
+    live, records = [], []
+    for name in contenders:
+        rec = _record(capability, params, name, floors)
+        records.append(rec)
+        reason = availability(capability, name, params)
+        if reason is not None:
+            rec["error"] = f"unavailable: {reason}"
+            continue
+        try:
+            gc.collect()
+            tracked = _reset_peak_rss()
+            fn = _setup(capability, name, params, data)
+            if warmup:
+                fn()
+            rec["peak_rss_mb"] = _peak_rss_mb() if tracked else None
+            live.append((rec, fn))
+        except Exception as exc:  # noqa: BLE001 - one failing contender never stops the run
+            rec["error"] = _error_text(exc)
+    for _ in range(int(repeats)):
+        for rec, fn in list(live):
+            try:
+                rec["times"].append(timed(fn, 1, warmup=False)[0])
+            except Exception as exc:  # noqa: BLE001
+                rec["error"], rec["times"] = _error_text(exc), []
+                live.remove((rec, fn))
+    for rec, _fn in live:
+        rec["seconds"] = float(np.median(rec["times"]))
+        if rec["floor_seconds"]:
+            rec["ratio_to_floor"] = rec["seconds"] / rec["floor_seconds"]
+    return records
+
+
 def _complete(capability: str, params: dict, preset: dict) -> dict:
     """``params`` over the preset's for ``capability``, checked; plain ints and floats."""
     if capability not in CAPABILITIES:
@@ -203,9 +241,15 @@ def run(quick=False, capabilities=None, sizes=None, repeats=None, progress=print
                 records.append(rec)
                 say(f"  {name}: error: {rec['error']}")
             continue
+        cpu = [name for name in runnable if name not in _GPU_CONTENDERS]
+        done = measure_in_turns(cap, params, cpu, data=data, floors=floors, repeats=repeats,
+                                warmup=warmup) if cpu else []
         for name in runnable:
-            rec = measure(cap, params, name, data=data, floors=floors, repeats=repeats,
-                          warmup=warmup)
+            if name in cpu:
+                rec = done[cpu.index(name)]
+            else:  # GPU contenders one after another, the device's memory freed between
+                rec = measure(cap, params, name, data=data, floors=floors, repeats=repeats,
+                              warmup=warmup)
             records.append(rec)
             if "error" in rec:
                 say(f"  {name}: error: {rec['error']}")
@@ -220,5 +264,5 @@ def run(quick=False, capabilities=None, sizes=None, repeats=None, progress=print
                 timespec="seconds"),
             "machine": machine, "floors": floors,
             "settings": {"preset": "quick" if quick else "full", "repeats": int(repeats),
-                         "warmup": bool(warmup)},
+                         "warmup": bool(warmup), "cpu_in_turns": True},
             "records": records, "skipped": skipped}
