@@ -622,6 +622,45 @@ def test_results_do_not_depend_on_thread_count(backend, monkeypatch):
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("nq,k", [(1, 10), (6, 10), (6, 80), (700, 10)])
+def test_few_queries_split_the_database_among_workers(backend, nq, k, monkeypatch):
+    """Few queries (one block of rows) against a large database: each worker searches a part
+    of it and the parts' lists are merged; the same bits for 1, 2 and 3 workers and as one
+    pass without parts, heaps and reservoirs (k = 80), exact copies across a part boundary,
+    and (the internal search) query i excluded as database row i, against the float64
+    reference."""
+    from hdlfast import _backend
+    from hdlfast._host import normalize
+    from hdlfast.knn import host
+
+    x = clustered(40_000, 16, seed=25)
+    x[20_000:20_010] = x[19_990:20_000]  # copies on both sides of the middle
+    q = np.concatenate([x[19_990:19_993], clustered(nq, 16, seed=26)])[:nq]
+    xn = normalize(x, "X")
+    kernels = _backend.select(backend, False).knn.kernels
+    runs = []
+    for threads, parts in ((1, True), (2, True), (3, True), (2, False)):
+        monkeypatch.setenv("HDLFAST_NUM_THREADS", str(threads))
+        monkeypatch.setattr(host, "_MIN_PART_ROWS", 16384 if parts else 10**9)
+        runs.append([hdlfast.knn(q, k, database=x, backend=backend),
+                     host.topk(kernels, xn[:nq], xn, k, True, None)])
+    for other in runs[1:]:
+        for (s1, i1), (s2, i2) in zip(runs[0], other):
+            np.testing.assert_array_equal(s1, s2)
+            np.testing.assert_array_equal(i1, i2)
+    sims, idx = runs[1][0]
+    assert_knn(sims, idx, q, x, k, exclude_self=False)
+    sims, idx = runs[1][1]
+    assert not (idx == np.arange(nq)[:, None]).any()
+    full = reference_knn(x[:nq], x, x.shape[0], False)[1]
+    want = np.array([r[r != i][:k] for i, r in enumerate(full)])
+    assert (idx == want).mean() > 0.99  # near-ties in float32 aside
+    if nq >= 3:
+        sims, idx = runs[1][0]
+        assert idx[0, :2].tolist() == [19_990, 20_000] and sims[0, 0] == sims[0, 1]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("budget", [None, 4 * 64 * 10])  # one tile, or 10-column tiles
 def test_top1_ties_go_to_the_smaller_index_across_tiles(backend, budget):
     """k = 1 (the k-means assignment) has its own merge path: equal maxima in one tile or in

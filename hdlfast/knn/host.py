@@ -212,9 +212,13 @@ def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bo
         db = q
     nq, nd = q.shape[0], db.shape[0]
     budget = DEFAULT_BUDGET if memory_budget is None else int(memory_budget)
-    if uses_reservoir(k, q.shape[1], symmetric):
-        return _reservoir_topk(kernels, q, db, k, exclude_self, budget, done)
+    reservoir = uses_reservoir(k, q.shape[1], symmetric)
     bq, bd = block_sizes(nq, nd, budget, symmetric)
+    parts = min(num_workers(), nd // _MIN_PART_ROWS)
+    if not symmetric and nq <= bq and parts > 1:
+        return _database_parts(kernels, q, db, k, exclude_self, bd, parts, reservoir, done)
+    if reservoir:
+        return _reservoir_topk(kernels, q, db, k, exclude_self, budget, done)
     nbq, nbd = -(-nq // bq), -(-nd // bd)
     step = 1 / (nbq * (nbq + 1) // 2 if symmetric else nbq * nbd)  # one tile's share
     heap_s = np.full((nq, k), -np.inf, dtype=np.float32)
@@ -260,6 +264,63 @@ def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bo
     kernels.finalize(heap_s, heap_i)
     check_filled(heap_s)
     return heap_s, heap_i
+
+
+_MIN_PART_ROWS = 16384  # few queries: a database part per worker, at least this many rows
+_PART_ALIGN = 256  # parts start at multiples of this many rows (whole BLAS column panels)
+
+
+def _database_parts(kernels, q, db, k, exclude_self, bd, parts, reservoir, done=None):
+    """Few queries (one block of rows): each worker takes a part of the database, its tiles
+    merged into heaps (or reservoirs) of its own, and the parts' top k are merged under the
+    tie rule (similarity descending, index ascending). One block of rows would otherwise
+    keep every product on one core: a single query against 400,000 rows was one
+    matrix-vector-shaped product on one thread."""
+    nq, nd = q.shape[0], db.shape[0]
+    # parts of whole tiles, so the tiles are those of one worker's pass (the same bits)
+    align = bd if nd // bd >= parts else _PART_ALIGN
+    size = -(-(-(-nd // parts)) // align) * align
+    bounds = [(lo, min(nd, lo + size)) for lo in range(0, nd, size)]
+    step = 1 / sum(-(-(hi - lo) // bd) for lo, hi in bounds)
+    cancel = threading.Event()
+    out_s = np.empty((nq, len(bounds) * k), np.float32)
+    out_i = np.empty((nq, len(bounds) * k), np.int64)
+
+    def part(p):
+        lo, hi = bounds[p]
+        sims, idx = out_s[:, p * k:(p + 1) * k], out_i[:, p * k:(p + 1) * k]
+        if reservoir:
+            cap = 2 * k
+            keys = np.empty((nq, cap), np.uint64)
+            count, thr = np.zeros(nq, np.int64), np.zeros(nq, np.uint64)
+        else:
+            heap_s = np.full((nq, k), -np.inf, dtype=np.float32)
+            heap_i = np.full((nq, k), _INDEX_SENTINEL, dtype=np.int64)
+        for d0 in range(lo, hi, bd):
+            if cancel.is_set():
+                return
+            tile = tile_product(q, db[d0:min(hi, d0 + bd)])
+            if reservoir:
+                kernels.reservoir_merge(tile, 0, d0, keys, count, thr, k, exclude_self)
+            else:
+                kernels.merge_rows(tile, 0, d0, heap_s, heap_i, exclude_self)
+            if done is not None:
+                done(step)
+        if reservoir:
+            got_s, got_i = np.empty((nq, k), np.float32), np.empty((nq, k), np.int64)
+            kernels.reservoir_finish(keys, count, got_s, got_i)
+        else:
+            kernels.finalize(heap_s, heap_i)
+            got_s, got_i = heap_s, heap_i
+        sims[:], idx[:] = got_s, got_i
+
+    with single_threaded_blas(), ThreadPoolExecutor(len(bounds)) as pool:
+        run_all(pool, part, range(len(bounds)), cancel)
+    order = np.lexsort((out_i, -out_s), axis=1)[:, :k]
+    sims = np.ascontiguousarray(np.take_along_axis(out_s, order, 1))
+    idx = np.ascontiguousarray(np.take_along_axis(out_i, order, 1))
+    check_filled(sims)
+    return sims, idx
 
 
 def _reservoir_topk(kernels, q, db, k, exclude_self, budget, done=None):
