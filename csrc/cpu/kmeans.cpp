@@ -153,22 +153,44 @@ int64_t bound_test(int64_t rows, const int64_t* labels, const double* delta, int
   return count;
 }
 
+namespace {
+
+// Cluster c's slot among the first `used`, or -1 (slot_of is a sparse set: any stale value
+// is safe).
+inline int64_t slot_of_cluster(int64_t c, const int32_t* slot_of, const int64_t* clusters,
+                               int64_t used) {
+  const int64_t s = slot_of[c];
+  return s >= 0 && s < used && clusters[s] == c ? s : -1;
+}
+
+inline void empty_slot(int64_t s, int64_t d, double* psums, int64_t* pcounts) {
+  pcounts[s] = 0;
+  std::fill(psums + s * d, psums + (s + 1) * d, 0.0);
+}
+
+// Row i of x, times inv[i] (inv null: 1), added to slot s.
+inline void add_to_slot(const float* x, int64_t i, int64_t d, const float* inv, int64_t s,
+                        double* psums, int64_t* pcounts) {
+  ++pcounts[s];
+  add_row(x + i * d, inv ? static_cast<double>(inv[i]) : 1.0, psums + s * d, d);
+}
+
+}  // namespace
+
 int64_t chunk_sums(const float* x, int64_t rows, int64_t d, const float* inv,
                    const int64_t* labels, int32_t* slot_of, int64_t* clusters, double* psums,
                    int64_t* pcounts) {
   int64_t used = 0;
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t c = labels[i];
-    int64_t s = slot_of[c];
-    if (s < 0 || s >= used || clusters[s] != c) {  // no slot yet (any stale value is safe)
+    int64_t s = slot_of_cluster(c, slot_of, clusters, used);
+    if (s < 0) {  // slots are taken in order of first appearance
       s = used++;
       slot_of[c] = static_cast<int32_t>(s);
       clusters[s] = c;
-      pcounts[s] = 0;
-      std::fill(psums + s * d, psums + (s + 1) * d, 0.0);
+      empty_slot(s, d, psums, pcounts);
     }
-    ++pcounts[s];
-    add_row(x + i * d, inv ? static_cast<double>(inv[i]) : 1.0, psums + s * d, d);
+    add_to_slot(x, i, d, inv, s, psums, pcounts);
   }
   return used;
 }
@@ -189,8 +211,8 @@ int64_t chunk_sums_update(const float* x, int64_t rows, int64_t d, const float* 
   }
   bool fits = true;
   for (const int64_t c : touched) {
-    int64_t s = slot_of[c];
-    if (s < 0 || s >= used || clusters[s] != c) {  // a cluster new to the chunk
+    int64_t s = slot_of_cluster(c, slot_of, clusters, used);
+    if (s < 0) {  // a cluster new to the chunk
       if (used == cap) {
         fits = false;
         break;
@@ -199,17 +221,13 @@ int64_t chunk_sums_update(const float* x, int64_t rows, int64_t d, const float* 
       slot_of[c] = static_cast<int32_t>(s);
       clusters[s] = c;
     }
-    pcounts[s] = 0;
-    std::fill(psums + s * d, psums + (s + 1) * d, 0.0);
+    empty_slot(s, d, psums, pcounts);
   }
   if (fits) {
     for (int64_t i = 0; i < rows; ++i) {
       const int64_t c = labels[i];
-      if (!mark[c]) continue;
-      const int64_t s = slot_of[c];
-      if (s < 0 || s >= used || clusters[s] != c) continue;  // marked before entry: no slot
-      ++pcounts[s];
-      add_row(x + i * d, inv ? static_cast<double>(inv[i]) : 1.0, psums + s * d, d);
+      const int64_t s = mark[c] ? slot_of_cluster(c, slot_of, clusters, used) : -1;
+      if (s >= 0) add_to_slot(x, i, d, inv, s, psums, pcounts);  // (-1: marked before entry)
     }
   }
   for (const int64_t c : touched) mark[c] = 0;

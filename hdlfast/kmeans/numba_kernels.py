@@ -74,29 +74,45 @@ def bound_test(labels, delta, first, first_max, rest_max, eps, upper, lower, nee
     return count
 
 
+@nb.njit(inline="always", cache=True)
+def _slot(c, slot_of, clusters, used):
+    """Cluster c's slot among the first ``used``, or -1 (slot_of is a sparse set: any stale
+    value is safe)."""
+    s = slot_of[c]
+    return s if 0 <= s < used and clusters[s] == c else -1
+
+
+@nb.njit(inline="always", cache=True)
+def _empty_slot(s, psums, pcounts):
+    pcounts[s] = 0
+    for j in range(psums.shape[1]):
+        psums[s, j] = 0.0
+
+
+@nb.njit(inline="always", cache=True)
+def _add_row(x, i, inv, s, psums, pcounts):
+    """Row i of x, times inv[i] (inv empty: 1), added to slot s."""
+    w = np.float64(inv[i]) if inv.shape[0] > 0 else 1.0
+    pcounts[s] += 1
+    for j in range(x.shape[1]):
+        psums[s, j] += np.float64(x[i, j]) * w
+
+
 @nb.njit(cache=True)
 def chunk_sums(x, inv, labels, slot_of, clusters, psums, pcounts):
     """One chunk's rows x * inv (inv empty: weight 1) added in row order to the partial sums
     of their clusters' slots (slot_of: scratch of any contents, a sparse set); returns the
     slots in use."""
-    rows, d = x.shape
-    weighted = inv.shape[0] > 0
     used = 0
-    for i in range(rows):
+    for i in range(x.shape[0]):
         c = labels[i]
-        s = slot_of[c]
-        if s < 0 or s >= used or clusters[s] != c:
+        s = _slot(c, slot_of, clusters, used)
+        if s < 0:  # slots are taken in order of first appearance
             s = used
             used += 1
-            slot_of[c] = s
-            clusters[s] = c
-            pcounts[s] = 0
-            for j in range(d):
-                psums[s, j] = 0.0
-        pcounts[s] += 1
-        w = np.float64(inv[i]) if weighted else 1.0
-        for j in range(d):
-            psums[s, j] += np.float64(x[i, j]) * w
+            slot_of[c], clusters[s] = s, c
+            _empty_slot(s, psums, pcounts)
+        _add_row(x, i, inv, s, psums, pcounts)
     return used
 
 
@@ -106,9 +122,7 @@ def chunk_sums_update(x, inv, old_labels, labels, mark, slot_of, clusters, psums
     """One chunk's partial sums, filled for old_labels, brought up to date for labels: the
     slots of the clusters that lost or gained a row refilled in row order (the rule of
     csrc/cpu/kmeans.h; mark: zeros, left zero); returns the slots in use."""
-    rows, d = x.shape
-    cap = clusters.shape[0]
-    weighted = inv.shape[0] > 0
+    rows = x.shape[0]
     touched = np.empty(2 * rows, np.int64)
     n_touched = 0
     for i in range(rows):
@@ -121,30 +135,21 @@ def chunk_sums_update(x, inv, old_labels, labels, mark, slot_of, clusters, psums
     fits = True
     for t in range(n_touched):
         c = touched[t]
-        s = slot_of[c]
-        if s < 0 or s >= used or clusters[s] != c:
-            if used == cap:
+        s = _slot(c, slot_of, clusters, used)
+        if s < 0:  # a cluster new to the chunk
+            if used == clusters.shape[0]:
                 fits = False
                 break
             s = used
             used += 1
-            slot_of[c] = s
-            clusters[s] = c
-        pcounts[s] = 0
-        for j in range(d):
-            psums[s, j] = 0.0
+            slot_of[c], clusters[s] = s, c
+        _empty_slot(s, psums, pcounts)
     if fits:
         for i in range(rows):
             c = labels[i]
-            if mark[c] == 0:
-                continue
-            s = slot_of[c]
-            if s < 0 or s >= used or clusters[s] != c:
-                continue
-            pcounts[s] += 1
-            w = np.float64(inv[i]) if weighted else 1.0
-            for j in range(d):
-                psums[s, j] += np.float64(x[i, j]) * w
+            s = _slot(c, slot_of, clusters, used) if mark[c] else -1
+            if s >= 0:
+                _add_row(x, i, inv, s, psums, pcounts)
     for t in range(n_touched):
         mark[touched[t]] = 0
     if fits:
