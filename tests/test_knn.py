@@ -622,11 +622,12 @@ def test_results_do_not_depend_on_thread_count(backend, monkeypatch):
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-@pytest.mark.parametrize("nq,k", [(1, 10), (6, 10), (6, 80), (700, 10)])
+@pytest.mark.parametrize("nq,k", [(1, 10), (6, 10), (6, 80), (700, 10), (6, 20_500)])
 def test_few_queries_split_the_database_among_workers(backend, nq, k, monkeypatch):
     """Few queries (one block of rows) against a large database: each worker searches a part
     of it and the parts' lists are merged; the same bits for 1, 2 and 3 workers and as one
-    pass without parts, heaps and reservoirs (k = 80), exact copies across a part boundary,
+    pass without parts, heaps and reservoirs (k = 80; k = 20,500: more than a part holds, so
+    no parts), exact copies across a part boundary,
     and (the internal search) query i excluded as database row i, against the float64
     reference."""
     from hdlfast import _backend

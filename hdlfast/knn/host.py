@@ -214,8 +214,9 @@ def topk(kernels, q: np.ndarray, db: np.ndarray | None, k: int, exclude_self: bo
     budget = DEFAULT_BUDGET if memory_budget is None else int(memory_budget)
     reservoir = uses_reservoir(k, q.shape[1], symmetric)
     bq, bd = block_sizes(nq, nd, budget, symmetric)
-    parts = min(num_workers(), nd // _MIN_PART_ROWS)
-    if not symmetric and nq <= bq and parts > 1:
+    parts = _database_bounds(nd, bd, min(num_workers(), nd // _MIN_PART_ROWS))
+    if not symmetric and nq <= bq and len(parts) > 1 and \
+            min(hi - lo for lo, hi in parts) > k:  # every part fills its k (self excluded)
         return _database_parts(kernels, q, db, k, exclude_self, bd, parts, reservoir, done)
     if reservoir:
         return _reservoir_topk(kernels, q, db, k, exclude_self, budget, done)
@@ -270,17 +271,24 @@ _MIN_PART_ROWS = 16384  # few queries: a database part per worker, at least this
 _PART_ALIGN = 256  # parts start at multiples of this many rows (whole BLAS column panels)
 
 
-def _database_parts(kernels, q, db, k, exclude_self, bd, parts, reservoir, done=None):
-    """Few queries (one block of rows): each worker takes a part of the database, its tiles
-    merged into heaps (or reservoirs) of its own, and the parts' top k are merged under the
-    tie rule (similarity descending, index ascending). One block of rows would otherwise
-    keep every product on one core: a single query against 400,000 rows was one
-    matrix-vector-shaped product on one thread."""
-    nq, nd = q.shape[0], db.shape[0]
-    # parts of whole tiles, so the tiles are those of one worker's pass (the same bits)
+def _database_bounds(nd: int, bd: int, parts: int) -> list:
+    """[lo, hi) of about ``parts`` database parts: whole tiles of ``bd`` rows, so the tiles
+    are those of one worker's pass (the same bits), or when fewer tiles than parts, runs of
+    whole BLAS column panels."""
+    if parts < 2:
+        return [(0, nd)]
     align = bd if nd // bd >= parts else _PART_ALIGN
     size = -(-(-(-nd // parts)) // align) * align
-    bounds = [(lo, min(nd, lo + size)) for lo in range(0, nd, size)]
+    return [(lo, min(nd, lo + size)) for lo in range(0, nd, size)]
+
+
+def _database_parts(kernels, q, db, k, exclude_self, bd, bounds, reservoir, done=None):
+    """Few queries (one block of rows): each worker takes a part of the database (``bounds``,
+    each holding more than k rows), its tiles merged into heaps (or reservoirs) of its own,
+    and the parts' top k are merged under the tie rule (similarity descending, index
+    ascending). One block of rows would otherwise keep every product on one core: a single
+    query against 400,000 rows was one matrix-vector-shaped product on one thread."""
+    nq = q.shape[0]
     step = 1 / sum(-(-(hi - lo) // bd) for lo, hi in bounds)
     cancel = threading.Event()
     out_s = np.empty((nq, len(bounds) * k), np.float32)
